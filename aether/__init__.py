@@ -1,0 +1,90 @@
+"""aether: a bitemporal semantic memory engine for LLM agents.
+
+>>> import aether
+>>> mem = aether.open(embedder=aether.HashingEmbedder(dim=64))
+>>> atom = mem.add("Alice lives in Paris", tags={"user": "alice"})
+>>> mem.search("where does alice live?", k=1)[0].atom.content.inline
+'Alice lives in Paris'
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .api import UNSET, Memory, View, open
+from .embed import (
+    Embedder,
+    HashingEmbedder,
+    PrecomputedEmbedder,
+    SentenceTransformerEmbedder,
+)
+from .errors import (
+    AetherError,
+    AtomNotFoundError,
+    ConfigError,
+    CorruptionError,
+    EmbeddingError,
+    FormatVersionError,
+    InvalidContentError,
+    InvalidInputError,
+    InvalidIntervalError,
+    InvalidTagError,
+    InvalidVectorError,
+    KeyRequiredError,
+    MissingDependencyError,
+    ModelMismatchError,
+    NaiveDatetimeError,
+    ReadOnlyError,
+    SecurityError,
+    StorageIOError,
+    StoreClosedError,
+    StoreError,
+    StoreLockedError,
+    StoreNotFoundError,
+    TamperedError,
+    WrongKeyError,
+)
+from .models import BucketPlan, Hit, MemoryAtom, MemoryContent, MemoryModality, SearchPlan, StoreStats
+
+__all__ = [
+    "UNSET",
+    "AetherError",
+    "AtomNotFoundError",
+    "BucketPlan",
+    "ConfigError",
+    "CorruptionError",
+    "Embedder",
+    "EmbeddingError",
+    "FormatVersionError",
+    "HashingEmbedder",
+    "Hit",
+    "InvalidContentError",
+    "InvalidInputError",
+    "InvalidIntervalError",
+    "InvalidTagError",
+    "InvalidVectorError",
+    "KeyRequiredError",
+    "Memory",
+    "MemoryAtom",
+    "MemoryContent",
+    "MemoryModality",
+    "MissingDependencyError",
+    "ModelMismatchError",
+    "NaiveDatetimeError",
+    "PrecomputedEmbedder",
+    "ReadOnlyError",
+    "SearchPlan",
+    "SecurityError",
+    "SentenceTransformerEmbedder",
+    "StorageIOError",
+    "StoreClosedError",
+    "StoreError",
+    "StoreLockedError",
+    "StoreNotFoundError",
+    "StoreStats",
+    "TamperedError",
+    "View",
+    "WrongKeyError",
+    "__version__",
+    "open",
+]

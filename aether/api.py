@@ -1,0 +1,542 @@
+"""The public facade: ``aether.open()`` returns a :class:`Memory`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Final
+
+import numpy as np
+
+from ._time import OPEN, Clock, TimeLike, from_us, to_us
+from .embed import DEFAULT_MODEL, Embedder, SentenceTransformerEmbedder, as_unit_vectors, embedder_from_identity
+from .engine import search as _search
+from .engine.store import DeleteOp, Engine, Op, PutOp, RetractOp
+from .engine.validate import (
+    DEFAULT_MAX_CONTENT_BYTES,
+    check_atom_id,
+    check_content,
+    check_json,
+    check_modality,
+    check_quality,
+    check_subject,
+    check_tags,
+)
+from .errors import InvalidInputError, InvalidIntervalError, ReadOnlyError
+from .models import Hit, MemoryAtom, SearchPlan, StoreStats, new_atom_id
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+#: Marks an argument that was not given (where ``None`` has a meaning of its own).
+UNSET: Final = _Unset()
+
+_ITEM_KEYS = {
+    "content", "tags", "metadata", "valid_from", "valid_to", "modality", "subject",
+    "quality_score", "atom_id", "vector", "content_metadata",
+}
+
+
+def _opt_time(value: TimeLike | None, name: str) -> int | None:
+    return None if value is None else to_us(value, name=name)
+
+
+def _during(valid_during: Any) -> tuple[int, int] | None:
+    if valid_during is None:
+        return None
+    try:
+        a, b = valid_during
+    except (TypeError, ValueError):
+        raise InvalidInputError("valid_during must be a pair (start, end)") from None
+    lo = -(2**62) if a is None else to_us(a, name="valid_during[0]")
+    hi = OPEN if b is None else to_us(b, name="valid_during[1]")
+    if hi <= lo:
+        raise InvalidIntervalError("valid_during end must be after its start")
+    return lo, hi
+
+
+class Memory:
+    """A bitemporal memory store. Create one with :func:`aether.open`.
+
+    Every write is one durable transaction; reads see the state as of a valid time
+    (``valid_at``, default now) and a transaction time (``as_of``, default the latest commit).
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def path(self) -> str | None:
+        """The store directory, or ``None`` for an in-memory store."""
+        return str(self._engine.path) if self._engine.path is not None else None
+
+    @property
+    def embedder(self) -> Embedder:
+        """The embedder this store uses."""
+        return self._engine.embedder
+
+    @property
+    def read_only(self) -> bool:
+        return self._engine.read_only
+
+    @property
+    def last_commit(self) -> datetime | None:
+        """Transaction time of the latest commit (``None`` for an empty store)."""
+        snap = self._engine.snapshot
+        return from_us(snap.last_tx) if snap.last_seq else None
+
+    # ------------------------------------------------------------------ writes
+    def _put_op(
+        self,
+        content: Any,
+        *,
+        tags: Any,
+        metadata: Any,
+        valid_from: TimeLike | None,
+        valid_to: TimeLike | None,
+        modality: Any,
+        subject: Any,
+        quality_score: Any,
+        atom_id: Any,
+        vector: Any,
+        content_metadata: Any = None,
+    ) -> PutOp:
+        self._check_write()
+        lim = self._engine.max_content_bytes
+        vf = _opt_time(valid_from, "valid_from")
+        vt = OPEN if valid_to is None else to_us(valid_to, name="valid_to")
+        if vf is not None and vt <= vf:
+            raise InvalidIntervalError("valid_to must be after valid_from")
+        vec = None if vector is None else as_unit_vectors(vector, self._engine.embedder.dim)
+        if vec is not None and vec.shape[0] != 1:
+            raise InvalidInputError("vector must be a single vector")
+        return PutOp(
+            atom_id=new_atom_id() if atom_id is None else check_atom_id(atom_id),
+            content=check_content(content, lim),
+            content_meta=check_json(content_metadata, "content_metadata"),
+            tags=check_tags(tags),
+            metadata=check_json(metadata, "metadata"),
+            modality=check_modality(modality),
+            subject=check_subject(subject),
+            quality=check_quality(quality_score),
+            valid_from=vf,
+            valid_to=vt,
+            vector=None if vec is None else vec[0],
+        )
+
+    def add(
+        self,
+        content: str,
+        *,
+        tags: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        valid_from: TimeLike | None = None,
+        valid_to: TimeLike | None = None,
+        modality: str = "text",
+        subject: str = "default",
+        quality_score: float = 1.0,
+        atom_id: str | None = None,
+        vector: Any = None,
+        content_metadata: Mapping[str, Any] | None = None,
+    ) -> MemoryAtom:
+        """Store a memory valid during ``[valid_from, valid_to)`` (default ``[now, open)``).
+
+        Parameters
+        ----------
+        content
+            The text (for other modalities, its text rendering).
+        tags
+            Flat ``str -> str | int | float | bool`` labels that searches can filter on.
+        metadata
+            Any JSON object, stored and returned, not filtered on.
+        valid_from, valid_to
+            When the fact holds; ``valid_to=None`` means open-ended.
+        atom_id
+            Give an existing id to write a new version of that atom (an upsert).
+        vector
+            A pre-computed embedding of dimension ``embedder.dim``; skips the model.
+
+        Returns
+        -------
+        MemoryAtom
+            The version that was written.
+        """
+        op = self._put_op(
+            content, tags=dict(tags) if tags is not None else None, metadata=metadata, valid_from=valid_from,
+            valid_to=valid_to, modality=modality, subject=subject, quality_score=quality_score,
+            atom_id=atom_id, vector=vector, content_metadata=content_metadata,
+        )
+        res = self._engine.commit([op])
+        return self._engine.atom_at(res.rows[0])
+
+    def add_many(self, items: Iterable[Mapping[str, Any] | str], *, vectors: Any = None) -> list[str]:
+        """Store many memories in one atomic transaction; returns their atom ids in order.
+
+        Each item is a string or a dict with the keyword arguments of :meth:`add`.
+        ``vectors`` (an ``(n, dim)`` array) gives pre-computed embeddings for all items.
+        """
+        self._check_write()
+        items = list(items)
+        if vectors is not None:
+            vecs = as_unit_vectors(vectors, self._engine.embedder.dim)
+            if vecs.shape[0] != len(items):
+                raise InvalidInputError(f"{len(items)} items but {vecs.shape[0]} vectors")
+        ops: list[Op] = []
+        for i, item in enumerate(items):
+            if isinstance(item, str):
+                item = {"content": item}
+            if not isinstance(item, Mapping):
+                raise InvalidInputError(f"item {i}: expected a str or a dict")
+            unknown = set(item) - _ITEM_KEYS
+            if unknown:
+                raise InvalidInputError(f"item {i}: unknown keys {sorted(unknown)}")
+            if "content" not in item:
+                raise InvalidInputError(f"item {i}: 'content' is required")
+            try:
+                op = self._put_op(
+                    item["content"],
+                    tags=item.get("tags"),
+                    metadata=item.get("metadata"),
+                    valid_from=item.get("valid_from"),
+                    valid_to=item.get("valid_to"),
+                    modality=item.get("modality", "text"),
+                    subject=item.get("subject", "default"),
+                    quality_score=item.get("quality_score", 1.0),
+                    atom_id=item.get("atom_id"),
+                    vector=item.get("vector") if vectors is None else vecs[i],
+                    content_metadata=item.get("content_metadata"),
+                )
+            except InvalidInputError as exc:
+                raise type(exc)(f"item {i}: {exc}") from None
+            ops.append(op)
+        if not ops:
+            return []
+        self._engine.commit(ops)
+        return [op.atom_id for op in ops if isinstance(op, PutOp)]
+
+    def correct(
+        self,
+        atom_id: str,
+        content: str | None = None,
+        *,
+        valid_from: TimeLike | None = None,
+        valid_to: TimeLike | None = None,
+        tags: Mapping[str, Any] | None | _Unset = UNSET,
+        metadata: Mapping[str, Any] | None | _Unset = UNSET,
+        vector: Any = None,
+    ) -> MemoryAtom:
+        """Record what is now believed about ``atom_id`` for ``[valid_from, valid_to)``, past included.
+
+        Queries as of a transaction time before the correction still see the old belief.
+        Fields not given (``tags``, ``metadata``; ``content`` when ``None``) are kept from the
+        atom's latest version.
+
+        Raises
+        ------
+        AtomNotFoundError
+            If the atom does not exist.
+        """
+        self._check_write()
+        atom_id = check_atom_id(atom_id)
+        vf = _opt_time(valid_from, "valid_from")
+        vt = OPEN if valid_to is None else to_us(valid_to, name="valid_to")
+        if vf is not None and vt <= vf:
+            raise InvalidIntervalError("valid_to must be after valid_from")
+        vec = None if vector is None else as_unit_vectors(vector, self._engine.embedder.dim)[0]
+        op = PutOp(
+            atom_id=atom_id,
+            content=None if content is None else check_content(content, self._engine.max_content_bytes),
+            content_meta=None,
+            tags=None if isinstance(tags, _Unset) else check_tags(tags),
+            metadata=None if isinstance(metadata, _Unset) else check_json(metadata, "metadata"),
+            modality=None,
+            subject=None,
+            quality=None,
+            valid_from=vf,
+            valid_to=vt,
+            vector=vec,
+            must_exist=True,
+        )
+        res = self._engine.commit([op])
+        return self._engine.atom_at(res.rows[0])
+
+    def retract(self, atom_id: str, at: TimeLike | None = None) -> None:
+        """The fact stopped being true at ``at`` (default now): its valid time is cut there."""
+        self._check_write()
+        self._engine.commit([RetractOp(check_atom_id(atom_id), _opt_time(at, "at"))])
+
+    def delete(self, atom_id: str) -> None:
+        """The store no longer believes ``atom_id`` for any valid time; history stays for as-of queries."""
+        self._check_write()
+        self._engine.commit([DeleteOp(check_atom_id(atom_id))])
+
+    def checkpoint(self) -> bool:
+        """Fold the write-ahead log into Parquet segments now (also done automatically)."""
+        self._check_write()
+        return self._engine.checkpoint()
+
+    def _check_write(self) -> None:
+        self._engine._check_writable()
+
+    # ------------------------------------------------------------------ reads
+    def _valid_at(self, valid_at: TimeLike | None) -> int:
+        return self._engine.clock() if valid_at is None else to_us(valid_at, name="valid_at")
+
+    def get(
+        self, atom_id: str, *, valid_at: TimeLike | None = None, as_of: TimeLike | None = None
+    ) -> MemoryAtom | None:
+        """The version of ``atom_id`` true at ``valid_at`` as the store knew it at ``as_of``, or ``None``."""
+        row = self._engine.get_row(atom_id, self._valid_at(valid_at), _opt_time(as_of, "as_of"))
+        return None if row is None else self._engine.atom_at(row)
+
+    def history(self, atom_id: str) -> list[MemoryAtom]:
+        """Every version of ``atom_id`` (closed ones included), ordered by ``tx_from``."""
+        return [self._engine.atom_at(r) for r in self._engine.history_rows(atom_id)]
+
+    def _filters(
+        self, valid_at: TimeLike | None, as_of: TimeLike | None, valid_during: Any, tags: Any
+    ) -> _search.Filters:
+        snap = self._engine.snapshot
+        during = _during(valid_during)
+        if during is not None and valid_at is not None:
+            raise InvalidInputError("give valid_at or valid_during, not both")
+        return _search.Filters(
+            as_of=self._engine.resolve_as_of(_opt_time(as_of, "as_of"), snap),
+            valid_at=None if during is not None else self._valid_at(valid_at),
+            valid_during=during,
+            tags=check_tags(tags) or None,
+        )
+
+    def search_many(
+        self,
+        queries: Sequence[str | np.ndarray] | np.ndarray,
+        *,
+        k: int = 10,
+        valid_at: TimeLike | None = None,
+        as_of: TimeLike | None = None,
+        valid_during: tuple[TimeLike | None, TimeLike | None] | None = None,
+        tags: Mapping[str, Any] | None = None,
+    ) -> list[list[Hit]]:
+        """:meth:`search` for a batch of queries (texts or an ``(m, dim)`` array)."""
+        hits, _ = self._search(queries, k, valid_at, as_of, valid_during, tags)
+        return hits
+
+    def _search(
+        self, queries: Any, k: int, valid_at: Any, as_of: Any, valid_during: Any, tags: Any
+    ) -> tuple[list[list[Hit]], SearchPlan]:
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise InvalidInputError("k must be a positive int")
+        if isinstance(queries, np.ndarray) and queries.ndim == 2:
+            qlist: list[Any] = list(queries)
+        else:
+            qlist = list(queries)
+        f = self._filters(valid_at, as_of, valid_during, tags)
+        snap = self._engine.snapshot
+        qvecs = self._engine.query_vectors(qlist)
+        results, buckets, selected = _search.plan_and_search(self._engine, snap, qvecs, k, f)
+        hits = [[Hit(atom=self._engine.atom_at(r), score=s) for r, s in res] for res in results]
+        plan = SearchPlan(
+            valid_at=from_us(f.valid_at) if f.valid_at is not None else None,
+            valid_during=(from_us(f.valid_during[0]), from_us(f.valid_during[1])) if f.valid_during else None,
+            as_of=from_us(f.as_of),
+            tags=f.tags,
+            k=k,
+            total_rows=snap.n,
+            selected_rows=selected,
+            buckets_total=len(buckets),
+            buckets_pruned=sum(1 for b in buckets if b.strategy == "pruned"),
+            buckets=buckets,
+        )
+        return hits, plan
+
+    def search(
+        self,
+        query: str | np.ndarray,
+        k: int = 10,
+        *,
+        valid_at: TimeLike | None = None,
+        as_of: TimeLike | None = None,
+        valid_during: tuple[TimeLike | None, TimeLike | None] | None = None,
+        tags: Mapping[str, Any] | None = None,
+    ) -> list[Hit]:
+        """The ``k`` memories most similar to ``query``, best first.
+
+        Parameters
+        ----------
+        query
+            Text (embedded with the store's model) or a vector of dimension ``embedder.dim``.
+        valid_at
+            World time the facts must hold at (default now). Exclusive with ``valid_during``.
+        as_of
+            Transaction time: search what the store believed then (default the latest commit).
+        valid_during
+            ``(start, end)``: facts whose valid interval overlaps ``[start, end)``; ``None`` ends are open.
+        tags
+            ``key == value`` filters, all of which must match.
+        """
+        if isinstance(query, np.ndarray) and query.ndim == 2:
+            raise InvalidInputError("search takes one query; use search_many for a batch")
+        return self._search([query], k, valid_at, as_of, valid_during, tags)[0][0]
+
+    def explain(
+        self,
+        query: str | np.ndarray,
+        k: int = 10,
+        *,
+        valid_at: TimeLike | None = None,
+        as_of: TimeLike | None = None,
+        valid_during: tuple[TimeLike | None, TimeLike | None] | None = None,
+        tags: Mapping[str, Any] | None = None,
+    ) -> SearchPlan:
+        """Run :meth:`search` and report its plan: rows selected, buckets pruned, per-bucket strategy."""
+        return self._search([query], k, valid_at, as_of, valid_during, tags)[1]
+
+    def view(self, *, valid_at: TimeLike | None = None, as_of: TimeLike | None = None) -> View:
+        """A read-only view pinned at ``valid_at`` / ``as_of`` (defaults: now / the latest commit)."""
+        snap = self._engine.snapshot
+        v = self._valid_at(valid_at)
+        t = self._engine.resolve_as_of(_opt_time(as_of, "as_of"), snap)
+        return View(self._engine, valid_at=v, as_of=t)
+
+    def stats(self) -> StoreStats:
+        """Counts and sizes."""
+        return StoreStats(**self._engine.stats_dict())
+
+    def refresh(self) -> None:
+        """For a read-only store: see what the writer committed since open."""
+        self._engine.refresh()
+
+    # ------------------------------------------------------------------ lifecycle
+    def close(self) -> None:
+        """Checkpoint and release the store (idempotent)."""
+        self._engine.close()
+
+    def __enter__(self) -> Memory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        where = self.path or "in-memory"
+        return f"<aether.Memory {where} model={self._engine.embedder.identity}>"
+
+
+class View(Memory):
+    """A read-only, time-pinned view of a store (from :meth:`Memory.view`). Writes raise ``ReadOnlyError``."""
+
+    def __init__(self, engine: Engine, *, valid_at: int, as_of: int) -> None:
+        super().__init__(engine)
+        self._pin_valid = valid_at
+        self._pin_as_of = as_of
+
+    @property
+    def valid_at(self) -> datetime | None:
+        return from_us(self._pin_valid)
+
+    @property
+    def as_of(self) -> datetime | None:
+        return from_us(self._pin_as_of)
+
+    def _check_write(self) -> None:
+        raise ReadOnlyError("a time-travel view is read-only")
+
+    def checkpoint(self) -> bool:
+        raise ReadOnlyError("a time-travel view is read-only")
+
+    def _valid_at(self, valid_at: TimeLike | None) -> int:
+        return self._pin_valid if valid_at is None else to_us(valid_at, name="valid_at")
+
+    def get(
+        self, atom_id: str, *, valid_at: TimeLike | None = None, as_of: TimeLike | None = None
+    ) -> MemoryAtom | None:
+        return super().get(atom_id, valid_at=valid_at, as_of=self._pinned(as_of))
+
+    def _pinned(self, as_of: TimeLike | None) -> TimeLike | None:
+        if as_of is None:
+            return from_us(self._pin_as_of)
+        return min(to_us(as_of, name="as_of"), self._pin_as_of) and from_us(
+            min(to_us(as_of, name="as_of"), self._pin_as_of)
+        )
+
+    def history(self, atom_id: str) -> list[MemoryAtom]:
+        return [self._engine.atom_at(r) for r in self._engine.history_rows(atom_id, self._pin_as_of)]
+
+    def _filters(self, valid_at: Any, as_of: Any, valid_during: Any, tags: Any) -> _search.Filters:
+        return super()._filters(valid_at, self._pinned(as_of), valid_during, tags)
+
+    def view(self, *, valid_at: TimeLike | None = None, as_of: TimeLike | None = None) -> View:
+        return super().view(valid_at=valid_at if valid_at is not None else from_us(self._pin_valid),
+                            as_of=self._pinned(as_of))
+
+    def close(self) -> None:
+        """A view does not own the store; closing it does nothing."""
+
+
+def _default_factory(model: str | None) -> Any:
+    def factory(identity: str | None) -> Embedder:
+        if identity is None:
+            return SentenceTransformerEmbedder(model or DEFAULT_MODEL)
+        return embedder_from_identity(identity)
+
+    return factory
+
+
+def open(  # noqa: A001 - the natural name, like io.open / lancedb.connect
+    path: str | os.PathLike[str] | None = None,
+    *,
+    embedder: Embedder | None = None,
+    model: str | None = None,
+    read_only: bool = False,
+    create: bool = True,
+    max_content_bytes: int = DEFAULT_MAX_CONTENT_BYTES,
+    checkpoint_bytes: int | None = None,
+    clock: Clock | None = None,
+) -> Memory:
+    """Open (or create) a store.
+
+    Parameters
+    ----------
+    path
+        Store directory; ``None`` gives an in-memory store that vanishes on close.
+    embedder
+        The embedding model. Default: the one recorded in the store, or all-MiniLM-L6-v2 for a new store.
+    model
+        A model name from ``models/`` for a new store (instead of ``embedder``).
+    read_only
+        Open without taking the writer lock; see new commits with :meth:`Memory.refresh`.
+    create
+        Create the store if ``path`` does not hold one.
+    max_content_bytes
+        Largest content accepted (UTF-8 bytes).
+    clock
+        A function returning microseconds since the epoch (tests use a fake clock).
+
+    Raises
+    ------
+    StoreLockedError
+        If another process has the store open for writing.
+    ModelMismatchError
+        If ``embedder`` differs from the store's recorded model.
+    """
+    if embedder is None and model is not None:
+        embedder = SentenceTransformerEmbedder(model)
+    kwargs: dict[str, Any] = {}
+    if checkpoint_bytes is not None:
+        kwargs["checkpoint_bytes"] = checkpoint_bytes
+    engine = Engine(
+        path,
+        embedder=embedder,
+        read_only=read_only,
+        create=create,
+        clock=clock,
+        max_content_bytes=max_content_bytes,
+        embedder_factory=_default_factory(model),
+        **kwargs,
+    )
+    return Memory(engine)

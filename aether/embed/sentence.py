@@ -1,0 +1,105 @@
+"""The default embedder: a sentence-transformers model loaded offline from a packaged copy."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .._resources import model_manifest
+from ..errors import EmbeddingError, MissingDependencyError
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+
+
+class SentenceTransformerEmbedder:
+    """A sentence-transformers model named by a manifest in ``models/``.
+
+    The model is loaded on first use, never downloaded: its weights come from the
+    Python package the manifest names (``HF_HUB_OFFLINE=1`` is set while loading).
+
+    Parameters
+    ----------
+    model
+        A model name from ``models/`` (default ``all-MiniLM-L6-v2``).
+    batch_size
+        Texts per forward pass.
+    device
+        Torch device; ``None`` lets sentence-transformers choose.
+    """
+
+    def __init__(self, model: str = DEFAULT_MODEL, *, batch_size: int = 64, device: str | None = None) -> None:
+        self.manifest: dict[str, Any] = model_manifest(model)
+        self.batch_size = batch_size
+        self.device = device
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest["name"])
+
+    @property
+    def identity(self) -> str:
+        return f"sentence-transformers:{self.name}:dim={self.dim}"
+
+    @property
+    def dim(self) -> int:
+        return int(self.manifest["dim"])
+
+    def model_path(self) -> str:
+        """Filesystem path of the packaged weights."""
+        module_name = self.manifest["module"]
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise MissingDependencyError(
+                f"model {self.name!r} needs the package {self.manifest['package']!r}: "
+                f"pip install {self.manifest['package']}"
+            ) from exc
+        return str(module.get_model_path())
+
+    def _load(self) -> Any:
+        with self._lock:
+            if self._model is None:
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+                try:
+                    from sentence_transformers import SentenceTransformer
+                except ImportError as exc:  # pragma: no cover - a core dependency
+                    raise MissingDependencyError("pip install sentence-transformers") from exc
+                try:
+                    model = SentenceTransformer(self.model_path(), device=self.device)
+                except Exception as exc:
+                    raise EmbeddingError(f"could not load model {self.name!r}: {exc}") from exc
+                if self.manifest.get("max_seq_length"):
+                    model.max_seq_length = int(self.manifest["max_seq_length"])
+                self._model = model
+            return self._model
+
+    def _encode(self, texts: Sequence[str], prefix: str) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        model = self._load()
+        batch = [prefix + t for t in texts] if prefix else list(texts)
+        try:
+            vecs = model.encode(
+                batch,
+                batch_size=self.batch_size,
+                normalize_embeddings=bool(self.manifest.get("normalize", True)),
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        except Exception as exc:
+            raise EmbeddingError(f"embedding with {self.name!r} failed: {exc}") from exc
+        return np.ascontiguousarray(vecs, dtype=np.float32)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return self._encode(texts, self.manifest.get("document_prefix", ""))
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self._encode(texts, self.manifest.get("query_prefix", ""))

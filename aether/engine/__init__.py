@@ -1,0 +1,1 @@
+"""The engine layer: transactions, recovery, checkpoints, the read path."""

@@ -1,0 +1,711 @@
+"""The engine: the write path (transactions), recovery, checkpoints and the read path.
+
+One ``Engine`` owns one store (a directory, or nothing for an in-memory store). Writes
+are serialised by a lock and made durable in the WAL before they are applied; reads
+take a snapshot of the published state and never block on writes.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+from .._time import OPEN, Clock, check_interval, from_us, from_us_strict, now_us
+from ..embed import Embedder, as_unit_vectors, embed_queries
+from ..errors import (
+    AtomNotFoundError,
+    CorruptionError,
+    InvalidInputError,
+    ModelMismatchError,
+    ReadOnlyError,
+    StoreClosedError,
+    StoreError,
+)
+from ..models import MemoryAtom, MemoryContent, MemoryModality
+from ..storage import manifest as mf
+from ..storage.codec import Codec, PlainCodec
+from ..storage.lock import WriterLock
+from ..storage.rows import RowBatch, dumps
+from ..storage.segments import closings_table, read_table, write_table
+from ..storage.wal import WriteAheadLog
+from ..temporal import Piece, plan_put, plan_retract, visible_mask
+from .table import VersionTable
+from .validate import DEFAULT_MAX_CONTENT_BYTES
+
+#: Checkpoint once the WAL grows past this many bytes.
+DEFAULT_CHECKPOINT_BYTES = 64 << 20
+
+
+@dataclass
+class PutOp:
+    """Insert a version of ``atom_id`` (validated fields; ``None`` times mean "now" / open)."""
+
+    atom_id: str
+    content: str | None
+    content_meta: str | None
+    tags: dict[str, Any] | None
+    metadata: str | None
+    modality: str | None
+    subject: str | None
+    quality: float | None
+    valid_from: int | None
+    valid_to: int
+    vector: np.ndarray | None
+    must_exist: bool = False
+
+
+@dataclass
+class RetractOp:
+    atom_id: str
+    at: int | None
+
+
+@dataclass
+class DeleteOp:
+    atom_id: str
+
+
+Op = PutOp | RetractOp | DeleteOp
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What readers see: rows ``[0, n)`` as of transaction time ``last_tx``."""
+
+    n: int
+    last_tx: int
+    last_seq: int
+
+
+@dataclass
+class _Pending:
+    fields: dict[str, Any]
+    vector: np.ndarray
+    valid_from: int
+    valid_to: int
+    live: bool = True
+
+
+@dataclass
+class CommitResult:
+    tx: int
+    seq: int
+    rows: list[int] = field(default_factory=list)
+
+
+class Engine:
+    """A bitemporal store: see :class:`aether.Memory` for the public API."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None,
+        *,
+        embedder: Embedder | None,
+        read_only: bool = False,
+        create: bool = True,
+        clock: Clock | None = None,
+        max_content_bytes: int = DEFAULT_MAX_CONTENT_BYTES,
+        checkpoint_bytes: int = DEFAULT_CHECKPOINT_BYTES,
+        codec: Codec | None = None,
+        embedder_factory: Any = None,
+    ) -> None:
+        self.path = Path(path) if path is not None else None
+        self.read_only = read_only
+        self.clock: Clock = clock or now_us
+        self.max_content_bytes = max_content_bytes
+        self.checkpoint_bytes = checkpoint_bytes
+        self.codec: Codec = codec or PlainCodec()
+        self._wlock = threading.RLock()
+        self._closed = False
+        self._lock: WriterLock | None = None
+        self._wal: WriteAheadLog | None = None
+        self._access: dict[str, tuple[int, datetime]] = {}
+        self._qcache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.manifest: dict[str, Any] = {}
+        if self.path is None:
+            if embedder is None:
+                embedder = embedder_factory(None) if embedder_factory else None
+            assert embedder is not None
+            self.embedder = embedder
+            self.store_id = uuid.uuid4().hex
+            self.table = VersionTable(embedder.dim)
+            self._snap = Snapshot(0, 0, 0)
+            self._ckpt_n = 0
+            self._pending_closings: list[tuple[int, int]] = []
+            self._next_vid = 0
+            return
+        self._open_dir(embedder, create=create, embedder_factory=embedder_factory)
+
+    # ------------------------------------------------------------------ open / recover
+    def _open_dir(self, embedder: Embedder | None, *, create: bool, embedder_factory: Any) -> None:
+        assert self.path is not None
+        root = self.path
+        exists = (root / mf.NAME).exists()
+        if not exists:
+            if self.read_only or not create:
+                raise mf.StoreNotFoundError(f"no aether store at {root}")
+            if root.exists() and any(p.name != "LOCK" for p in root.iterdir()):
+                raise StoreError(f"{root} exists, is not empty and is not an aether store")
+            root.mkdir(parents=True, exist_ok=True)
+        if not self.read_only:
+            self._lock = WriterLock(root)
+            self._lock.acquire()
+        try:
+            if not exists:
+                if embedder is None:
+                    embedder = embedder_factory(None)
+                assert embedder is not None
+                self._create(embedder)
+            self._load(embedder, embedder_factory)
+        except BaseException:
+            if self._lock is not None:
+                self._lock.release()
+            raise
+
+    def _create(self, embedder: Embedder) -> None:
+        assert self.path is not None
+        body = {
+            "format_version": mf.FORMAT_VERSION,
+            "aether_version": __version__,
+            "store_id": uuid.uuid4().hex,
+            "created_at": datetime.now(UTC).isoformat(),
+            "model": {"identity": embedder.identity, "dim": embedder.dim},
+            "index": {"bucket": "month", "recipe": "default", "generation": 0},
+            "encryption": {"mode": "aes-256-gcm" if self.codec.encrypted else "none"},
+            "checkpoint": {"seq": 0, "tx": 0, "next_version_id": 0},
+            "segments": [],
+            "closings": [],
+        }
+        (self.path / "wal").mkdir(exist_ok=True)
+        mf.save(self.path, body)
+
+    def _load(self, embedder: Embedder | None, embedder_factory: Any) -> None:
+        assert self.path is not None
+        body = mf.load(self.path)
+        identity = body["model"].get("identity")
+        if embedder is None:
+            embedder = embedder_factory(identity)
+        assert embedder is not None
+        if embedder.identity != identity:
+            raise ModelMismatchError(
+                f"store {self.path} was built with model {identity!r} but opened with {embedder.identity!r}; "
+                "open it with the same embedder, or re-index it"
+            )
+        self.embedder = embedder
+        self.manifest = body
+        self.store_id = body["store_id"]
+        dim = int(body["model"]["dim"])
+        table = VersionTable(dim, capacity=sum(s["rows"] for s in body["segments"]) + 1024)
+        for entry in body["segments"]:
+            table.append_arrow(read_table(self.path, entry, self.codec, self.store_id))
+        for entry in body["closings"]:
+            cl = read_table(self.path, entry, self.codec, self.store_id)
+            vids = np.asarray(cl.column("version_id").to_numpy(), np.int64)
+            try:
+                rows = table.row_index(vids)
+            except KeyError:
+                raise CorruptionError("closing names an unknown version", path=entry["file"]) from None
+            table.tx_to[rows] = np.asarray(cl.column("tx_to").to_numpy(), np.int64)
+        self.table = table
+        ck = body["checkpoint"]
+        self._ckpt_n = table.n
+        self._pending_closings = []
+        self._next_vid = int(ck["next_version_id"])
+        self._snap = Snapshot(table.n, int(ck["tx"]), int(ck["seq"]))
+        self._wal = WriteAheadLog(self.path / "wal", self.codec, store_id=self.store_id)
+        self._replay(repair=not self.read_only)
+        if not self.read_only:
+            self._remove_orphans()
+            self._wal.open_for_append(self._snap.last_seq + 1)
+
+    def _replay(self, *, repair: bool) -> None:
+        assert self._wal is not None
+        expected = self._snap.last_seq + 1
+        for rec in self._wal.read(repair=repair):
+            if rec.seq < expected:
+                continue  # already folded into a segment by a checkpoint
+            if rec.seq != expected:
+                raise CorruptionError(
+                    f"WAL sequence gap: expected {expected}, found {rec.seq}", path=str(rec.path), offset=rec.offset
+                )
+            self._apply(rec.header, rec.rows)
+            expected += 1
+
+    def _apply(self, header: dict[str, Any], rows: RowBatch | None) -> None:
+        """Apply one committed transaction (from a commit or from WAL replay) and publish it."""
+        t = self.table
+        closes = header.get("close") or []
+        if closes:
+            vids = np.asarray([c[0] for c in closes], np.int64)
+            pos = t.row_index(vids)
+            t.tx_to[pos] = np.asarray([c[1] for c in closes], np.int64)
+            sealed = pos < self._ckpt_n
+            if sealed.any():
+                self._pending_closings.extend(
+                    (int(v), int(c[1])) for v, c, s in zip(vids, closes, sealed, strict=True) if s
+                )
+        if rows is not None and len(rows):
+            t.append(rows)
+            self._next_vid = max(self._next_vid, int(rows.version_id[-1]) + 1)
+        self._apply_extra(header)
+        self._snap = Snapshot(t.n, int(header["tx"]), int(header["seq"]))
+
+    def _apply_extra(self, header: dict[str, Any]) -> None:
+        """Hook for record kinds beyond inserts and closings (erasure adds one)."""
+
+    def _remove_orphans(self) -> None:
+        """Delete files a crashed checkpoint left behind (not named by the manifest)."""
+        assert self.path is not None
+        live = {e["file"] for e in self.manifest["segments"] + self.manifest["closings"]}
+        for sub in ("segments", "closings"):
+            d = self.path / sub
+            if d.is_dir():
+                for p in d.iterdir():
+                    if f"{sub}/{p.name}" not in live:
+                        p.unlink(missing_ok=True)
+        tmp = self.path / (mf.NAME + ".tmp")
+        tmp.unlink(missing_ok=True)
+
+    def refresh(self) -> None:
+        """Read-only stores: pick up transactions committed by the writer since open."""
+        self._check_open()
+        if self.path is None or not self.read_only:
+            return
+        body = mf.load(self.path)
+        if body["checkpoint"] != self.manifest.get("checkpoint") or body["segments"] != self.manifest["segments"]:
+            self._load(self.embedder, None)
+        else:
+            self._replay(repair=False)
+
+    # ------------------------------------------------------------------ writes
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosedError("the store is closed")
+
+    def _check_writable(self) -> None:
+        self._check_open()
+        if self.read_only:
+            raise ReadOnlyError("this store was opened read-only")
+
+    def embed_missing(self, ops: list[Op]) -> None:
+        """Embed the content of put operations that came without a vector (outside the write lock)."""
+        todo = [op for op in ops if isinstance(op, PutOp) and op.vector is None and op.content is not None]
+        if todo:
+            vecs = self.embedder.embed([op.content for op in todo if op.content is not None])
+            vecs = as_unit_vectors(vecs, self.embedder.dim)
+            for op, v in zip(todo, vecs, strict=True):
+                op.vector = v
+
+    def commit(self, ops: list[Op]) -> CommitResult:
+        """Apply ``ops`` as one atomic, durable transaction."""
+        self._check_writable()
+        self.embed_missing(ops)
+        with self._wlock:
+            self._check_writable()
+            snap = self._snap
+            tx = max(self.clock(), snap.last_tx + 1)
+            header, rows, new_rows = self._plan(ops, tx, snap)
+            header["seq"] = snap.last_seq + 1
+            header["tx"] = tx
+            if self._wal is not None:
+                self._wal.ensure_open()
+                self._wal.append(header, rows)
+            base = self.table.n
+            self._apply(header, rows)
+            result = CommitResult(tx, header["seq"], [base + i for i in new_rows])
+            if self._wal is not None and self._wal.size() > self.checkpoint_bytes:
+                self.checkpoint()
+            return result
+
+    def _current_pieces(self, code: int | None, closed: set[int]) -> list[Piece[tuple[str, int]]]:
+        if code is None:
+            return []
+        t = self.table
+        out = []
+        for r in t.atom_rows.get(code, ()):
+            if t.tx_to[r] == OPEN and not t.dead[r] and r not in closed:
+                out.append(Piece(("r", r), int(t.valid_from[r]), int(t.valid_to[r])))
+        return out
+
+    def _row_fields(self, r: int) -> dict[str, Any]:
+        t = self.table
+        txt = t.text(r)
+        return {
+            "atom_id": txt["atom_id"],
+            "subject": txt["subject"],
+            "modality": txt["modality"],
+            "content": txt["content"],
+            "content_meta": dumps(txt["content_meta"]),
+            "tags": txt["tags"],
+            "metadata": dumps(txt["metadata"]),
+            "quality": float(t.quality[r]),
+        }
+
+    def _plan(self, ops: list[Op], tx: int, snap: Snapshot) -> tuple[dict[str, Any], RowBatch | None, list[int]]:
+        """Turn operations into closings and new rows; raises before anything is written."""
+        t = self.table
+        closed: dict[int, int] = {}
+        pending: list[_Pending] = []
+        by_atom: dict[str, list[int]] = {}
+        primary: list[int] = []
+
+        def pieces(atom_id: str) -> list[Piece[tuple[str, int]]]:
+            cur = self._current_pieces(t.atom_index.get(atom_id), set(closed))
+            cur += [
+                Piece(("p", i), pending[i].valid_from, pending[i].valid_to)
+                for i in by_atom.get(atom_id, ())
+                if pending[i].live
+            ]
+            return cur
+
+        def known(atom_id: str) -> bool:
+            code = t.atom_index.get(atom_id)
+            return (code is not None and any(not t.dead[r] for r in t.atom_rows.get(code, ()))) or bool(
+                by_atom.get(atom_id)
+            )
+
+        def source(key: tuple[str, int]) -> tuple[dict[str, Any], np.ndarray]:
+            kind, i = key
+            if kind == "r":
+                return self._row_fields(i), t.vectors[i]
+            return pending[i].fields, pending[i].vector
+
+        def close(key: tuple[str, int]) -> None:
+            kind, i = key
+            if kind == "r":
+                closed[i] = tx
+            else:
+                pending[i].live = False
+
+        def add_pending(fields: dict[str, Any], vec: np.ndarray, vf: int, vt: int) -> int:
+            pending.append(_Pending(fields, vec, vf, vt))
+            by_atom.setdefault(fields["atom_id"], []).append(len(pending) - 1)
+            return len(pending) - 1
+
+        def apply_cut(close_keys: list[Any], keep: list[Piece[Any]]) -> None:
+            sources = {k: source(k) for k in close_keys}
+            for k in close_keys:
+                close(k)
+            for p in keep:
+                f, v = sources[p.key]
+                add_pending(dict(f), v, p.valid_from, p.valid_to)
+
+        for op in ops:
+            if isinstance(op, PutOp):
+                if op.must_exist and not known(op.atom_id):
+                    raise AtomNotFoundError(f"no atom {op.atom_id!r} to correct")
+                vf = tx if op.valid_from is None else op.valid_from
+                check_interval(vf, op.valid_to)
+                cur = pieces(op.atom_id)
+                base: dict[str, Any] | None = None
+                if op.must_exist:  # a correction inherits what it does not restate
+                    latest = self._latest_fields(op.atom_id, pending, by_atom)
+                    base = latest
+                close_keys, keep = plan_put(cur, vf, op.valid_to)
+                apply_cut(close_keys, keep)
+                fields = {
+                    "atom_id": op.atom_id,
+                    "subject": op.subject if op.subject is not None else (base or {}).get("subject", "default"),
+                    "modality": op.modality if op.modality is not None else (base or {}).get("modality", "text"),
+                    "content": op.content if op.content is not None else (base or {}).get("content"),
+                    "content_meta": op.content_meta
+                    if op.content_meta is not None
+                    else (base or {}).get("content_meta", "{}"),
+                    "tags": op.tags if op.tags is not None else (base or {}).get("tags", {}),
+                    "metadata": op.metadata if op.metadata is not None else (base or {}).get("metadata", "{}"),
+                    "quality": op.quality if op.quality is not None else (base or {}).get("quality", 1.0),
+                }
+                if fields["content"] is None:
+                    raise InvalidInputError("content is required")
+                vec = op.vector
+                if vec is None:
+                    vec = (base or {}).get("_vector")
+                assert vec is not None
+                primary.append(add_pending(fields, vec, vf, op.valid_to))
+            elif isinstance(op, RetractOp):
+                if not known(op.atom_id):
+                    raise AtomNotFoundError(f"no atom {op.atom_id!r}")
+                at = tx if op.at is None else op.at
+                close_keys, keep = plan_retract(pieces(op.atom_id), at)
+                apply_cut(close_keys, keep)
+            else:
+                if not known(op.atom_id):
+                    raise AtomNotFoundError(f"no atom {op.atom_id!r}")
+                close_keys = [p.key for p in pieces(op.atom_id)]
+                for k in close_keys:
+                    close(k)
+
+        live = [i for i, p in enumerate(pending) if p.live]
+        remap = {old: new for new, old in enumerate(live)}
+        rows = None
+        if live:
+            vid0 = self._next_vid
+            m = len(live)
+            ps = [pending[i] for i in live]
+            rows = RowBatch(
+                version_id=np.arange(vid0, vid0 + m, dtype=np.int64),
+                atom_id=[p.fields["atom_id"] for p in ps],
+                subject=[p.fields["subject"] for p in ps],
+                modality=[p.fields["modality"] for p in ps],
+                content=[p.fields["content"] for p in ps],
+                content_meta=[p.fields["content_meta"] for p in ps],
+                tags=[p.fields["tags"] for p in ps],
+                metadata=[p.fields["metadata"] for p in ps],
+                quality=np.asarray([p.fields["quality"] for p in ps], np.float64),
+                valid_from=np.asarray([p.valid_from for p in ps], np.int64),
+                valid_to=np.asarray([p.valid_to for p in ps], np.int64),
+                tx_from=np.full(m, tx, np.int64),
+                tx_to=np.full(m, OPEN, np.int64),
+                vectors=np.stack([p.vector for p in ps]).astype(np.float32, copy=False),
+            )
+        header: dict[str, Any] = {
+            "kind": "tx",
+            "close": [[int(t.version_id[r]), txv] for r, txv in sorted(closed.items())],
+        }
+        new_rows = [remap[i] for i in primary if i in remap]
+        return header, rows, new_rows
+
+    def _latest_fields(self, atom_id: str, pending: list[_Pending], by_atom: dict[str, list[int]]) -> dict[str, Any]:
+        """Fields of the atom's most recently written version (for a correction's defaults)."""
+        for i in reversed(by_atom.get(atom_id, [])):
+            f = dict(pending[i].fields)
+            f["_vector"] = pending[i].vector
+            return f
+        t = self.table
+        code = t.atom_index[atom_id]
+        rows = [r for r in t.atom_rows[code] if not t.dead[r]]
+        r = max(rows, key=lambda x: (t.tx_from[x], x))
+        f = self._row_fields(r)
+        f["_vector"] = t.vectors[r]
+        return f
+
+    # ------------------------------------------------------------------ checkpoint
+    def checkpoint(self) -> bool:
+        """Fold the WAL into a new Parquet segment and closings file; returns whether it wrote."""
+        if self.path is None or self.read_only:
+            return False
+        with self._wlock:
+            self._check_writable()
+            snap = self._snap
+            ck = self.manifest["checkpoint"]
+            if snap.last_seq == ck["seq"]:
+                return False
+            assert self._wal is not None
+            body = dict(self.manifest)
+            seq = snap.last_seq
+            if snap.n > self._ckpt_n:
+                rows = np.arange(self._ckpt_n, snap.n)
+                entry = write_table(
+                    self.path, f"segments/{seq:020d}.parquet", self.table.batch(rows).to_arrow(), self.codec, self.store_id
+                )
+                entry.update(min_version=int(self.table.version_id[self._ckpt_n]),
+                             max_version=int(self.table.version_id[snap.n - 1]))
+                body["segments"] = [*body["segments"], entry]
+            if self._pending_closings:
+                arr = np.asarray(self._pending_closings, np.int64)
+                entry = write_table(
+                    self.path, f"closings/{seq:020d}.parquet", closings_table(arr[:, 0], arr[:, 1]), self.codec, self.store_id
+                )
+                body["closings"] = [*body["closings"], entry]
+            body["checkpoint"] = {"seq": seq, "tx": snap.last_tx, "next_version_id": self._next_vid}
+            body["aether_version"] = __version__
+            mf.save(self.path, body)
+            self.manifest = body
+            self._ckpt_n = snap.n
+            self._pending_closings = []
+            for old in self._wal.rotate(seq + 1):
+                old.unlink(missing_ok=True)
+            return True
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        try:
+            if self.path is not None and not self.read_only:
+                self.checkpoint()
+        finally:
+            self._closed = True
+            if self._wal is not None:
+                self._wal.close()
+            if self._lock is not None:
+                self._lock.release()
+
+    # ------------------------------------------------------------------ reads
+    @property
+    def snapshot(self) -> Snapshot:
+        self._check_open()
+        return self._snap
+
+    def resolve_as_of(self, as_of: int | None, snap: Snapshot) -> int:
+        return snap.last_tx if as_of is None else min(as_of, snap.last_tx)
+
+    def atom_at(self, row: int) -> MemoryAtom:
+        t = self.table
+        txt = t.text(row)
+        count, last = self._access.get(txt["atom_id"], (0, None))
+        return MemoryAtom(
+            atom_id=txt["atom_id"],
+            modality=MemoryModality(txt["modality"]),
+            content=MemoryContent(txt["content"], txt["content_meta"]),
+            tags=txt["tags"],
+            metadata=txt["metadata"],
+            subject=txt["subject"],
+            quality_score=float(t.quality[row]),
+            access_count=count,
+            last_accessed=last,
+            version_id=int(t.version_id[row]),
+            valid_from=from_us_strict(int(t.valid_from[row])),
+            valid_to=from_us(int(t.valid_to[row])),
+            tx_from=from_us_strict(int(t.tx_from[row])),
+            tx_to=from_us(int(t.tx_to[row])),
+        )
+
+    def record_access(self, atom_id: str) -> None:
+        count, _ = self._access.get(atom_id, (0, None))
+        self._access[atom_id] = (count + 1, datetime.now(UTC))
+
+    def atom_rows(self, atom_id: str, snap: Snapshot) -> list[int]:
+        code = self.table.atom_index.get(atom_id)
+        if code is None:
+            return []
+        dead = self.table.dead
+        return [r for r in list(self.table.atom_rows.get(code, ())) if r < snap.n and not dead[r]]
+
+    def get_row(self, atom_id: str, valid_at: int, as_of: int | None) -> int | None:
+        snap = self.snapshot
+        t_ = self.resolve_as_of(as_of, snap)
+        t = self.table
+        best = None
+        for r in self.atom_rows(atom_id, snap):
+            if t.tx_from[r] <= t_ < t.tx_to[r] and t.valid_from[r] <= valid_at < t.valid_to[r]:
+                if best is None or t.tx_from[r] > t.tx_from[best]:
+                    best = r
+        return best
+
+    def history_rows(self, atom_id: str, as_of: int | None = None) -> list[int]:
+        snap = self.snapshot
+        t = self.table
+        rows = self.atom_rows(atom_id, snap)
+        if as_of is not None:
+            rows = [r for r in rows if t.tx_from[r] <= as_of]
+        return sorted(rows, key=lambda r: (int(t.tx_from[r]), int(t.valid_from[r]), r))
+
+    def query_vectors(self, queries: list[str | np.ndarray]) -> np.ndarray:
+        """Embed text queries (with a small LRU cache) and validate vector queries."""
+        out = np.zeros((len(queries), self.embedder.dim), np.float32)
+        texts: dict[str, list[int]] = {}
+        for i, q in enumerate(queries):
+            if isinstance(q, str):
+                if not q.strip():
+                    raise InvalidInputError("query text is empty")
+                cached = self._qcache.get(q)
+                if cached is not None:
+                    self._qcache.move_to_end(q)
+                    out[i] = cached
+                else:
+                    texts.setdefault(q, []).append(i)
+            else:
+                out[i] = as_unit_vectors(q, self.embedder.dim)[0] if np.ndim(q) <= 1 else _one_row(q, self.embedder.dim)
+        if texts:
+            keys = list(texts)
+            vecs = as_unit_vectors(embed_queries(self.embedder, keys), self.embedder.dim)
+            for key, v in zip(keys, vecs, strict=True):
+                for i in texts[key]:
+                    out[i] = v
+                self._qcache[key] = v
+                if len(self._qcache) > 1024:
+                    self._qcache.popitem(last=False)
+        return out
+
+    def mask(
+        self,
+        snap: Snapshot,
+        *,
+        as_of: int,
+        valid_at: int | None,
+        valid_during: tuple[int, int] | None,
+        tags: dict[str, Any] | None,
+    ) -> np.ndarray:
+        """Rows ``[0, snap.n)`` visible to the query."""
+        t = self.table
+        n = snap.n
+        m = visible_mask(
+            t.valid_from[:n], t.valid_to[:n], t.tx_from[:n], t.tx_to[:n],
+            as_of=as_of, valid_at=valid_at, valid_during=valid_during,
+        )
+        m &= ~t.dead[:n]
+        if tags:
+            m &= t.tag_mask(tags, n)
+        return m
+
+    def exact_topk(
+        self, q: np.ndarray, rows: np.ndarray, k: int, *, dedupe: bool
+    ) -> list[tuple[int, float]]:
+        """Exact cosine top-k over the given rows (one best version per atom when ``dedupe``)."""
+        if len(rows) == 0 or k <= 0:
+            return []
+        scores = self.table.vectors[rows] @ q
+        return topk_rows(rows, scores, k, self.table.atom_code if dedupe else None)
+
+    def stats_dict(self) -> dict[str, Any]:
+        snap = self.snapshot
+        t = self.table
+        n = snap.n
+        alive = ~t.dead[:n]
+        current = alive & (t.tx_to[:n] == OPEN)
+        disk = 0
+        if self.path is not None:
+            disk = sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+        return {
+            "path": str(self.path) if self.path else None,
+            "model": self.embedder.identity,
+            "dim": self.embedder.dim,
+            "atoms_current": int(len(np.unique(t.atom_code[:n][current]))),
+            "atoms_total": int(len(np.unique(t.atom_code[:n][alive]))),
+            "versions": int(alive.sum()),
+            "transactions": snap.last_seq,
+            "last_commit": from_us(snap.last_tx) if snap.last_seq else None,
+            "segments": len(self.manifest.get("segments", [])),
+            "wal_bytes": self._wal.size() if self._wal is not None else 0,
+            "disk_bytes": disk,
+            "encrypted": self.codec.encrypted,
+        }
+
+
+def _one_row(q: Any, dim: int) -> np.ndarray:
+    arr = as_unit_vectors(q, dim)
+    if arr.shape[0] != 1:
+        raise InvalidInputError("pass one query vector at a time (use search_many for batches)")
+    return arr[0]
+
+
+def topk_rows(rows: np.ndarray, scores: np.ndarray, k: int, atom_code: np.ndarray | None) -> list[tuple[int, float]]:
+    """Best ``k`` (row, score) pairs, highest score first; ties broken by row for determinism."""
+    if atom_code is None:
+        if len(scores) > k:
+            part = np.argpartition(-scores, k - 1)[:k]
+        else:
+            part = np.arange(len(scores))
+        order = part[np.lexsort((rows[part], -scores[part]))]
+        return [(int(rows[i]), float(scores[i])) for i in order]
+    order = np.lexsort((rows, -scores))
+    seen: set[int] = set()
+    out: list[tuple[int, float]] = []
+    for i in order:
+        code = int(atom_code[rows[i]])
+        if code in seen:
+            continue
+        seen.add(code)
+        out.append((int(rows[i]), float(scores[i])))
+        if len(out) == k:
+            break
+    return out

@@ -1,0 +1,276 @@
+"""Typed data model: atoms, their content, search hits and plans (pydantic v2).
+
+``MemoryAtom`` is one *version* of a memory as the store returns it, and also the
+seed specification's mutable builder (``MemoryAtom()``, ``set_content``...), so code
+written against the seed keeps working.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ._time import to_us
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_atom_id() -> str:
+    """A fresh random atom id (UUID4, the seed's format)."""
+    return str(uuid.uuid4())
+
+
+class MemoryModality(str, Enum):
+    """What kind of memory an atom holds; non-text kinds carry a text rendering that is embedded."""
+
+    TEXT = "text"
+    IMAGE = "image"
+    AUDIO = "audio"
+    VIDEO = "video"
+    STRUCTURED = "structured"
+
+
+class MemoryContent(BaseModel):
+    """The content of an atom: ``inline`` is the text that is embedded and searched."""
+
+    model_config = ConfigDict(validate_assignment=True)
+
+    inline: str = ""
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    content_type: str = "text/plain"
+    encoding: str = "utf-8"
+    size_bytes: int = 0
+
+    def __init__(self, inline: str = "", metadata: dict[str, Any] | None = None, /, **data: Any) -> None:
+        # The seed builds it positionally: MemoryContent("text", {...}).
+        data.setdefault("inline", inline)
+        data.setdefault("metadata", metadata or {})
+        super().__init__(**data)
+        if self.size_bytes == 0 and self.inline:
+            object.__setattr__(self, "size_bytes", len(self.inline.encode(self.encoding)))
+
+
+class MemoryAtom(BaseModel):
+    """One version of a memory, with its two time axes.
+
+    Attributes
+    ----------
+    atom_id
+        Stable identity of the memory across versions.
+    version_id
+        Identity of this immutable version row (``None`` until stored).
+    valid_from, valid_to
+        When the fact holds in the world, ``[valid_from, valid_to)``; ``valid_to=None`` is open-ended.
+    tx_from, tx_to
+        When the store believed this version; ``tx_to=None`` means it still does.
+    """
+
+    model_config = ConfigDict(validate_assignment=False, use_enum_values=False)
+
+    atom_id: str = Field(default_factory=new_atom_id)
+    modality: MemoryModality = MemoryModality.TEXT
+    content: MemoryContent = Field(default_factory=MemoryContent)
+    tags: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    subject: str = "default"
+    quality_score: float = 1.0
+    access_count: int = 0
+    last_accessed: datetime | None = None
+    creation_context: dict[str, Any] = Field(default_factory=dict)
+    version_id: int | None = None
+    valid_from: datetime = Field(default_factory=_now)
+    valid_to: datetime | None = None
+    tx_from: datetime | None = None
+    tx_to: datetime | None = None
+
+    def __init__(self, modality: MemoryModality | str | None = None, /, **data: Any) -> None:
+        # The seed constructs MemoryAtom(MemoryModality.IMAGE) positionally.
+        if modality is not None:
+            data.setdefault("modality", modality)
+        super().__init__(**data)
+
+    @model_validator(mode="after")
+    def _aware_times(self) -> MemoryAtom:
+        for name in ("valid_from", "valid_to", "tx_from", "tx_to", "last_accessed"):
+            value = getattr(self, name)
+            if value is not None:
+                to_us(value, name=name)  # raises NaiveDatetimeError on a naive time
+        return self
+
+    # -- convenience -----------------------------------------------------------------
+    @property
+    def text(self) -> str:
+        """The atom's text (``content.inline``)."""
+        return self.content.inline
+
+    # -- the seed's names ------------------------------------------------------------
+    @property
+    def valid_time(self) -> datetime:
+        """Seed name for :attr:`valid_from`."""
+        return self.valid_from
+
+    @valid_time.setter
+    def valid_time(self, value: datetime) -> None:
+        self.set_valid_time(value)
+
+    @property
+    def transaction_time(self) -> datetime | None:
+        """Seed name for :attr:`tx_from`."""
+        return self.tx_from
+
+    @transaction_time.setter
+    def transaction_time(self, value: datetime) -> None:
+        self.set_transaction_time(value)
+
+    @property
+    def expiration_time(self) -> datetime | None:
+        """Seed name for :attr:`valid_to`."""
+        return self.valid_to
+
+    @expiration_time.setter
+    def expiration_time(self, value: datetime | None) -> None:
+        if value is not None:
+            to_us(value, name="expiration_time")
+        self.valid_to = value
+
+    def set_content(self, content: str, metadata: dict[str, Any] | None = None) -> None:
+        """Set the text content and its metadata."""
+        self.content = MemoryContent(content, metadata or {})
+
+    def set_valid_time(self, valid_time: datetime) -> None:
+        """Set when the fact starts to hold (``valid_from``)."""
+        to_us(valid_time, name="valid_time")
+        self.valid_from = valid_time
+
+    def set_transaction_time(self, transaction_time: datetime) -> None:
+        """Set the transaction time (the store overrides it when the atom is stored)."""
+        to_us(transaction_time, name="transaction_time")
+        self.tx_from = transaction_time
+
+    def is_valid_at_time(self, query_time: datetime) -> bool:
+        """Whether the fact holds at ``query_time``: ``valid_from <= t < valid_to``."""
+        t = to_us(query_time, name="query_time")
+        if t < to_us(self.valid_from):
+            return False
+        return self.valid_to is None or t < to_us(self.valid_to)
+
+    def record_access(self) -> None:
+        """Count one access (in memory; not a bitemporal change)."""
+        self.access_count += 1
+        self.last_accessed = _now()
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict in the seed's layout, plus the bitemporal fields."""
+
+        def iso(d: datetime | None) -> str | None:
+            return d.isoformat() if d is not None else None
+
+        return {
+            "atom_id": self.atom_id,
+            "modality": self.modality.value,
+            "content": self.content.inline,
+            "content_metadata": self.content.metadata,
+            "tags": self.tags,
+            "metadata": self.metadata,
+            "subject": self.subject,
+            "transaction_time": iso(self.tx_from),
+            "valid_time": iso(self.valid_from),
+            "expiration_time": iso(self.valid_to),
+            "access_count": self.access_count,
+            "last_accessed": iso(self.last_accessed),
+            "creation_context": self.creation_context,
+            "quality_score": self.quality_score,
+            "version_id": self.version_id,
+            "valid_from": iso(self.valid_from),
+            "valid_to": iso(self.valid_to),
+            "tx_from": iso(self.tx_from),
+            "tx_to": iso(self.tx_to),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MemoryAtom:
+        """Inverse of :meth:`to_dict`."""
+
+        def parse(v: Any) -> datetime | None:
+            return datetime.fromisoformat(v) if v else None
+
+        atom = cls(
+            atom_id=data["atom_id"],
+            modality=MemoryModality(data.get("modality", "text")),
+            content=MemoryContent(data.get("content", ""), data.get("content_metadata") or {}),
+            tags=data.get("tags") or {},
+            metadata=data.get("metadata") or {},
+            subject=data.get("subject", "default"),
+            access_count=data.get("access_count", 0),
+            last_accessed=parse(data.get("last_accessed")),
+            creation_context=data.get("creation_context") or {},
+            quality_score=data.get("quality_score", 1.0),
+            version_id=data.get("version_id"),
+            valid_from=parse(data.get("valid_from") or data.get("valid_time")) or _now(),
+            valid_to=parse(data.get("valid_to") or data.get("expiration_time")),
+            tx_from=parse(data.get("tx_from") or data.get("transaction_time")),
+            tx_to=parse(data.get("tx_to")),
+        )
+        return atom
+
+
+class Hit(BaseModel):
+    """One search result: the atom version and its similarity score (higher is better)."""
+
+    atom: MemoryAtom
+    score: float
+
+    @property
+    def atom_id(self) -> str:
+        """Shortcut for ``hit.atom.atom_id``."""
+        return self.atom.atom_id
+
+
+class BucketPlan(BaseModel):
+    """How one bucket (or the whole table) was searched."""
+
+    bucket: str
+    rows: int
+    selected: int
+    strategy: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class SearchPlan(BaseModel):
+    """What ``explain`` reports about a search."""
+
+    valid_at: datetime | None = None
+    valid_during: tuple[datetime | None, datetime | None] | None = None
+    as_of: datetime | None = None
+    tags: dict[str, Any] | None = None
+    k: int
+    mode: str = "dense"
+    total_rows: int
+    selected_rows: int
+    buckets_total: int = 1
+    buckets_pruned: int = 0
+    buckets: list[BucketPlan] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+
+
+class StoreStats(BaseModel):
+    """Counts and sizes reported by ``stats``."""
+
+    path: str | None
+    model: str
+    dim: int
+    atoms_current: int
+    atoms_total: int
+    versions: int
+    transactions: int
+    last_commit: datetime | None
+    segments: int
+    wal_bytes: int
+    disk_bytes: int
+    encrypted: bool = False

@@ -1,0 +1,1 @@
+"""The storage layer: WAL, Parquet segments, manifest, codecs, the writer lock."""

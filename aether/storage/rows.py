@@ -1,0 +1,138 @@
+"""The version-row schema shared by the WAL, the Parquet segments and the in-memory table."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+INT_COLUMNS = ("version_id", "valid_from", "valid_to", "tx_from", "tx_to")
+STR_COLUMNS = ("atom_id", "subject", "modality", "content", "content_meta", "metadata")
+
+
+def row_schema(dim: int) -> pa.Schema:
+    """Arrow schema of version rows; ``tags`` values are JSON-encoded scalars so types survive."""
+    return pa.schema(
+        [
+            ("version_id", pa.int64()),
+            ("atom_id", pa.string()),
+            ("subject", pa.string()),
+            ("modality", pa.string()),
+            ("content", pa.string()),
+            ("content_meta", pa.string()),
+            ("tags", pa.map_(pa.string(), pa.string())),
+            ("metadata", pa.string()),
+            ("quality", pa.float64()),
+            ("valid_from", pa.int64()),
+            ("valid_to", pa.int64()),
+            ("tx_from", pa.int64()),
+            ("tx_to", pa.int64()),
+            ("vector", pa.list_(pa.float32(), dim)),
+        ]
+    )
+
+
+def dumps(obj: Any) -> str:
+    """Canonical compact JSON (sorted keys) used for every JSON column."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass
+class RowBatch:
+    """A batch of version rows in columnar form."""
+
+    version_id: np.ndarray
+    atom_id: list[str]
+    subject: list[str]
+    modality: list[str]
+    content: list[str]
+    content_meta: list[str]
+    tags: list[dict[str, Any]]
+    metadata: list[str]
+    quality: np.ndarray
+    valid_from: np.ndarray
+    valid_to: np.ndarray
+    tx_from: np.ndarray
+    tx_to: np.ndarray
+    vectors: np.ndarray
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.atom_id)
+
+    @classmethod
+    def empty(cls, dim: int) -> RowBatch:
+        z = np.zeros(0, dtype=np.int64)
+        return cls(z, [], [], [], [], [], [], [], np.zeros(0), z, z, z, z, np.zeros((0, dim), np.float32))
+
+    def to_arrow(self) -> pa.Table:
+        dim = self.vectors.shape[1]
+        flat = pa.array(np.ascontiguousarray(self.vectors, dtype=np.float32).reshape(-1), type=pa.float32())
+        tags = pa.array(
+            [[(k, dumps(v)) for k, v in sorted(t.items())] for t in self.tags],
+            type=pa.map_(pa.string(), pa.string()),
+        )
+        cols = [
+            pa.array(self.version_id, pa.int64()),
+            pa.array(self.atom_id, pa.string()),
+            pa.array(self.subject, pa.string()),
+            pa.array(self.modality, pa.string()),
+            pa.array(self.content, pa.string()),
+            pa.array(self.content_meta, pa.string()),
+            tags,
+            pa.array(self.metadata, pa.string()),
+            pa.array(self.quality, pa.float64()),
+            pa.array(self.valid_from, pa.int64()),
+            pa.array(self.valid_to, pa.int64()),
+            pa.array(self.tx_from, pa.int64()),
+            pa.array(self.tx_to, pa.int64()),
+            pa.FixedSizeListArray.from_arrays(flat, dim),
+        ]
+        return pa.Table.from_arrays(cols, schema=row_schema(dim))
+
+    @classmethod
+    def from_arrow(cls, table: pa.Table) -> RowBatch:
+        dim = table.schema.field("vector").type.list_size
+        def ints(name: str) -> np.ndarray:
+            return np.asarray(table.column(name).to_numpy(), dtype=np.int64)
+        vec_col = table.column("vector").combine_chunks()
+        flat = vec_col.values.to_numpy(zero_copy_only=False) if len(vec_col) else np.zeros(0, np.float32)
+        tags = [
+            {k: json.loads(v) for k, v in (entry or [])} for entry in table.column("tags").to_pylist()
+        ]
+        return cls(
+            version_id=ints("version_id"),
+            atom_id=table.column("atom_id").to_pylist(),
+            subject=table.column("subject").to_pylist(),
+            modality=table.column("modality").to_pylist(),
+            content=table.column("content").to_pylist(),
+            content_meta=table.column("content_meta").to_pylist(),
+            tags=tags,
+            metadata=table.column("metadata").to_pylist(),
+            quality=np.asarray(table.column("quality").to_numpy(), dtype=np.float64),
+            valid_from=ints("valid_from"),
+            valid_to=ints("valid_to"),
+            tx_from=ints("tx_from"),
+            tx_to=ints("tx_to"),
+            vectors=np.asarray(flat, dtype=np.float32).reshape(-1, dim),
+        )
+
+
+def concat(batches: list[RowBatch], dim: int) -> RowBatch:
+    """Concatenate row batches."""
+    if not batches:
+        return RowBatch.empty(dim)
+    if len(batches) == 1:
+        return batches[0]
+    def cat(name: str) -> np.ndarray:
+        return np.concatenate([getattr(b, name) for b in batches])
+    def lst(name: str) -> list[Any]:
+        return [x for b in batches for x in getattr(b, name)]
+    return RowBatch(
+        cat("version_id"), lst("atom_id"), lst("subject"), lst("modality"), lst("content"),
+        lst("content_meta"), lst("tags"), lst("metadata"), cat("quality"), cat("valid_from"),
+        cat("valid_to"), cat("tx_from"), cat("tx_to"), np.concatenate([b.vectors for b in batches]),
+    )
