@@ -38,6 +38,7 @@ from ..storage.rows import RowBatch, dumps
 from ..storage.segments import closings_table, read_table, write_table
 from ..storage.wal import WriteAheadLog
 from ..temporal import Piece, plan_put, plan_retract, visible_mask
+from .derived import DerivedIndex
 from .table import VersionTable
 from .validate import DEFAULT_MAX_CONTENT_BYTES
 
@@ -131,6 +132,8 @@ class Engine:
         self._access: dict[str, tuple[int, datetime]] = {}
         self._qcache: OrderedDict[str, np.ndarray] = OrderedDict()
         self.manifest: dict[str, Any] = {}
+        #: Derived indexes (ANN buckets, keyword index) notified of every change; see derived.py.
+        self.derived: list[DerivedIndex] = []
         if self.path is None:
             if embedder is None:
                 embedder = embedder_factory(None) if embedder_factory else None
@@ -142,8 +145,14 @@ class Engine:
             self._ckpt_n = 0
             self._pending_closings: list[tuple[int, int]] = []
             self._next_vid = 0
-            return
-        self._open_dir(embedder, create=create, embedder_factory=embedder_factory)
+        else:
+            self._open_dir(embedder, create=create, embedder_factory=embedder_factory)
+
+    def attach(self, index: DerivedIndex) -> None:
+        """Register a derived index and let it load or build itself."""
+        with self._wlock:
+            index.on_open(self)
+            self.derived.append(index)
 
     # ------------------------------------------------------------------ open / recover
     def _open_dir(self, embedder: Embedder | None, *, create: bool, embedder_factory: Any) -> None:
@@ -243,6 +252,8 @@ class Engine:
     def _apply(self, header: dict[str, Any], rows: RowBatch | None) -> None:
         """Apply one committed transaction (from a commit or from WAL replay) and publish it."""
         t = self.table
+        start = t.n
+        pos = np.zeros(0, np.int64)
         closes = header.get("close") or []
         if closes:
             vids = np.asarray([c[0] for c in closes], np.int64)
@@ -257,6 +268,8 @@ class Engine:
             t.append(rows)
             self._next_vid = max(self._next_vid, int(rows.version_id[-1]) + 1)
         self._apply_extra(header)
+        for d in self.derived:
+            d.on_commit(self, start, t.n, pos)
         self._snap = Snapshot(t.n, int(header["tx"]), int(header["seq"]))
 
     def _apply_extra(self, header: dict[str, Any]) -> None:
@@ -524,6 +537,8 @@ class Engine:
             self._pending_closings = []
             for old in self._wal.rotate(seq + 1):
                 old.unlink(missing_ok=True)
+            for d in self.derived:
+                d.on_checkpoint(self)
             return True
 
     def close(self) -> None:
@@ -534,6 +549,8 @@ class Engine:
                 self.checkpoint()
         finally:
             self._closed = True
+            for d in self.derived:
+                d.on_close(self)
             if self._wal is not None:
                 self._wal.close()
             if self._lock is not None:
