@@ -9,7 +9,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from ._time import OPEN, Clock, TimeLike, from_us, to_us
+from ._time import MIN_US, OPEN, Clock, TimeLike, from_us, to_us
 from .embed import DEFAULT_MODEL, Embedder, SentenceTransformerEmbedder, as_unit_vectors, embedder_from_identity
 from .engine import search as _search
 from .engine.store import DeleteOp, Engine, Op, PutOp, RetractOp
@@ -52,7 +52,7 @@ def _during(valid_during: Any) -> tuple[int, int] | None:
         a, b = valid_during
     except (TypeError, ValueError):
         raise InvalidInputError("valid_during must be a pair (start, end)") from None
-    lo = -(2**62) if a is None else to_us(a, name="valid_during[0]")
+    lo = MIN_US if a is None else to_us(a, name="valid_during[0]")
     hi = OPEN if b is None else to_us(b, name="valid_during[1]")
     if hi <= lo:
         raise InvalidIntervalError("valid_during end must be after its start")
