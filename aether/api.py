@@ -10,7 +10,13 @@ from typing import Any, Final
 import numpy as np
 
 from ._time import MIN_US, OPEN, Clock, TimeLike, from_us, to_us
-from .embed import DEFAULT_MODEL, Embedder, SentenceTransformerEmbedder, as_unit_vectors, embedder_from_identity
+from .embed import (
+    DEFAULT_MODEL,
+    Embedder,
+    SentenceTransformerEmbedder,
+    as_unit_vectors,
+    embedder_from_identity,
+)
 from .engine import search as _search
 from .engine.store import DeleteOp, Engine, Op, PutOp, RetractOp
 from .engine.validate import (
@@ -226,8 +232,8 @@ class Memory:
         *,
         valid_from: TimeLike | None = None,
         valid_to: TimeLike | None = None,
-        tags: Mapping[str, Any] | None | _Unset = UNSET,
-        metadata: Mapping[str, Any] | None | _Unset = UNSET,
+        tags: Mapping[str, Any] | _Unset | None = UNSET,
+        metadata: Mapping[str, Any] | _Unset | None = UNSET,
         vector: Any = None,
     ) -> MemoryAtom:
         """Record what is now believed about ``atom_id`` for ``[valid_from, valid_to)``, past included.
@@ -458,11 +464,9 @@ class View(Memory):
         return super().get(atom_id, valid_at=valid_at, as_of=self._pinned(as_of))
 
     def _pinned(self, as_of: TimeLike | None) -> TimeLike | None:
-        if as_of is None:
-            return from_us(self._pin_as_of)
-        return min(to_us(as_of, name="as_of"), self._pin_as_of) and from_us(
-            min(to_us(as_of, name="as_of"), self._pin_as_of)
-        )
+        # A view never sees past its pinned transaction time.
+        pinned = self._pin_as_of if as_of is None else min(to_us(as_of, name="as_of"), self._pin_as_of)
+        return from_us(pinned)
 
     def history(self, atom_id: str) -> list[MemoryAtom]:
         return [self._engine.atom_at(r) for r in self._engine.history_rows(atom_id, self._pin_as_of)]
@@ -487,7 +491,7 @@ def _default_factory(model: str | None) -> Any:
     return factory
 
 
-def open(  # noqa: A001 - the natural name, like io.open / lancedb.connect
+def open(
     path: str | os.PathLike[str] | None = None,
     *,
     embedder: Embedder | None = None,
