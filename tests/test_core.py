@@ -272,3 +272,23 @@ def test_hashing_embedder_is_deterministic() -> None:
     assert v1.dtype == np.float32 and v1.shape == (2, 64)
     assert np.array_equal(v1, v2)
     assert np.allclose(np.linalg.norm(v1, axis=1), 1.0)
+
+
+def test_large_batch_spanning_sealed_chunks_roundtrips(tmp_path: Path) -> None:
+    """More rows than the in-memory tail holds, so checkpoints read sealed Arrow chunks too."""
+    emb = aether.PrecomputedEmbedder(4, "t")
+    rng = np.random.default_rng(1)
+    n = 9_000
+    vecs = rng.normal(size=(n, 4)).astype(np.float32)
+    items = [{"content": f"row {i}", "tags": {"mod": i % 7}, "metadata": {"i": i}} for i in range(n)]
+    with aether.open(tmp_path / "s", embedder=emb) as mem:
+        ids = mem.add_many(items[:5000], vectors=vecs[:5000])
+        ids += mem.add_many(items[5000:], vectors=vecs[5000:])
+        mem.delete(ids[10])
+    with aether.open(tmp_path / "s", embedder=emb) as mem:
+        assert mem.stats().versions == n
+        got = mem.get(ids[8_500])
+        assert got is not None and got.metadata == {"i": 8_500} and got.tags == {"mod": 8_500 % 7}
+        assert mem.get(ids[10]) is None
+        hits = mem.search(vecs[6_001], k=1, tags={"mod": 6_001 % 7})
+        assert hits[0].atom_id == ids[6_001]

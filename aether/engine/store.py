@@ -516,18 +516,15 @@ class Engine:
             body = dict(self.manifest)
             seq = snap.last_seq
             if snap.n > self._ckpt_n:
-                rows = np.arange(self._ckpt_n, snap.n)
-                entry = write_table(
-                    self.path, f"segments/{seq:020d}.parquet", self.table.batch(rows).to_arrow(), self.codec, self.store_id
-                )
+                table = self.table.batch_range(self._ckpt_n, snap.n).to_arrow()
+                entry = write_table(self.path, f"segments/{seq:020d}.parquet", table, self.codec, self.store_id)
                 entry.update(min_version=int(self.table.version_id[self._ckpt_n]),
                              max_version=int(self.table.version_id[snap.n - 1]))
                 body["segments"] = [*body["segments"], entry]
             if self._pending_closings:
                 arr = np.asarray(self._pending_closings, np.int64)
-                entry = write_table(
-                    self.path, f"closings/{seq:020d}.parquet", closings_table(arr[:, 0], arr[:, 1]), self.codec, self.store_id
-                )
+                closings = closings_table(arr[:, 0], arr[:, 1])
+                entry = write_table(self.path, f"closings/{seq:020d}.parquet", closings, self.codec, self.store_id)
                 body["closings"] = [*body["closings"], entry]
             body["checkpoint"] = {"seq": seq, "tx": snap.last_tx, "next_version_id": self._next_vid}
             body["aether_version"] = __version__
@@ -603,9 +600,9 @@ class Engine:
         t = self.table
         best = None
         for r in self.atom_rows(atom_id, snap):
-            if t.tx_from[r] <= t_ < t.tx_to[r] and t.valid_from[r] <= valid_at < t.valid_to[r]:
-                if best is None or t.tx_from[r] > t.tx_from[best]:
-                    best = r
+            visible = t.tx_from[r] <= t_ < t.tx_to[r] and t.valid_from[r] <= valid_at < t.valid_to[r]
+            if visible and (best is None or t.tx_from[r] > t.tx_from[best]):
+                best = r
         return best
 
     def history_rows(self, atom_id: str, as_of: int | None = None) -> list[int]:
@@ -686,8 +683,8 @@ class Engine:
             "path": str(self.path) if self.path else None,
             "model": self.embedder.identity,
             "dim": self.embedder.dim,
-            "atoms_current": int(len(np.unique(t.atom_code[:n][current]))),
-            "atoms_total": int(len(np.unique(t.atom_code[:n][alive]))),
+            "atoms_current": len(np.unique(t.atom_code[:n][current])),
+            "atoms_total": len(np.unique(t.atom_code[:n][alive])),
             "versions": int(alive.sum()),
             "transactions": snap.last_seq,
             "last_commit": from_us(snap.last_tx) if snap.last_seq else None,
@@ -708,10 +705,7 @@ def _one_row(q: Any, dim: int) -> np.ndarray:
 def topk_rows(rows: np.ndarray, scores: np.ndarray, k: int, atom_code: np.ndarray | None) -> list[tuple[int, float]]:
     """Best ``k`` (row, score) pairs, highest score first; ties broken by row for determinism."""
     if atom_code is None:
-        if len(scores) > k:
-            part = np.argpartition(-scores, k - 1)[:k]
-        else:
-            part = np.arange(len(scores))
+        part = np.argpartition(-scores, k - 1)[:k] if len(scores) > k else np.arange(len(scores))
         order = part[np.lexsort((rows[part], -scores[part]))]
         return [(int(rows[i]), float(scores[i])) for i in order]
     order = np.lexsort((rows, -scores))

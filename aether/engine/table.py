@@ -265,6 +265,46 @@ class VersionTable:
             vectors=self.vectors[rows].copy(),
         )
 
+    def batch_range(self, start: int, end: int) -> RowBatch:
+        """Rows ``[start, end)`` as a ``RowBatch``, read chunk by chunk (columnar, no per-row lookups)."""
+        cols: dict[str, list[Any]] = {k: [] for k in _Tail.__slots__}
+        for c, cstart in enumerate(self._chunk_starts):
+            chunk = self._chunks[c]
+            cend = cstart + len(chunk) if isinstance(chunk, _Tail) else cstart + chunk.num_rows
+            lo, hi = max(start, cstart), min(end, cend)
+            if lo >= hi:
+                continue
+            a, b = lo - cstart, hi - cstart
+            if isinstance(chunk, _Tail):
+                for k in _Tail.__slots__:
+                    cols[k].extend(getattr(chunk, k)[a:b])
+            else:
+                part = chunk.slice(a, b - a)
+                for k in _Tail.__slots__:
+                    if k == "tags":
+                        cols[k].extend(
+                            {key: json.loads(v) for key, v in (entry or [])} for entry in part.column(k).to_pylist()
+                        )
+                    else:
+                        cols[k].extend(part.column(k).to_pylist())
+        sl = slice(start, end)
+        return RowBatch(
+            version_id=self.version_id[sl].copy(),
+            atom_id=cols["atom_id"],
+            subject=cols["subject"],
+            modality=cols["modality"],
+            content=cols["content"],
+            content_meta=cols["content_meta"],
+            tags=cols["tags"],
+            metadata=cols["metadata"],
+            quality=self.quality[sl].copy(),
+            valid_from=self.valid_from[sl].copy(),
+            valid_to=self.valid_to[sl].copy(),
+            tx_from=self.tx_from[sl].copy(),
+            tx_to=self.tx_to[sl].copy(),
+            vectors=self.vectors[sl].copy(),
+        )
+
     def tag_mask(self, tags: dict[str, Any], n: int) -> np.ndarray:
         """Rows (of the first ``n``) whose tags contain every ``key == value`` pair."""
         mask = np.ones(n, np.bool_)
