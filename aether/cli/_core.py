@@ -1,0 +1,472 @@
+"""Core commands: ``init``, ``add``, ``import``, ``search``, ``get``, ``history``, ``stats``, ``demo``.
+
+Every command takes the store directory as its first argument. Times (``--valid-at``, ``--as-of``,
+``--valid-from``, ``--valid-to``) are ISO-8601 with an offset (``2024-03-01T12:00:00+02:00``, or ``Z``
+for UTC); a bare date ``YYYY-MM-DD`` means midnight UTC that day; a time without an offset is an error.
+``--json`` prints one JSON document on stdout instead of a table.
+
+Only ``init`` and ``demo`` create stores; the other commands need an existing one (a mistyped path then
+fails loudly instead of creating an empty store and silently loading a model).
+
+The parsing helpers (:func:`parse_time`, :func:`parse_tags`, :func:`parse_jsonl_line`,
+:func:`read_jsonl`, :func:`import_items`) are plain functions so that other commands can reuse them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from .._time import from_us_strict, to_us
+from ..errors import InvalidInputError, InvalidTagError, StoreNotFoundError
+from ..models import MemoryAtom
+from ._app import console
+
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_ITEM_ERR = re.compile(r"item (\d+): (.*)", re.DOTALL)
+_TIME_KEYS = ("valid_from", "valid_to")
+
+# ---------------------------------------------------------------------------- parsing helpers
+
+
+def parse_time(text: str, *, name: str = "time") -> datetime:
+    """Parse a CLI time: ISO-8601 with an offset (``Z`` accepted), or a bare date as midnight UTC.
+
+    Raises
+    ------
+    NaiveDatetimeError
+        If a date-time has no offset.
+    InvalidInputError
+        If the text is not a time.
+    """
+    text = text.strip()
+    if _DATE.fullmatch(text):
+        try:
+            d = date.fromisoformat(text)
+        except ValueError:
+            raise InvalidInputError(f"{name}: {text!r} is not a valid date") from None
+        return datetime(d.year, d.month, d.day, tzinfo=UTC)
+    return from_us_strict(to_us(text, name=name))
+
+
+def _opt_time(text: str | None, name: str) -> datetime | None:
+    return None if text is None else parse_time(text, name=name)
+
+
+def parse_tag_value(raw: str) -> Any:
+    """A tag value from the command line: a JSON number, true/false or quoted string; else the text."""
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return raw
+    if isinstance(value, bool | int | float | str):
+        return value
+    return raw  # null, lists and objects are not tag values: keep the literal text
+
+
+def parse_tags(items: Sequence[str] | None) -> dict[str, Any]:
+    """``["k=v", ...]`` to a tag dict; ``v`` goes through :func:`parse_tag_value`.
+
+    Raises
+    ------
+    InvalidTagError
+        If an item has no ``=`` or an empty key.
+    """
+    out: dict[str, Any] = {}
+    for item in items or ():
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise InvalidTagError(f"--tag {item!r}: expected KEY=VALUE")
+        out[key.strip()] = parse_tag_value(raw)
+    return out
+
+
+def parse_jsonl_line(text: str, lineno: int) -> dict[str, Any] | None:
+    """One JSONL line to an :meth:`aether.Memory.add_many` item; ``None`` for a blank line.
+
+    The keys are those of :meth:`aether.Memory.add` (``content``, ``tags``, ``metadata``, ``valid_from``,
+    ``valid_to``, ``atom_id``, ``subject``, ...). Times may be ISO-8601 with an offset or bare dates.
+
+    Raises
+    ------
+    InvalidInputError
+        If the line is not a JSON object or a time in it is invalid; the message names the line.
+    """
+    if not text.strip():
+        return None
+    try:
+        item = json.loads(text)
+    except ValueError as exc:
+        raise InvalidInputError(f"line {lineno}: malformed JSON ({exc})") from None
+    if not isinstance(item, dict):
+        raise InvalidInputError(f"line {lineno}: expected a JSON object, got {type(item).__name__}")
+    for key in _TIME_KEYS:
+        value = item.get(key)
+        if isinstance(value, str):
+            try:
+                item[key] = parse_time(value, name=key)
+            except InvalidInputError as exc:
+                raise type(exc)(f"line {lineno}: {exc}") from None
+    return item
+
+
+def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, item)`` for every non-blank line of a JSONL file.
+
+    Raises
+    ------
+    InvalidInputError
+        If the file cannot be read or a line does not parse.
+    """
+    try:
+        fh = path.open(encoding="utf-8")
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    with fh:
+        try:
+            for lineno, line in enumerate(fh, start=1):
+                item = parse_jsonl_line(line, lineno)
+                if item is not None:
+                    yield lineno, item
+        except UnicodeDecodeError as exc:
+            raise InvalidInputError(f"{path}: not UTF-8 text ({exc.reason})") from None
+        except OSError as exc:
+            raise InvalidInputError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def import_items(mem: Any, items: Sequence[Mapping[str, Any]], linenos: Sequence[int]) -> list[str]:
+    """Write ``items`` in one atomic ``add_many`` transaction; an invalid item's error names its line."""
+    try:
+        return list(mem.add_many(items))
+    except InvalidInputError as exc:
+        m = _ITEM_ERR.fullmatch(str(exc))
+        if m and int(m.group(1)) < len(linenos):
+            raise type(exc)(f"line {linenos[int(m.group(1))]}: {m.group(2)}") from None
+        raise
+
+
+# ---------------------------------------------------------------------------- store + output helpers
+
+
+def _open_store(path: Path, *, read_only: bool = False) -> Any:
+    import aether
+
+    try:
+        return aether.open(path, create=False, read_only=read_only)
+    except StoreNotFoundError:
+        raise StoreNotFoundError(f"no aether store at {path}; create one with `aether init {path}`") from None
+
+
+def _emit_json(doc: Any) -> None:
+    # plain print, not rich: no markup, no wrapping, exactly one JSON document
+    typer.echo(json.dumps(doc, ensure_ascii=False, indent=2, default=str))
+
+
+def _fmt(dt: datetime | None, *, open_text: str = "open") -> str:
+    if dt is None:
+        return open_text
+    dt = dt.astimezone(UTC)
+    if dt.hour == dt.minute == dt.second == dt.microsecond == 0:
+        return dt.date().isoformat()
+    return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _tags_text(tags: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in tags.items())
+
+
+def _atom_table(atom: MemoryAtom, title: str | None = None) -> Table:
+    table = Table(show_header=False, title=title, box=None, pad_edge=False)
+    table.add_column(style="bold cyan")
+    table.add_column()
+    rows = [
+        ("atom_id", atom.atom_id),
+        ("content", atom.content.inline),
+        ("valid", f"{_fmt(atom.valid_from)} → {_fmt(atom.valid_to)}"),
+        ("recorded", f"{_fmt(atom.tx_from)} → {_fmt(atom.tx_to, open_text='current')}"),
+        ("tags", _tags_text(atom.tags)),
+        ("subject", atom.subject),
+        ("version", str(atom.version_id)),
+    ]
+    if atom.metadata:
+        rows.append(("metadata", json.dumps(atom.metadata, ensure_ascii=False)))
+    for key, value in rows:
+        table.add_row(key, Text(value))
+    return table
+
+
+def _check_k(k: int) -> None:
+    if k < 1:
+        raise InvalidInputError("-k must be a positive int")
+
+
+# ---------------------------------------------------------------------------- commands
+
+StoreArg = Annotated[Path, typer.Argument(help="Store directory.", show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of a table.")]
+TagOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--tag",
+        help="KEY=VALUE (repeatable). VALUE is a number or true/false if it parses as one "
+        '(quote it, \'"42"\', to force a string); otherwise it is text.',
+        show_default=False,
+    ),
+]
+ValidAtOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--valid-at",
+        help="World time the facts must hold at (default now). ISO-8601 with offset, or YYYY-MM-DD (UTC).",
+        show_default=False,
+    ),
+]
+AsOfOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--as-of",
+        help="Transaction time: what the store believed then (default the latest commit). "
+        "ISO-8601 with offset, or YYYY-MM-DD (UTC).",
+        show_default=False,
+    ),
+]
+
+
+def cmd_init(
+    path: StoreArg,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="Embedding model: a name from models/ (default all-MiniLM-L6-v2), or hashing / hashing:DIM.",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a store at PATH (an existing store is left as is; its model must match --model)."""
+    import aether
+
+    from ..embed import embedder_for
+    from ..storage.manifest import NAME
+
+    existed = (path / NAME).exists()
+    embedder = embedder_for(model) if model is not None else None
+    with aether.open(path, embedder=embedder) as mem:
+        info = {"path": str(path), "model": mem.embedder.identity, "dim": mem.embedder.dim,
+                "created": not existed}
+    if as_json:
+        _emit_json(info)
+    elif existed:
+        console.print(f"Store already exists at [bold]{path}[/] (model {info['model']})", highlight=False)
+    else:
+        console.print(f"Created store at [bold]{path}[/] (model {info['model']})", highlight=False)
+
+
+def cmd_add(
+    path: StoreArg,
+    text: Annotated[str, typer.Argument(help="The memory's text.", show_default=False)],
+    tag: TagOpt = None,
+    valid_from: Annotated[
+        str | None,
+        typer.Option("--valid-from", help="When the fact starts to hold (default now).", show_default=False),
+    ] = None,
+    valid_to: Annotated[
+        str | None, typer.Option("--valid-to", help="When it stops (default open-ended).", show_default=False)
+    ] = None,
+    atom_id: Annotated[
+        str | None,
+        typer.Option("--atom-id", help="Write a new version of this atom (default: a new atom).",
+                     show_default=False),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add one memory to the store at PATH (run `aether init PATH` first)."""
+    tags = parse_tags(tag)
+    vf = _opt_time(valid_from, "--valid-from")
+    vt = _opt_time(valid_to, "--valid-to")
+    with _open_store(path) as mem:
+        atom = mem.add(text, tags=tags or None, valid_from=vf, valid_to=vt, atom_id=atom_id)
+    if as_json:
+        _emit_json(atom.to_dict())
+    else:
+        console.print(_atom_table(atom, title="added"))
+
+
+def cmd_import(
+    path: StoreArg,
+    file: Annotated[Path, typer.Argument(help="JSONL file, one memory object per line.", show_default=False)],
+    as_json: JsonOpt = False,
+) -> None:
+    """Import a JSONL file into the store at PATH as ONE atomic transaction.
+
+    Each line is an object with the keys of Memory.add: content (required), tags, metadata,
+    valid_from, valid_to, atom_id, subject, modality, quality_score, vector. A bad line is
+    reported with its line number and nothing is written. The store must exist (`aether init`).
+    """
+    if not file.is_file():
+        raise InvalidInputError(f"{file}: no such file")
+    linenos: list[int] = []
+    items: list[dict[str, Any]] = []
+    for lineno, item in read_jsonl(file):
+        linenos.append(lineno)
+        items.append(item)
+    with _open_store(path) as mem:
+        ids = import_items(mem, items, linenos)
+        last = mem.last_commit
+    if as_json:
+        _emit_json({"imported": len(ids), "atom_ids": ids, "tx": last.isoformat() if last and ids else None})
+    else:
+        console.print(f"Imported {len(ids)} memories from {file} into {path}", highlight=False)
+
+
+def cmd_search(
+    path: StoreArg,
+    query: Annotated[str, typer.Argument(help="What to look for (natural language).", show_default=False)],
+    k: Annotated[int, typer.Option("-k", "--k", help="Number of results.")] = 10,
+    valid_at: ValidAtOpt = None,
+    as_of: AsOfOpt = None,
+    tag: TagOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Semantic search: the K memories closest to QUERY, true at --valid-at as known at --as-of."""
+    _check_k(k)
+    tags = parse_tags(tag)
+    va = _opt_time(valid_at, "--valid-at")
+    ao = _opt_time(as_of, "--as-of")
+    with _open_store(path, read_only=True) as mem:
+        hits = mem.search(query, k, valid_at=va, as_of=ao, tags=tags or None)
+    if as_json:
+        _emit_json({
+            "query": query,
+            "k": k,
+            "valid_at": va.isoformat() if va else None,
+            "as_of": ao.isoformat() if ao else None,
+            "tags": tags,
+            "hits": [{"score": h.score, "atom": h.atom.to_dict()} for h in hits],
+        })
+        return
+    title = f"{query!r}  valid at {_fmt(va, open_text='now')}, as of {_fmt(ao, open_text='latest')}"
+    table = Table(title=title, title_justify="left")
+    for col, kw in (("#", {"justify": "right"}), ("score", {"justify": "right"}), ("content", {}),
+                    ("valid", {}), ("tags", {}), ("atom_id", {"style": "dim"})):
+        table.add_column(col, **kw)  # type: ignore[arg-type]
+    for i, h in enumerate(hits, 1):
+        a = h.atom
+        table.add_row(str(i), f"{h.score:.3f}", Text(a.content.inline),
+                      f"{_fmt(a.valid_from)} → {_fmt(a.valid_to)}", Text(_tags_text(a.tags)), a.atom_id)
+    console.print(table if hits else "no results")
+
+
+def cmd_get(
+    path: StoreArg,
+    atom_id: Annotated[str, typer.Argument(help="The atom id.", show_default=False)],
+    valid_at: ValidAtOpt = None,
+    as_of: AsOfOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The version of ATOM_ID true at --valid-at as known at --as-of (exit 1 if there is none)."""
+    va = _opt_time(valid_at, "--valid-at")
+    ao = _opt_time(as_of, "--as-of")
+    with _open_store(path, read_only=True) as mem:
+        atom = mem.get(atom_id, valid_at=va, as_of=ao)
+        known = atom is not None or bool(mem.history(atom_id))
+    if as_json:
+        _emit_json(atom.to_dict() if atom is not None else None)
+    elif atom is not None:
+        console.print(_atom_table(atom))
+    if atom is None:
+        if not as_json:
+            why = "no version is valid then" if known else "no such atom"
+            typer.echo(f"{atom_id}: {why} (see `aether history`)", err=True)
+        raise typer.Exit(1)
+
+
+def cmd_history(
+    path: StoreArg,
+    atom_id: Annotated[str, typer.Argument(help="The atom id.", show_default=False)],
+    as_json: JsonOpt = False,
+) -> None:
+    """Every version of ATOM_ID, superseded ones included, ordered by transaction time."""
+    from ..errors import AtomNotFoundError
+
+    with _open_store(path, read_only=True) as mem:
+        versions = mem.history(atom_id)
+    if not versions:
+        raise AtomNotFoundError(f"no atom {atom_id!r} in {path}")
+    if as_json:
+        _emit_json([a.to_dict() for a in versions])
+        return
+    console.print(history_table(versions, title=f"history of {atom_id}"))
+
+
+def history_table(versions: Sequence[MemoryAtom], *, title: str | None = None) -> Table:
+    """A rich table of versions: valid interval, recorded interval, and whether still believed."""
+    table = Table(title=title, title_justify="left")
+    for col in ("version", "content", "valid from", "valid to", "recorded", "superseded"):
+        table.add_column(col)
+    for a in versions:
+        style = None if a.tx_to is None else "dim"
+        table.add_row(str(a.version_id), Text(a.content.inline), _fmt(a.valid_from), _fmt(a.valid_to),
+                      _fmt(a.tx_from), _fmt(a.tx_to, open_text="—"), style=style)
+    return table
+
+
+def cmd_stats(path: StoreArg, as_json: JsonOpt = False) -> None:
+    """Counts and sizes of the store at PATH."""
+    with _open_store(path, read_only=True) as mem:
+        stats = mem.stats()
+    if as_json:
+        _emit_json(stats.model_dump(mode="json"))
+        return
+    table = Table(show_header=False, box=None, title=f"store {path}", title_justify="left")
+    table.add_column(style="bold cyan")
+    table.add_column()
+    for key, value in stats.model_dump().items():
+        table.add_row(key, Text(_fmt(value) if isinstance(value, datetime) else str(value)))
+    console.print(table)
+
+
+def cmd_demo(
+    path: Annotated[Path, typer.Argument(help="Where to build the demo store.")] = Path("demo-store"),
+    reset: Annotated[bool, typer.Option("--reset", help="Delete the existing demo store at PATH.")] = False,
+) -> None:
+    """Build a small dated team knowledge base and show answers changing with valid and transaction time.
+
+    Uses the default model (all-MiniLM-L6-v2, offline). PATH must be new, or an aether store with --reset.
+    """
+    from ..demo import run_demo
+
+    run_demo(path, reset=reset, console=console)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the core commands to the ``aether`` app."""
+    app.command("init")(cmd_init)
+    app.command("add")(cmd_add)
+    app.command("import")(cmd_import)
+    app.command("search")(cmd_search)
+    app.command("get")(cmd_get)
+    app.command("history")(cmd_history)
+    app.command("stats")(cmd_stats)
+    app.command("demo")(cmd_demo)
+
+
+__all__ = [
+    "history_table",
+    "import_items",
+    "parse_jsonl_line",
+    "parse_tag_value",
+    "parse_tags",
+    "parse_time",
+    "read_jsonl",
+    "register",
+]
