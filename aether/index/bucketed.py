@@ -1,0 +1,322 @@
+"""The bucketed ANN index: a derived index of sealed partitions plus a mutable tail.
+
+Rows ``[0, covered)`` live in sealed partitions (runs of consecutive ``valid_from``
+buckets, each with its own FAISS index); rows ``[covered, n)`` are the tail, scanned
+exactly. When the tail grows past ``recipe.tail_rows`` it is sealed: the partitions
+its rows fall into are rebuilt (new buckets start or extend a partition), on a
+background thread unless the recipe says otherwise, and the new state is published
+with one reference swap, so readers never wait and never see half a build.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import CorruptionError, StorageIOError
+from . import catalog as cat
+from .buckets import bucket_keys, bucket_label
+from .partition import Partition, make_partition, order_rows
+from .recipes import Recipe, load_recipe
+
+if TYPE_CHECKING:
+    from ..engine.store import Engine
+
+
+@dataclass(frozen=True)
+class IndexState:
+    """What the planner reads: sealed partitions (ordered by bucket) and how many rows they cover."""
+
+    table: Any
+    partitions: tuple[Partition, ...] = ()
+    covered: int = 0
+    owner: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))  # partition of each covered row
+    local: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # its position in the partition
+
+
+def _label(klo: int, khi: int, period: str) -> str:
+    a = bucket_label(klo, period)
+    return a if klo == khi else f"{a}..{bucket_label(khi, period)}"
+
+
+def _maps(parts: tuple[Partition, ...], covered: int) -> tuple[np.ndarray, np.ndarray]:
+    owner = np.full(covered, -1, np.int32)
+    local = np.zeros(covered, np.int64)
+    for i, p in enumerate(parts):
+        owner[p.rows] = i
+        local[p.rows] = np.arange(p.m, dtype=np.int64)
+    return owner, local
+
+
+class BucketedIndex:
+    """Per-bucket FAISS indexes over the version rows (a :class:`~aether.engine.derived.DerivedIndex`).
+
+    Parameters
+    ----------
+    recipe
+        The recipe to use; default: the one the store's manifest names (``indexes/default.json``).
+    """
+
+    name = "ann"
+
+    def __init__(self, recipe: Recipe | None = None) -> None:
+        self._fixed_recipe = recipe
+        self.recipe: Recipe = recipe or load_recipe("default")
+        self.state = IndexState(table=None)
+        self.generation = 0
+        self.notes: list[str] = []  # what happened on open (rebuilt files, ...): shown by explain
+        self._engine: Engine | None = None
+        self._builder: threading.Thread | None = None
+        self._build_error: BaseException | None = None
+        self._blk = threading.Lock()
+
+    # ------------------------------------------------------------------ DerivedIndex callbacks
+    def on_open(self, engine: Engine) -> None:
+        # No wait() here: a build still running for an older table drops itself at publish time.
+        self._engine = engine
+        section = engine.manifest.get("index") or {}
+        if self._fixed_recipe is None:
+            self.recipe = load_recipe(str(section.get("recipe", "default")))
+        if section.get("bucket") and self._fixed_recipe is None:
+            self.recipe = self.recipe.with_overrides(bucket=str(section["bucket"]))
+        self.generation = int(section.get("generation", 0))
+        self.notes = []
+        self.state = IndexState(table=engine.table)
+        if engine.path is not None:
+            self._load_persisted(engine)
+        if engine.table.n - self.state.covered >= self.recipe.tail_rows:
+            self._schedule(engine)
+
+    def on_commit(self, engine: Engine, start: int, end: int, closed: np.ndarray) -> None:
+        st = self.state
+        if len(closed) and st.covered:
+            c = closed[closed < st.covered]
+            if len(c):
+                own = st.owner[c]
+                loc = st.local[c]
+                for i in np.unique(own):
+                    sel = own == i
+                    st.partitions[int(i)].txto[loc[sel]] = engine.table.tx_to[c[sel]]
+        if end - st.covered >= self.recipe.tail_rows:
+            self._schedule(engine)
+
+    def on_checkpoint(self, engine: Engine) -> None:
+        if engine.table.n - self.state.covered >= self.recipe.tail_rows:
+            self._schedule(engine)
+
+    def on_close(self, engine: Engine) -> None:
+        self.wait()
+
+    # ------------------------------------------------------------------ sealing
+    def wait(self) -> None:
+        """Block until a background seal in progress has finished (tests and benchmarks use this)."""
+        t = self._builder
+        if t is not None:
+            t.join()
+        err, self._build_error = self._build_error, None
+        if err is not None:
+            raise err
+
+    def seal(self, engine: Engine | None = None) -> None:
+        """Seal the whole tail now, synchronously (e.g. after a bulk load, before benchmarking)."""
+        engine = engine or self._engine
+        assert engine is not None
+        self.wait()
+        self._seal(engine, engine.snapshot.n)
+
+    def _schedule(self, engine: Engine) -> None:
+        if not self.recipe.background:
+            self._seal(engine, engine.table.n)
+            return
+        with self._blk:
+            if self._builder is not None and self._builder.is_alive():
+                return  # the running build picks up what it can; the next commit schedules the rest
+            target = engine.table.n
+
+            def run() -> None:
+                try:
+                    self._seal(engine, target)
+                    # Rows committed while we built: seal them too if they already make a full tail.
+                    while engine.table.n - self.state.covered >= self.recipe.tail_rows and not engine._closed:
+                        self._seal(engine, engine.table.n)
+                except BaseException as exc:  # surfaced by wait(); the tail stays exact meanwhile
+                    self._build_error = exc
+
+            self._builder = threading.Thread(target=run, name="aether-index-seal", daemon=True)
+            self._builder.start()
+
+    def _seal(self, engine: Engine, target: int) -> None:
+        st = self.state
+        table = st.table
+        if table is None or target <= st.covered:
+            return
+        period = self.recipe.bucket
+        new_rows = np.arange(st.covered, target, dtype=np.int64)
+        keys = bucket_keys(table.valid_from[new_rows], period)
+        # Partition key ranges tile the bucket axis; assign each new key to the range holding it,
+        # else extend the previous (small) partition, else start a new one.
+        ranges: list[list[Any]] = [[p.klo, p.khi, p.m, p, []] for p in st.partitions]
+        uniq, counts = np.unique(keys, return_counts=True)
+        for key, cnt in zip(uniq.tolist(), counts.tolist(), strict=True):
+            pos = next((i for i, r in enumerate(ranges) if r[0] <= key <= r[1]), None)
+            if pos is None:
+                prev = max((i for i, r in enumerate(ranges) if r[1] < key), key=lambda i: ranges[i][1], default=None)
+                if prev is not None and ranges[prev][2] < self.recipe.partition_rows and not any(
+                    ranges[prev][1] < r[0] < key for r in ranges
+                ):
+                    ranges[prev][1] = key
+                    pos = prev
+                else:
+                    ranges.append([key, key, 0, None, []])
+                    pos = len(ranges) - 1
+            ranges[pos][2] += cnt
+            ranges[pos][4].append(key)
+        ranges.sort(key=lambda r: r[0])
+        parts: list[Partition] = []
+        rebuilt: list[int] = []
+        for klo, khi, _, old, added in ranges:
+            if not added and old is not None:
+                parts.append(old)
+                continue
+            sel = new_rows[(keys >= klo) & (keys <= khi)]
+            rows = sel if old is None else np.concatenate([old.rows, sel])
+            rows = order_rows(rows, table.valid_from)
+            tier = self.recipe.tier_for(len(rows))
+            parts.append(
+                make_partition(klo=klo, khi=khi, label=_label(klo, khi, period), rows=rows, table=table, tier=tier)
+            )
+            rebuilt.append(len(parts) - 1)
+        self._publish(engine, table, tuple(parts), target, rebuilt)
+
+    def _publish(
+        self, engine: Engine, table: Any, parts: tuple[Partition, ...], covered: int, fresh: list[int]
+    ) -> None:
+        with engine._wlock:
+            if self.state.table is not table:  # the store was reloaded (refresh) meanwhile: drop this build
+                return
+            for i in fresh:  # closings committed while we built
+                parts[i].txto[:] = table.tx_to[parts[i].rows]
+            owner, local = _maps(parts, covered)
+            self.state = IndexState(table=table, partitions=parts, covered=covered, owner=owner, local=local)
+        if engine.path is not None and not engine.read_only:
+            with contextlib.suppress(StorageIOError):  # derived data: a failed write is retried at the next seal
+                self._persist(engine, fresh)
+
+    # ------------------------------------------------------------------ persistence
+    def _catalog_base(self, engine: Engine, st: IndexState) -> dict[str, Any]:
+        t = st.table
+        return {
+            "format": cat.CATALOG_FORMAT,
+            "store_id": engine.store_id,
+            "generation": self.generation,
+            "dim": int(t.dim),
+            "recipe": self.recipe.to_dict(),
+            "covered_rows": st.covered,
+            "covered_version": int(t.version_id[st.covered - 1]) if st.covered else -1,
+        }
+
+    def _persist(self, engine: Engine, fresh: list[int]) -> None:
+        assert engine.path is not None
+        st = self.state
+        old = cat.load_catalog(engine.path, self.generation) or {}
+        old_files = {(e["klo"], e["khi"], e["rows"], e["vids_crc"]): e for e in old.get("partitions", [])}
+        entries = []
+        for i, p in enumerate(st.partitions):
+            vcrc = cat.vids_crc(st.table.version_id[p.rows])
+            prev = old_files.get((p.klo, p.khi, p.m, vcrc))
+            if prev is not None and i not in fresh:
+                entries.append(prev)
+                continue
+            rel = f"index/{self.generation}/{p.klo}-{p.khi}-{st.covered}.faiss"
+            entry = cat.write_index_file(engine.path, rel, p.index, engine.codec, engine.store_id)
+            entry.update(klo=p.klo, khi=p.khi, label=p.label, rows=p.m, vids_crc=vcrc, tier=p.tier.name)
+            entries.append(entry)
+        body = self._catalog_base(engine, st)
+        body["partitions"] = entries
+        cat.save_catalog(engine.path, self.generation, body)
+        cat.remove_unlisted(engine.path, self.generation, {e["file"] for e in entries})
+
+    def _load_persisted(self, engine: Engine) -> None:
+        assert engine.path is not None
+        body = cat.load_catalog(engine.path, self.generation)
+        if body is None:
+            if (cat.gen_dir(engine.path, self.generation) / cat.CATALOG).exists():
+                self.notes.append("index catalog damaged: rebuilding from rows")
+            return
+        t = engine.table
+        covered = int(body.get("covered_rows", 0))
+        ok = (
+            body.get("store_id") == engine.store_id
+            and body.get("dim") == t.dim
+            and body.get("recipe") == self.recipe.to_dict()
+            and 0 < covered <= t.n
+            and int(t.version_id[covered - 1]) == body.get("covered_version")
+        )
+        if not ok:
+            self.notes.append("index catalog does not match the rows or recipe: rebuilding")
+            return
+        period = self.recipe.bucket
+        all_rows = np.arange(covered, dtype=np.int64)
+        keys = bucket_keys(t.valid_from[:covered], period)
+        parts: list[Partition] = []
+        rebuilt: list[int] = []
+        for e in body["partitions"]:
+            klo, khi = int(e["klo"]), int(e["khi"])
+            rows = order_rows(all_rows[(keys >= klo) & (keys <= khi)], t.valid_from)
+            tier = self.recipe.tier_for(len(rows))
+            index = None
+            try:
+                if len(rows) != e["rows"] or cat.vids_crc(t.version_id[rows]) != e["vids_crc"]:
+                    raise CorruptionError("index partition rows differ from the store's rows", path=e["file"])
+                index = cat.read_index_file(engine.path, e, engine.codec, engine.store_id)
+                if index.ntotal != len(rows) or index.d != t.dim:
+                    raise CorruptionError("index file size differs from its partition", path=e["file"])
+            except CorruptionError as exc:
+                self.notes.append(f"rebuilt index partition {e.get('label', klo)}: {exc}")
+                index = None
+                rebuilt.append(len(parts))
+            parts.append(
+                make_partition(
+                    klo=klo, khi=khi, label=_label(klo, khi, period), rows=rows, table=t, tier=tier, index=index
+                )
+            )
+        if sum(p.m for p in parts) != covered:
+            self.notes.append("index partitions do not cover the rows: rebuilding")
+            return
+        owner, local = _maps(tuple(parts), covered)
+        self.state = IndexState(table=t, partitions=tuple(parts), covered=covered, owner=owner, local=local)
+        if rebuilt and not engine.read_only:
+            with contextlib.suppress(StorageIOError):
+                self._persist(engine, rebuilt)
+
+
+def find_index(engine: Engine) -> BucketedIndex | None:
+    """The engine's attached bucketed index, if any."""
+    for d in engine.derived:
+        if isinstance(d, BucketedIndex):
+            return d
+    return None
+
+
+def attach_default(engine: Engine) -> BucketedIndex:
+    """Attach a :class:`BucketedIndex` with the store's recipe (called when an engine opens)."""
+    idx = BucketedIndex()
+    engine.attach(idx)
+    return idx
+
+
+def use_recipe(engine: Engine, recipe: Recipe) -> BucketedIndex:
+    """Replace the engine's bucketed index by one built with ``recipe`` (tests use small thresholds)."""
+    old = find_index(engine)
+    if old is not None:
+        old.wait()  # outside the write lock: a finishing build takes it to publish
+    with engine._wlock:
+        if old is not None:
+            engine.derived.remove(old)
+        idx = BucketedIndex(recipe)
+        engine.attach(idx)
+        return idx

@@ -1,0 +1,120 @@
+"""Persisted index partitions: ``index/<gen>/CATALOG.json`` and one FAISS file per partition.
+
+Index files are derived data. Each is FAISS's own serialisation, sealed by the store's
+codec (``aad = index|<store_id>|<file>``) and written atomically; the catalog records
+each file's size and CRC32C, and its own CRC32C covers the rest of it. Anything that
+does not verify is rebuilt from the version rows: never a silent wrong answer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Any
+
+import crc32c
+import faiss
+import numpy as np
+
+from ..errors import CorruptionError, TamperedError
+from ..storage._fs import io_errors, write_atomic
+from ..storage.codec import Codec
+
+CATALOG = "CATALOG.json"
+CATALOG_FORMAT = 1
+
+
+def gen_dir(root: Path, generation: int) -> Path:
+    return root / "index" / str(int(generation))
+
+
+def _checksum(body: dict[str, Any]) -> int:
+    return crc32c.crc32c(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+
+
+def vids_crc(version_ids: np.ndarray) -> int:
+    """Checksum of a partition's version ids in index order (detects a changed row set)."""
+    return crc32c.crc32c(np.ascontiguousarray(version_ids, np.int64).tobytes())
+
+
+def aad(store_id: str, rel: str) -> bytes:
+    return f"index|{store_id}|{rel}".encode()
+
+
+def write_index_file(root: Path, rel: str, index: Any, codec: Codec, store_id: str) -> dict[str, Any]:
+    """Serialise ``index`` to ``root/rel`` through the codec; returns ``{file, bytes, crc32c}``."""
+    data = codec.seal(faiss.serialize_index(index).tobytes(), aad(store_id, rel))
+    path = root / rel
+    with io_errors("mkdir", path.parent):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, data)
+    return {"file": rel, "bytes": len(data), "crc32c": crc32c.crc32c(data)}
+
+
+def read_index_file(root: Path, entry: dict[str, Any], codec: Codec, store_id: str) -> Any:
+    """Read, verify and deserialise one index file; raises ``CorruptionError`` if anything is off."""
+    rel = entry["file"]
+    path = root / rel
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CorruptionError(f"cannot read index file: {exc}", path=str(path)) from None
+    if len(data) != entry["bytes"] or crc32c.crc32c(data) != entry["crc32c"]:
+        raise CorruptionError("index file checksum mismatch", path=str(path))
+    try:
+        plain = codec.open(data, aad(store_id, rel))
+    except TamperedError as exc:
+        raise CorruptionError(f"index file fails authentication: {exc}", path=str(path)) from None
+    try:
+        return faiss.deserialize_index(np.frombuffer(plain, np.uint8))
+    except Exception as exc:  # FAISS raises RuntimeError on a malformed file
+        raise CorruptionError(f"not a readable FAISS index: {exc}", path=str(path)) from None
+
+
+def save_catalog(root: Path, generation: int, body: dict[str, Any]) -> None:
+    doc = dict(body)
+    doc["checksum"] = _checksum(body)
+    d = gen_dir(root, generation)
+    with io_errors("mkdir", d):
+        d.mkdir(parents=True, exist_ok=True)
+    write_atomic(d / CATALOG, json.dumps(doc, indent=1, sort_keys=True).encode())
+
+
+def load_catalog(root: Path, generation: int) -> dict[str, Any] | None:
+    """The verified catalog, or ``None`` if it is missing or damaged (the index is then rebuilt)."""
+    path = gen_dir(root, generation) / CATALOG
+    try:
+        doc = json.loads(path.read_bytes())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(doc, dict) or "checksum" not in doc:
+        return None
+    body = {k: v for k, v in doc.items() if k != "checksum"}
+    if _checksum(body) != doc["checksum"] or body.get("format") != CATALOG_FORMAT:
+        return None
+    return body
+
+
+def remove_unlisted(root: Path, generation: int, keep: set[str]) -> None:
+    """Delete index files of this generation that the catalog does not name (left by a crash or rebuild)."""
+    d = gen_dir(root, generation)
+    if not d.is_dir():
+        return
+    for p in d.iterdir():
+        rel = f"index/{generation}/{p.name}"
+        if p.name != CATALOG and rel not in keep:
+            with contextlib.suppress(OSError):  # derived data: a stale file is harmless, retried next time
+                p.unlink(missing_ok=True)
+
+
+__all__ = [
+    "CATALOG",
+    "gen_dir",
+    "load_catalog",
+    "read_index_file",
+    "remove_unlisted",
+    "save_catalog",
+    "vids_crc",
+    "write_index_file",
+]

@@ -1,0 +1,139 @@
+"""One index partition: the rows of a run of consecutive buckets, ordered by ``valid_from``, and their FAISS index.
+
+Inside a partition, row ``i`` of the FAISS index is the ``i``-th row in ``(valid_from, row)``
+order. A valid-time bound is then a contiguous range of positions (binary search),
+an exact scan is a matrix product over a slice of the index's own vector storage, and
+ANN search can take an ``IDSelectorRange``. Rows whose valid interval is much longer
+than the partition's typical one (the ``exceptions``) are checked separately, so the
+lower end of the range can be tightened too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import faiss
+import numpy as np
+
+from .recipes import Tier
+
+#: Quantile of valid-interval lengths below which a row is "regular" (the rest are exceptions).
+_REACH_QUANTILE = 0.9
+_I64_MIN = -(2**63)
+_I64_MAX = 2**63 - 1
+
+
+def _sat(x: int) -> int:
+    return max(_I64_MIN, min(_I64_MAX, x))
+
+
+@dataclass
+class Partition:
+    """A sealed, immutable partition (only ``tx_to`` is refreshed when versions are closed)."""
+
+    klo: int
+    khi: int
+    label: str
+    rows: np.ndarray  # int64 table rows in (valid_from, row) order
+    vf: np.ndarray
+    vt: np.ndarray
+    txf: np.ndarray
+    txto: np.ndarray  # copy of the table's tx_to, kept current by the derived index
+    exc: np.ndarray  # sorted local positions of rows longer than ``reach``
+    reach: int
+    max_vt: int
+    min_txf: int
+    max_txf: int
+    tier: Tier
+    index: Any  # faiss.Index whose vectors are stored in local order
+    vecs: np.ndarray  # (m, dim) float32, a view of the index's storage (or its own copy)
+
+    @property
+    def m(self) -> int:
+        return len(self.rows)
+
+    def bounds(self, a: int, b: int) -> tuple[int, int]:
+        """Local ``[lo, hi)`` that holds every regular row with ``valid_from < b`` and ``valid_to > a``."""
+        hi = int(np.searchsorted(self.vf, b, "left"))
+        lo = int(np.searchsorted(self.vf, _sat(a - self.reach), "right")) if self.reach < _I64_MAX else 0
+        return min(lo, hi), hi
+
+
+def order_rows(rows: np.ndarray, valid_from: np.ndarray) -> np.ndarray:
+    """``rows`` sorted by ``(valid_from, row)``."""
+    return rows[np.lexsort((rows, valid_from[rows]))]
+
+
+def vectors_view(index: Any, m: int, dim: int) -> np.ndarray | None:
+    """Zero-copy view of a flat or HNSW-flat index's vectors, or ``None`` for other index types."""
+    target = index
+    if isinstance(index, faiss.IndexHNSW):
+        target = faiss.downcast_index(index.storage)
+    if isinstance(target, faiss.IndexFlat) and target.ntotal == m:
+        if m == 0:
+            return np.zeros((0, dim), np.float32)
+        return faiss.rev_swig_ptr(target.get_xb(), m * dim).reshape(m, dim)
+    return None
+
+
+def new_index(tier: Tier, dim: int, vecs: np.ndarray) -> Any:
+    """Build the tier's FAISS index (inner product on unit vectors = cosine) over ``vecs``."""
+    index: Any = faiss.index_factory(dim, tier.factory, faiss.METRIC_INNER_PRODUCT)
+    if tier.kind == "hnsw":
+        index.hnsw.efConstruction = int(tier.build.get("efConstruction", 40))
+        index.hnsw.efSearch = int(tier.search.get("efSearch", 64))
+    elif tier.kind == "ivf":
+        if not index.is_trained:
+            index.train(vecs)
+        index.nprobe = int(tier.search.get("nprobe", 8))
+    index.add(vecs)
+    return index
+
+
+def make_partition(
+    *,
+    klo: int,
+    khi: int,
+    label: str,
+    rows: np.ndarray,
+    table: Any,
+    tier: Tier,
+    index: Any | None = None,
+) -> Partition:
+    """Assemble a partition from ordered ``rows``; builds the FAISS index unless one is given."""
+    m = len(rows)
+    vf = table.valid_from[rows].copy()
+    vt = table.valid_to[rows].copy()
+    txf = table.tx_from[rows].copy()
+    if index is None:
+        index = new_index(tier, table.dim, np.ascontiguousarray(table.vectors[rows]))
+    vecs = vectors_view(index, m, table.dim)
+    if vecs is None:  # IVF and other non-flat storage: keep our own copy for exact scans
+        vecs = np.ascontiguousarray(table.vectors[rows])
+    reach = _I64_MAX
+    exc = np.zeros(0, np.int64)
+    if m:
+        dur = vt.astype(np.float64) - vf.astype(np.float64)
+        q = float(np.quantile(dur, _REACH_QUANTILE))
+        if q < 2.0**62:
+            reach = int(q)
+            exc = np.flatnonzero((vt - reach) > vf).astype(np.int64)
+    return Partition(
+        klo=klo,
+        khi=khi,
+        label=label,
+        rows=rows,
+        vf=vf,
+        vt=vt,
+        txf=txf,
+        txto=table.tx_to[rows].copy(),
+        exc=exc,
+        reach=reach,
+        max_vt=int(vt.max()) if m else _I64_MIN,
+        min_txf=int(txf.min()) if m else _I64_MAX,
+        max_txf=int(txf.max()) if m else _I64_MIN,
+        tier=tier,
+        index=index,
+        vecs=vecs,
+    )

@@ -1,0 +1,255 @@
+"""The recall-preserving filtered-search planner (DESIGN.md, "The read path").
+
+Per partition: prune by time bounds; find the candidate position range by binary search
+on ``valid_from``; build the row mask over that range with vectorised numpy; then scan
+the selected rows exactly when they are few (or the partition has no ANN index), else
+search the partition's ANN index with a FAISS ``IDSelector`` and ``efSearch`` / ``nprobe``
+raised as the selected fraction falls. The tail (unsealed rows) is scanned exactly.
+Per-partition top-k lists are merged (one best version per atom when deduplicating).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import faiss
+import numpy as np
+
+from ..models import BucketPlan
+from .partition import Partition
+from .recipes import PlannerParams
+
+if TYPE_CHECKING:
+    from ..engine.search import Filters
+    from ..engine.store import Engine, Snapshot
+    from .bucketed import IndexState
+
+_NEG_INF = -(2**63)
+_POS_INF = 2**63 - 1
+
+Cand = tuple[np.ndarray, np.ndarray]  # (rows, scores)
+
+
+@dataclass
+class _Ctx:
+    engine: Engine
+    f: Filters
+    a: int  # rows need valid_to > a
+    b: int  # ... and valid_from < b
+    tags: np.ndarray | None  # global tag mask over [0, snap.n), or None
+    dead: np.ndarray | None  # the table's dead column when any row is dead
+    dedupe: bool
+    k: int
+    params: PlannerParams
+
+
+def _interval(f: Filters) -> tuple[int, int]:
+    if f.valid_at is not None:
+        return f.valid_at, f.valid_at + 1
+    if f.valid_during is not None:
+        return f.valid_during
+    return _NEG_INF, _POS_INF
+
+
+def search(
+    engine: Engine, st: IndexState, snap: Snapshot, qvecs: np.ndarray, k: int, f: Filters, params: PlannerParams
+) -> tuple[list[list[tuple[int, float]]], list[BucketPlan], int]:
+    """Top-k ``(row, score)`` lists per query, the per-partition plan and the number of selected rows."""
+    t = engine.table
+    n = snap.n
+    a, b = _interval(f)
+    tags = t.tag_mask(f.tags, n) if f.tags else None
+    dead = t.dead if bool(t.dead[:n].any()) else None
+    ctx = _Ctx(engine, f, a, b, tags, dead, f.valid_at is None, k, params)
+    qvecs = np.ascontiguousarray(qvecs, np.float32)
+    cands: list[list[Cand]] = [[] for _ in range(len(qvecs))]
+    plans: list[BucketPlan] = []
+    selected = 0
+    for p in st.partitions:
+        plan, got = _search_partition(ctx, p, qvecs)
+        plans.append(plan)
+        selected += plan.selected
+        for i, c in enumerate(got):
+            cands[i].append(c)
+    covered = min(st.covered, n)
+    if n > covered:
+        plan, got = _search_tail(ctx, covered, n, qvecs)
+        plans.append(plan)
+        selected += plan.selected
+        for i, c in enumerate(got):
+            cands[i].append(c)
+    code = t.atom_code if ctx.dedupe else None
+    out: list[list[tuple[int, float]]] = []
+    for lists in cands:
+        lists = [c for c in lists if len(c[0])]
+        if not lists:
+            out.append([])
+            continue
+        rows = np.concatenate([c[0] for c in lists])
+        scores = np.concatenate([c[1] for c in lists])
+        out.append(_topk(rows, scores, k, code))
+    return out, plans, selected
+
+
+def _topk(rows: np.ndarray, scores: np.ndarray, k: int, code: np.ndarray | None) -> list[tuple[int, float]]:
+    from ..engine.store import topk_rows
+
+    return topk_rows(rows, scores, k, code)
+
+
+def _tx_mask(ctx: _Ctx, txf: np.ndarray, txto: np.ndarray, skip_txf: bool) -> np.ndarray:
+    as_of = ctx.f.as_of
+    m = txto > as_of
+    if not skip_txf:
+        m &= txf <= as_of
+    return m
+
+
+def _search_partition(ctx: _Ctx, p: Partition, q: np.ndarray) -> tuple[BucketPlan, list[Cand]]:
+    nq = len(q)
+    f = ctx.f
+    empty: list[Cand] = [(np.zeros(0, np.int64), np.zeros(0, np.float32))] * nq
+    if p.m == 0 or p.min_txf > f.as_of or int(p.vf[0]) >= ctx.b or p.max_vt <= ctx.a:
+        return BucketPlan(bucket=p.label, rows=p.m, selected=0, strategy="pruned"), empty
+    lo, hi = p.bounds(ctx.a, ctx.b)
+    skip_txf = p.max_txf <= f.as_of
+    mask = _tx_mask(ctx, p.txf[lo:hi], p.txto[lo:hi], skip_txf)
+    if ctx.a > _NEG_INF:
+        mask &= p.vt[lo:hi] > ctx.a
+    if ctx.dead is not None or ctx.tags is not None:
+        r = p.rows[lo:hi]
+        if ctx.dead is not None:
+            mask &= ~ctx.dead[r]
+        if ctx.tags is not None:
+            mask &= ctx.tags[r]
+    # Exceptions (long valid intervals) that lie before the range.
+    exc = p.exc[: int(np.searchsorted(p.exc, lo))]
+    if len(exc):
+        em = _tx_mask(ctx, p.txf[exc], p.txto[exc], skip_txf) & (p.vt[exc] > ctx.a)
+        if ctx.dead is not None:
+            em &= ~ctx.dead[p.rows[exc]]
+        if ctx.tags is not None:
+            em &= ctx.tags[p.rows[exc]]
+        exc = exc[em]
+    n_slice = int(np.count_nonzero(mask))
+    s = n_slice + len(exc)
+    params: dict[str, Any] = {"range": [lo, hi], "tier": p.tier.name}
+    if s == 0:
+        return BucketPlan(bucket=p.label, rows=p.m, selected=0, strategy="empty", params=params), empty
+    frac = s / p.m
+    pp = ctx.params
+    kind = p.tier.kind
+    if kind == "flat" or s <= pp.exact_rows or frac < pp.ann_min_fraction:
+        got, how = _exact_partition(ctx, p, q, lo, hi, mask, n_slice, exc)
+        params["scan"] = how
+        return BucketPlan(bucket=p.label, rows=p.m, selected=s, strategy="exact", params=params), got
+    # ANN with a selector: a contiguous range when the mask is full, else a bitmap.
+    if n_slice == hi - lo and not len(exc):
+        sel: Any = faiss.IDSelectorRange(lo, hi)
+        params["selector"] = "range"
+        keep: Any = None
+    else:
+        bits = np.zeros(p.m, np.bool_)
+        bits[lo:hi] = mask
+        bits[exc] = True
+        keep = np.packbits(bits, bitorder="little")
+        sel = faiss.IDSelectorBitmap(p.m, faiss.swig_ptr(keep))
+        params["selector"] = "bitmap"
+    kk = min(s, ctx.k * (pp.fetch_factor if ctx.dedupe else 1))
+    if kind == "hnsw":
+        base = int(p.tier.search.get("efSearch", 64))
+        ef = int(min(pp.ef_search_max, max(base, kk, math.ceil(base / frac))))
+        sp: Any = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
+        sp.efSearch = ef
+        params["efSearch"] = ef
+    else:
+        nlist = int(p.index.nlist)
+        base = int(p.tier.search.get("nprobe", 8))
+        nprobe = int(min(nlist, max(base, math.ceil(base / frac))))
+        sp = faiss.SearchParametersIVF()
+        sp.nprobe = nprobe
+        params["nprobe"] = nprobe
+    sp.sel = sel
+    got = _ann(ctx, p, q, kk, sp, s)
+    del keep
+    return BucketPlan(bucket=p.label, rows=p.m, selected=s, strategy=kind, params=params), got
+
+
+def _ann(ctx: _Ctx, p: Partition, q: np.ndarray, kk: int, sp: Any, s: int) -> list[Cand]:
+    code = ctx.engine.table.atom_code if ctx.dedupe else None
+    while True:
+        scores, ids = p.index.search(q, kk, params=sp)
+        out: list[Cand] = []
+        short = False
+        for i in range(len(q)):
+            ok = ids[i] >= 0
+            rows = p.rows[ids[i][ok]]
+            sc = scores[i][ok]
+            if code is not None and len(rows) == kk and len(np.unique(code[rows])) < ctx.k:
+                short = True  # many versions of few atoms: fetch deeper so k distinct atoms survive
+            out.append((rows, sc))
+        if not short or kk >= s:
+            return out
+        kk = min(s, kk * 4)
+        if hasattr(sp, "efSearch"):
+            sp.efSearch = max(sp.efSearch, kk)
+
+
+def _exact_partition(
+    ctx: _Ctx, p: Partition, q: np.ndarray, lo: int, hi: int, mask: np.ndarray, n_slice: int, exc: np.ndarray
+) -> tuple[list[Cand], str]:
+    dense = n_slice >= ctx.params.dense_slice_fraction * (hi - lo)
+    if dense:
+        sc = p.vecs[lo:hi] @ q.T  # contiguous slice of the index storage: a BLAS matrix product
+        pos = np.flatnonzero(mask)
+        sc = sc[pos]
+        pos = pos + lo
+    else:
+        pos = np.flatnonzero(mask) + lo
+        sc = p.vecs[pos] @ q.T
+    if len(exc):
+        pos = np.concatenate([pos, exc])
+        sc = np.concatenate([sc, p.vecs[exc] @ q.T])
+    rows = p.rows[pos]
+    return _per_query_topk(ctx, rows, sc), "slice" if dense else "gather"
+
+
+def _per_query_topk(ctx: _Ctx, rows: np.ndarray, sc: np.ndarray) -> list[Cand]:
+    """Per query, keep the best k (distinct atoms when deduplicating) of an exact score matrix."""
+    code = ctx.engine.table.atom_code if ctx.dedupe else None
+    out: list[Cand] = []
+    for i in range(sc.shape[1]):
+        col = sc[:, i]
+        top = _topk(rows, col, ctx.k, code)
+        out.append((np.fromiter((r for r, _ in top), np.int64, len(top)),
+                    np.fromiter((s for _, s in top), np.float32, len(top))))
+    return out
+
+
+def _search_tail(ctx: _Ctx, start: int, n: int, q: np.ndarray) -> tuple[BucketPlan, list[Cand]]:
+    from ..temporal import visible_mask
+
+    t = ctx.engine.table
+    f = ctx.f
+    mask = visible_mask(
+        t.valid_from[start:n], t.valid_to[start:n], t.tx_from[start:n], t.tx_to[start:n],
+        as_of=f.as_of, valid_at=f.valid_at, valid_during=f.valid_during,
+    )
+    if ctx.dead is not None:
+        mask &= ~ctx.dead[start:n]
+    if ctx.tags is not None:
+        mask &= ctx.tags[start:n]
+    s = int(np.count_nonzero(mask))
+    plan = BucketPlan(bucket="tail", rows=n - start, selected=s, strategy="exact" if s else "empty")
+    if s == 0:
+        return plan, [(np.zeros(0, np.int64), np.zeros(0, np.float32))] * len(q)
+    pos = np.flatnonzero(mask)
+    if s >= ctx.params.dense_slice_fraction * (n - start):
+        sc = (t.vectors[start:n] @ q.T)[pos]
+        plan.params["scan"] = "slice"
+    else:
+        sc = t.vectors[pos + start] @ q.T
+        plan.params["scan"] = "gather"
+    return plan, _per_query_topk(ctx, pos + start, sc)
