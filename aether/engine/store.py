@@ -147,6 +147,14 @@ class Engine:
             self._next_vid = 0
         else:
             self._open_dir(embedder, create=create, embedder_factory=embedder_factory)
+        from ..index import attach_default  # late: aether.index imports the engine's types
+
+        try:  # the bucketed ANN index (issue 3) follows the rows from here on
+            attach_default(self)
+        except BaseException:
+            if self._lock is not None:
+                self._lock.release()
+            raise
 
     def attach(self, index: DerivedIndex) -> None:
         """Register a derived index and let it load or build itself."""
