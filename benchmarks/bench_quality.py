@@ -1,0 +1,185 @@
+"""Retrieval quality and latency: dense (exact and through aether), keyword (BM25) and hybrid.
+
+Reports nDCG@10 and recall@100 on SciFact, Cranfield and CISI (BEIR layout, in
+``../shared/data/ir/``, or ``$AETHER_IR_DATA``) for:
+
+- ``dense-exact``: brute-force cosine over the document embeddings in numpy (the reference);
+- ``dense``: ``mem.search(mode="dense")``, aether's normal dense path (the bucketed planner);
+- ``keyword``: ``mode="keyword"``, BM25 from the tantivy index;
+- ``hybrid-rrf``: ``mode="hybrid"`` with reciprocal rank fusion (k=60, 100 candidates a side);
+- ``hybrid-w<x>``: ``mode="hybrid", fusion="weighted", dense_weight=x``;
+
+and the single-query latency of each mode (median and p95 over the queries; query embeddings
+are precomputed, so the figures are search time, not model time). Embeddings come from
+all-MiniLM-L6-v2 and are cached in ``benchmarks/results/`` (``.npy``), so reruns take seconds.
+
+Run::
+
+    .venv/bin/python benchmarks/bench_quality.py [--collections scifact cranfield cisi]
+
+Writes ``benchmarks/results/bench_quality.json`` and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import aether  # noqa: E402
+from _ir_data import COLLECTIONS, RESULTS, Collection, embeddings, load  # noqa: E402
+
+K_EVAL = 100
+
+
+def ndcg_at_10(ranked: list[str], rel: dict[str, int]) -> float:
+    """nDCG@10 with linear gains (as pytrec_eval / BEIR compute it)."""
+    dcg = sum(rel.get(d, 0) / math.log2(i + 2) for i, d in enumerate(ranked[:10]))
+    ideal = sorted(rel.values(), reverse=True)[:10]
+    idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
+    return dcg / idcg if idcg > 0 else 0.0
+
+
+def recall_at_100(ranked: list[str], rel: dict[str, int]) -> float:
+    return len(set(ranked[:100]) & set(rel)) / len(rel)
+
+
+def evaluate(col: Collection, runs: list[list[str]]) -> dict[str, float]:
+    nd = [ndcg_at_10(r, col.qrels[q]) for q, r in zip(col.query_ids, runs, strict=True)]
+    rc = [recall_at_100(r, col.qrels[q]) for q, r in zip(col.query_ids, runs, strict=True)]
+    return {"ndcg@10": float(np.mean(nd)), "recall@100": float(np.mean(rc))}
+
+
+def latency(fn: Any, queries: list[str], n: int) -> dict[str, float]:
+    qs = queries[:n]
+    fn(qs[0])  # warm up (first keyword search attaches and commits the index)
+    ts = []
+    for q in qs:
+        t0 = time.perf_counter()
+        fn(q)
+        ts.append((time.perf_counter() - t0) * 1000)
+    ts.sort()
+    return {"p50_ms": statistics.median(ts), "p95_ms": ts[min(len(ts) - 1, int(0.95 * len(ts)))]}
+
+
+def run_collection(name: str, embedder: Any, weights: list[float], lat_n: int) -> dict[str, Any]:
+    col = load(name)
+    t0 = time.perf_counter()
+    dvec = embeddings(col, embedder, "docs")
+    qvec = embeddings(col, embedder, "queries")
+    t_embed = time.perf_counter() - t0
+    out: dict[str, Any] = {"docs": len(col.docs), "queries": len(col.queries), "embed_or_cache_s": t_embed}
+    modes: dict[str, Any] = {}
+
+    # Reference: exact cosine in numpy.
+    dn = dvec / np.linalg.norm(dvec, axis=1, keepdims=True)
+    qn = qvec / np.linalg.norm(qvec, axis=1, keepdims=True)
+    sims = qn @ dn.T
+    top = np.argsort(-sims, axis=1, kind="stable")[:, :K_EVAL]
+    modes["dense-exact"] = evaluate(col, [[col.doc_ids[j] for j in row] for row in top])
+
+    tmp = Path(tempfile.mkdtemp(prefix="aether-bench-quality-"))
+    try:
+        mem = aether.open(tmp / "store", embedder=embedder)
+        t0 = time.perf_counter()
+        mem.add_many([{"content": d, "atom_id": i} for d, i in zip(col.docs, col.doc_ids, strict=True)],
+                     vectors=dvec)
+        out["ingest_s"] = time.perf_counter() - t0
+        # Seed the query-embedding cache so no mode pays for the model at query time.
+        eng = mem._engine
+        for text, v in zip(col.queries, qn, strict=True):
+            eng._qcache[text] = v.astype(np.float32)
+
+        t0 = time.perf_counter()
+        mem.search(col.queries[0], k=1, mode="keyword")
+        out["keyword_build_s"] = time.perf_counter() - t0
+
+        configs: list[tuple[str, dict[str, Any]]] = [
+            ("dense", {"mode": "dense"}),
+            ("keyword", {"mode": "keyword"}),
+            ("hybrid-rrf", {"mode": "hybrid"}),
+        ] + [(f"hybrid-w{w:g}", {"mode": "hybrid", "fusion": "weighted", "dense_weight": w}) for w in weights]
+        for label, opts in configs:
+            t0 = time.perf_counter()
+            res = mem.search_many(col.queries, k=K_EVAL, **opts)
+            batch_s = time.perf_counter() - t0
+            modes[label] = evaluate(col, [[h.atom.atom_id for h in hits] for hits in res])
+            modes[label]["batch_ms_per_query_k100"] = batch_s / len(col.queries) * 1000
+            modes[label].update(latency(lambda q, o=opts: mem.search(q, k=10, **o), col.queries, lat_n))
+
+        # Durability costs: reopen (load the persisted index, nothing to catch up) against a
+        # full rebuild from the rows (what an encrypted store does on open).
+        mem.close()
+        t0 = time.perf_counter()
+        mem = aether.open(tmp / "store", embedder=embedder)
+        mem.search(col.queries[0], k=1, mode="keyword")
+        out["reopen_first_keyword_search_s"] = time.perf_counter() - t0
+        from aether.keyword import get_index
+
+        idx = get_index(mem._engine)
+        t0 = time.perf_counter()
+        with mem._engine._wlock:
+            idx.on_reset(mem._engine)
+        out["keyword_rebuild_s"] = time.perf_counter() - t0
+        # Incremental maintenance: 20 single adds, each followed by a keyword search (so each
+        # pays a tantivy commit), against 20 adds then one search (one commit).
+        v = dvec[0]
+        t0 = time.perf_counter()
+        for i in range(20):
+            mem.add(f"incremental note {i} about {col.queries[i % len(col.queries)]}", vector=v)
+            mem.search("incremental note", k=1, mode="keyword")
+        out["add_then_keyword_search_ms"] = (time.perf_counter() - t0) / 20 * 1000
+        t0 = time.perf_counter()
+        for i in range(20):
+            mem.add(f"second batch note {i}", vector=v)
+        mem.search("second batch note", k=1, mode="keyword")
+        out["add_x20_then_one_search_ms_per_add"] = (time.perf_counter() - t0) / 20 * 1000
+        mem.close()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    out["modes"] = modes
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--collections", nargs="+", default=list(COLLECTIONS), choices=list(COLLECTIONS))
+    ap.add_argument("--weights", nargs="*", type=float, default=[0.3, 0.5, 0.7])
+    ap.add_argument("--latency-queries", type=int, default=100)
+    args = ap.parse_args()
+    embedder = aether.SentenceTransformerEmbedder()
+    report: dict[str, Any] = {"model": embedder.identity, "collections": {}}
+    for name in args.collections:
+        print(f"== {name}", flush=True)
+        report["collections"][name] = r = run_collection(name, embedder, args.weights, args.latency_queries)
+        print(f"   {r['docs']} docs, {r['queries']} queries; ingest {r['ingest_s']:.1f}s, "
+              f"keyword build {r['keyword_build_s']:.2f}s, rebuild {r['keyword_rebuild_s']:.2f}s, "
+              f"reopen+first search {r['reopen_first_keyword_search_s']:.2f}s", flush=True)
+        for label, m in r["modes"].items():
+            lat = f"  p50 {m['p50_ms']:.2f} ms  p95 {m['p95_ms']:.2f} ms" if "p50_ms" in m else ""
+            print(f"   {label:12s} nDCG@10 {m['ndcg@10']:.3f}  R@100 {m['recall@100']:.3f}{lat}", flush=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "bench_quality.json").write_text(json.dumps(report, indent=1))
+    print("\n| collection | mode | nDCG@10 | recall@100 | p50 ms | p95 ms |")
+    print("|---|---|---|---|---|---|")
+    for name, r in report["collections"].items():
+        for label, m in r["modes"].items():
+            p50 = f"{m['p50_ms']:.2f}" if "p50_ms" in m else "-"
+            p95 = f"{m['p95_ms']:.2f}" if "p95_ms" in m else "-"
+            print(f"| {name} | {label} | {m['ndcg@10']:.3f} | {m['recall@100']:.3f} | {p50} | {p95} |")
+
+
+if __name__ == "__main__":
+    main()
