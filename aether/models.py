@@ -242,6 +242,36 @@ class BucketPlan(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class RankedHit(BaseModel):
+    """One entry of a ranked list inside a plan (a half of a hybrid search)."""
+
+    atom_id: str
+    version_id: int
+    rank: int
+    score: float
+
+
+class KeywordPlan(BaseModel):
+    """How the keyword (BM25) half ran: query terms after analysis, filter strategy, hits."""
+
+    terms: list[str] = Field(default_factory=list)
+    strategy: str = "none"
+    examined: int = 0
+    rounds: int = 0
+    hits: list[RankedHit] = Field(default_factory=list)
+
+
+class FusionPlan(BaseModel):
+    """How a hybrid search fused its dense and keyword halves."""
+
+    method: str
+    rrf_k: int
+    dense_weight: float
+    depth: int
+    dense_hits: list[RankedHit] = Field(default_factory=list)
+    keyword_hits: list[RankedHit] = Field(default_factory=list)
+
+
 class SearchPlan(BaseModel):
     """What ``explain`` reports about a search."""
 
@@ -256,6 +286,8 @@ class SearchPlan(BaseModel):
     buckets_total: int = 1
     buckets_pruned: int = 0
     buckets: list[BucketPlan] = Field(default_factory=list)
+    keyword: KeywordPlan | None = None
+    fusion: FusionPlan | None = None
     notes: list[str] = Field(default_factory=list)
 
 
