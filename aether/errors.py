@@ -19,11 +19,13 @@ can catch them all with one ``except``::
     │   ├── FormatVersionError                   written by an incompatible aether
     │   ├── ModelMismatchError                   opened with a different embedding model
     │   ├── CorruptionError                      a file failed its checksum or does not parse
+    │   ├── StateConflictError                   a state snapshot does not extend its agent's chain head
     │   └── StorageIOError (also OSError)        a write, fsync or rename failed
     ├── SecurityError                            keys and integrity
     │   ├── KeyRequiredError                     the store is encrypted and no key was given
     │   ├── WrongKeyError                        the key does not open this store
     │   └── TamperedError                        a hash chain or authenticated ciphertext does not verify
+    │       └── StateTamperedError               an agent state snapshot fails its checksum, tag or chain link
     ├── EmbeddingError                           the embedding model failed or is unavailable
     ├── MissingDependencyError (also ImportError) an optional extra is not installed
     └── ConfigError                              an unknown model or recipe name, a bad setting
@@ -107,6 +109,10 @@ class CorruptionError(StoreError):
         self.offset = offset
 
 
+class StateConflictError(StoreError):
+    """A state snapshot does not extend its agent's chain (a fork, a duplicate state id, a concurrent writer)."""
+
+
 class StorageIOError(StoreError, OSError):
     """An operating-system I/O call (write, fsync, rename) failed."""
 
@@ -125,6 +131,10 @@ class WrongKeyError(SecurityError):
 
 class TamperedError(SecurityError):
     """Authenticated data or a hash chain failed verification."""
+
+
+class StateTamperedError(TamperedError):
+    """A stored agent state snapshot failed its checksum, authentication tag or chain link."""
 
 
 class EmbeddingError(AetherError):

@@ -1,0 +1,170 @@
+"""``aether state``: agent state snapshot chains (``list``, ``show``, ``verify``).
+
+Every command takes the store directory first; snapshots live under ``<store>/state/``.
+``list`` reads only the plaintext snapshot headers, so it needs no key; ``show`` and ``verify``
+decrypt, and take ``--key-file`` (32 raw bytes, or 64 hex characters) for an encrypted chain.
+Times are ISO-8601 with an offset (``Z`` for UTC), or a bare date meaning midnight UTC.
+``verify`` exits with status 1 when the chain has a problem.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from .._time import from_us_strict, to_us
+from ..errors import InvalidInputError, StoreNotFoundError
+from ..state import StatePersistenceManager
+from ._app import console
+
+state_app = typer.Typer(
+    name="state",
+    help="Agent state snapshot chains: list, show, verify.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_HEX64 = re.compile(rb"\s*([0-9a-fA-F]{64})\s*")
+
+PathArg = Annotated[Path, typer.Argument(help="Store directory.")]
+AgentArg = Annotated[str, typer.Argument(help="Agent id.")]
+KeyOpt = Annotated[Path | None, typer.Option("--key-file", help="File with the 32-byte key (raw or hex).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def _time(text: str, name: str) -> datetime:
+    text = text.strip()
+    if _DATE.fullmatch(text):
+        try:
+            d = date.fromisoformat(text)
+        except ValueError:
+            raise InvalidInputError(f"{name}: {text!r} is not a valid date") from None
+        return datetime(d.year, d.month, d.day, tzinfo=UTC)
+    return from_us_strict(to_us(text, name=name))
+
+
+def _key(path: Path | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read key file {path}: {exc.strerror or exc}") from None
+    m = _HEX64.fullmatch(raw)
+    key = bytes.fromhex(m.group(1).decode()) if m else raw
+    if len(key) != 32:
+        raise InvalidInputError(f"key file {path} must hold 32 bytes or 64 hex characters")
+    return key
+
+
+def _manager(path: Path, key_file: Path | None) -> StatePersistenceManager:
+    if not path.is_dir():
+        raise StoreNotFoundError(f"no store directory at {path}")
+    return StatePersistenceManager(path, key=_key(key_file))
+
+
+def _iso(d: datetime | None) -> str:
+    return d.isoformat(timespec="milliseconds").replace("+00:00", "Z") if d is not None else "-"
+
+
+def _emit(doc: Any) -> None:
+    typer.echo(json.dumps(doc, ensure_ascii=False, indent=2, default=str))
+
+
+@state_app.command("list")
+def cmd_list(
+    path: PathArg,
+    agent: Annotated[str | None, typer.Argument(help="Show this agent's chain instead of all agents.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List agents with snapshots (or one agent's chain); reads headers only, no key needed."""
+    mgr = _manager(path, None)
+    if agent is not None:
+        chain = mgr.list_states(agent)
+        if as_json:
+            _emit([i.to_dict() for i in chain])
+            return
+        table = Table(title=f"state chain of {agent}")
+        for col in ("seq", "state id", "previous", "timestamp", "persisted", "encrypted", "bytes", "status"):
+            table.add_column(col)
+        for i in chain:
+            table.add_row(str(i.seq), i.state_id, i.previous_state_id or "-", _iso(i.timestamp),
+                          _iso(i.persisted_at), "yes" if i.encrypted else "no", str(i.size_bytes),
+                          "ok" if i.ok else f"BROKEN: {i.problem}")
+        console.print(table)
+        return
+    rows: list[dict[str, Any]] = []
+    for a in mgr.list_agents():
+        chain = mgr.list_states(a)
+        head = chain[-1]
+        rows.append({
+            "agent_id": a,
+            "snapshots": len(chain),
+            "head_state_id": head.state_id,
+            "last_persisted": head.persisted_at.isoformat() if head.persisted_at else None,
+            "encrypted": head.encrypted,
+            "broken": sum(1 for i in chain if not i.ok),
+        })
+    if as_json:
+        _emit(rows)
+        return
+    table = Table(title=f"agents in {path}")
+    for col in ("agent", "snapshots", "head state", "last persisted", "encrypted", "broken"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["agent_id"], str(r["snapshots"]), r["head_state_id"], r["last_persisted"] or "-",
+                      "yes" if r["encrypted"] else "no", str(r["broken"]))
+    console.print(table)
+
+
+@state_app.command("show")
+def cmd_show(
+    path: PathArg,
+    agent: AgentArg,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Persist time: the state held then.")] = None,
+    key_file: KeyOpt = None,
+) -> None:
+    """Print the agent's latest state (or the one as of a time) as JSON, after checking it."""
+    mgr = _manager(path, key_file)
+    state = mgr.restore(agent, as_of=None if as_of is None else _time(as_of, "--as-of"), strict=True)
+    if state is None:
+        raise InvalidInputError(f"agent {agent!r} has no state" + (f" as of {as_of}" if as_of else ""))
+    typer.echo(state.serialize())
+
+
+@state_app.command("verify")
+def cmd_verify(path: PathArg, agent: AgentArg, key_file: KeyOpt = None, as_json: JsonOpt = False) -> None:
+    """Check every snapshot of the agent's chain and every link; exit status 1 on a problem."""
+    mgr = _manager(path, key_file)
+    report = mgr.verify(agent)
+    if report.length == 0:
+        raise InvalidInputError(f"agent {agent!r} has no snapshots in {path}")
+    if as_json:
+        _emit({"agent_id": report.agent_id, "length": report.length, "ok": report.ok,
+               "problems": report.problems, "head_state_id": report.head_state_id,
+               "unchecked": report.unchecked})
+    elif report.ok:
+        note = f" ({report.unchecked} encrypted snapshots not decrypted: give --key-file)" if report.unchecked else ""
+        console.print(f"[green]ok[/]: {report.length} snapshots of {agent!r} verify{note}", highlight=False)
+    else:
+        console.print(f"[bold red]FAILED[/]: chain of {agent!r} ({report.length} snapshots)", highlight=False)
+        for p in report.problems:
+            console.print(f"  - {p}", highlight=False, markup=False)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``state`` sub-app to the ``aether`` app."""
+    app.add_typer(state_app, name="state")
+
+
+__all__ = ["register", "state_app"]
