@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time as _time_mod
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
@@ -18,6 +19,8 @@ from .embed import (
     embedder_from_identity,
 )
 from .engine import search as _search
+from .keyword.search import DEFAULT_MODE as _DEFAULT_MODE
+from .keyword.search import run as _run_keyword
 from .engine.store import DeleteOp, Engine, Op, PutOp, RetractOp
 from .engine.validate import (
     DEFAULT_MAX_CONTENT_BYTES,
@@ -214,11 +217,13 @@ class Memory:
                     subject=item.get("subject", "default"),
                     quality_score=item.get("quality_score", 1.0),
                     atom_id=item.get("atom_id"),
-                    vector=item.get("vector") if vectors is None else vecs[i],
+                    vector=item.get("vector") if vectors is None else None,
                     content_metadata=item.get("content_metadata"),
                 )
             except InvalidInputError as exc:
                 raise type(exc)(f"item {i}: {exc}") from None
+            if vectors is not None:
+                op.vector = vecs[i]  # validated and normalised above, in one vectorised pass
             ops.append(op)
         if not ops:
             return []
@@ -286,6 +291,54 @@ class Memory:
         self._check_write()
         return self._engine.checkpoint()
 
+    def reindex(
+        self,
+        *,
+        embedder: Embedder | None = None,
+        model: str | None = None,
+        recipe: str | None = None,
+        engine: str = "local",
+        address: str | None = None,
+        workers: int | None = None,
+        batch_size: int = 256,
+        progress: Any = None,
+    ) -> Any:
+        """Re-embed every version with a new model into a new generation, then swap it in atomically.
+
+        The store keeps serving reads and writes meanwhile; writes committed during the re-index
+        are caught up before the swap, and no query ever mixes generations. An interrupted
+        re-index (even ``SIGKILL``) resumes from its finished parts when run again with the same model.
+
+        Parameters
+        ----------
+        embedder, model
+            The new embedder, or a model name (``models/`` manifest, ``hashing:DIM``). Default: the current one.
+        recipe
+            An index recipe name from ``indexes/`` to record for the new generation.
+        engine
+            ``"local"`` (this process, or a process pool with ``workers > 1``) or ``"ray"`` (``aether[ray]``).
+        address
+            Ray cluster address (``engine="ray"``); default: a local Ray.
+        workers
+            Local worker processes, or Ray embedding actors.
+        progress
+            ``progress(rows_done, rows_total)``, called as parts finish.
+
+        Returns
+        -------
+        aether.engine.reindex.ReindexResult
+        """
+        from .embed import embedder_for
+        from .engine.reindex import reindex as _reindex
+
+        self._check_write()
+        if embedder is None:
+            embedder = embedder_for(model) if model is not None else self._engine.embedder
+        return _reindex(
+            self._engine, embedder, recipe=recipe, batch_engine=engine, address=address, workers=workers,
+            batch_size=batch_size, progress=progress,
+        )
+
     def _check_write(self) -> None:
         self._engine._check_writable()
 
@@ -327,13 +380,37 @@ class Memory:
         as_of: TimeLike | None = None,
         valid_during: tuple[TimeLike | None, TimeLike | None] | None = None,
         tags: Mapping[str, Any] | None = None,
+        mode: str = _DEFAULT_MODE,
+        fusion: str = "rrf",
+        rrf_k: int = 60,
+        dense_weight: float = 0.5,
     ) -> list[list[Hit]]:
         """:meth:`search` for a batch of queries (texts or an ``(m, dim)`` array)."""
-        hits, _ = self._search(queries, k, valid_at, as_of, valid_during, tags)
+        hits, _ = self._search(queries, k, valid_at, as_of, valid_during, tags,
+                               mode=mode, fusion=fusion, rrf_k=rrf_k, dense_weight=dense_weight)
         return hits
 
-    def _search(
-        self, queries: Any, k: int, valid_at: Any, as_of: Any, valid_during: Any, tags: Any
+    def _search(self, *args: Any, **kwargs: Any) -> tuple[list[list[Hit]], SearchPlan]:
+        # A re-index swaps the table and embedder in place: retry a query that overlapped the swap
+        # (engine.gen_seq odd, or changed), so that no result mixes two generations.
+        eng = self._engine
+        while True:
+            seq = eng.gen_seq
+            if seq & 1:
+                _time_mod.sleep(0.0005)
+                continue
+            try:
+                out = self._search_once(*args, **kwargs)
+            except Exception:
+                if eng.gen_seq != seq:
+                    continue
+                raise
+            if eng.gen_seq == seq:
+                return out
+
+    def _search_once(
+        self, queries: Any, k: int, valid_at: Any, as_of: Any, valid_during: Any, tags: Any,
+        *, mode: str = _DEFAULT_MODE, **fusion: Any,
     ) -> tuple[list[list[Hit]], SearchPlan]:
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise InvalidInputError("k must be a positive int")
@@ -343,8 +420,12 @@ class Memory:
             qlist = list(queries)
         f = self._filters(valid_at, as_of, valid_during, tags)
         snap = self._engine.snapshot
-        qvecs = self._engine.query_vectors(qlist)
-        results, buckets, selected = _search.plan_and_search(self._engine, snap, qvecs, k, f)
+        extra: dict[str, Any] = {}
+        if mode == "dense":
+            qvecs = self._engine.query_vectors(qlist)
+            results, buckets, selected = _search.plan_and_search(self._engine, snap, qvecs, k, f)
+        else:  # keyword (BM25) or hybrid: aether.keyword, under the same filters
+            results, buckets, selected, extra = _run_keyword(self._engine, snap, qlist, k, f, mode=mode, **fusion)
         hits = [[Hit(atom=self._engine.atom_at(r), score=s) for r, s in res] for res in results]
         plan = SearchPlan(
             valid_at=from_us(f.valid_at) if f.valid_at is not None else None,
@@ -357,6 +438,8 @@ class Memory:
             buckets_total=len(buckets),
             buckets_pruned=sum(1 for b in buckets if b.strategy == "pruned"),
             buckets=buckets,
+            mode=mode,
+            **extra,
         )
         return hits, plan
 
@@ -369,6 +452,10 @@ class Memory:
         as_of: TimeLike | None = None,
         valid_during: tuple[TimeLike | None, TimeLike | None] | None = None,
         tags: Mapping[str, Any] | None = None,
+        mode: str = _DEFAULT_MODE,
+        fusion: str = "rrf",
+        rrf_k: int = 60,
+        dense_weight: float = 0.5,
     ) -> list[Hit]:
         """The ``k`` memories most similar to ``query``, best first.
 
@@ -384,10 +471,18 @@ class Memory:
             ``(start, end)``: facts whose valid interval overlaps ``[start, end)``; ``None`` ends are open.
         tags
             ``key == value`` filters, all of which must match.
+        mode
+            ``"dense"`` (embedding similarity), ``"keyword"`` (BM25 over the content; text queries
+            only) or ``"hybrid"`` (both, fused). Every mode applies the same time and tag filters.
+            Keyword and hybrid need ``pip install 'aether[hybrid]'``.
+        fusion
+            Hybrid only: ``"rrf"`` (reciprocal rank fusion, the default; ``score = sum 1/(rrf_k + rank)``)
+            or ``"weighted"`` (``dense_weight * dense + (1 - dense_weight) * bm25``, each min-max scaled).
         """
         if isinstance(query, np.ndarray) and query.ndim == 2:
             raise InvalidInputError("search takes one query; use search_many for a batch")
-        return self._search([query], k, valid_at, as_of, valid_during, tags)[0][0]
+        return self._search([query], k, valid_at, as_of, valid_during, tags,
+                            mode=mode, fusion=fusion, rrf_k=rrf_k, dense_weight=dense_weight)[0][0]
 
     def explain(
         self,
@@ -398,9 +493,15 @@ class Memory:
         as_of: TimeLike | None = None,
         valid_during: tuple[TimeLike | None, TimeLike | None] | None = None,
         tags: Mapping[str, Any] | None = None,
+        mode: str = _DEFAULT_MODE,
+        fusion: str = "rrf",
+        rrf_k: int = 60,
+        dense_weight: float = 0.5,
     ) -> SearchPlan:
-        """Run :meth:`search` and report its plan: rows selected, buckets pruned, per-bucket strategy."""
-        return self._search([query], k, valid_at, as_of, valid_during, tags)[1]
+        """Run :meth:`search` and report its plan: rows selected, buckets pruned, per-bucket strategy
+        (for keyword and hybrid modes also the query terms and both halves' ranked hits)."""
+        return self._search([query], k, valid_at, as_of, valid_during, tags,
+                            mode=mode, fusion=fusion, rrf_k=rrf_k, dense_weight=dense_weight)[1]
 
     def view(self, *, valid_at: TimeLike | None = None, as_of: TimeLike | None = None) -> View:
         """A read-only view pinned at ``valid_at`` / ``as_of`` (defaults: now / the latest commit)."""

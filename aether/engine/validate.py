@@ -63,8 +63,8 @@ def _check_unicode(s: str, what: str) -> None:
 
 def check_json(value: Any, what: str) -> str:
     """Metadata must be JSON (no NaN); returns its canonical encoding."""
-    if value is None:
-        value = {}
+    if not value and (value is None or isinstance(value, dict)):
+        return "{}"
     if not isinstance(value, dict):
         raise InvalidInputError(f"{what} must be a dict")
     try:
