@@ -182,7 +182,7 @@ def test_add_get_search_by_valid_time_and_as_of(store: Path) -> None:
     assert "alice-home" in run("get", store, "alice-home", "--valid-at", "2023-06-01").stdout
     assert "Lyon" in run("history", store, "alice-home").stdout
     assert "hashing:v1:dim=32" in run("stats", store).stdout
-    assert "alice-home" in run("add", store, "Alice likes tea", "--atom-id", "alice-tea").stdout.replace("alice-tea", "alice-home")
+    assert "alice-tea" in run("add", store, "Alice likes tea", "--atom-id", "alice-tea").stdout
 
 
 def test_import_jsonl_is_one_transaction(store: Path, tmp_path: Path) -> None:

@@ -73,8 +73,8 @@ def test_answers_differ_by_as_of(demo: tuple[DemoResult, str]) -> None:
     result, _ = demo
     for qid in ("platform-lead-corrected", "bob-home-corrected", "security-lead", "helios-staff", "berlin-office"):
         answers = result.answers_for(qid)
-        past = [a for a in answers if a.as_of_label != "latest"][0]
-        now = [a for a in answers if a.as_of_label == "latest"][0]
+        past = next(a for a in answers if a.as_of_label != "latest")
+        now = next(a for a in answers if a.as_of_label == "latest")
         assert past.valid_at == now.valid_at and past.as_of is not None and now.as_of is None
         assert past.content != now.content, (qid, past, now)
     bob = result.answers_for("bob-home-corrected")
