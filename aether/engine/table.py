@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..storage.rows import RowBatch, dumps
+from ..storage.rows import RowBatch, dumps, dumps_tag
 
 _TAIL_SEAL = 8192  # tail rows kept as Python lists before they are folded into an Arrow chunk
 
@@ -40,7 +40,7 @@ class _Tail:
 
 
 def _tag_key(key: str, value: Any) -> tuple[str, str]:
-    return key, dumps(value)
+    return key, dumps_tag(value)
 
 
 class VersionTable:
@@ -143,7 +143,7 @@ class VersionTable:
                 "content": t.content,
                 "content_meta": t.content_meta,
                 "tags": pa.array(
-                    [[(k, dumps(v)) for k, v in sorted(d.items())] for d in t.tags],
+                    [[(k, dumps_tag(v)) for k, v in sorted(d.items())] for d in t.tags],
                     type=pa.map_(pa.string(), pa.string()),
                 ),
                 "metadata": t.metadata,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -40,6 +41,16 @@ def dumps(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+@lru_cache(maxsize=65536)
+def _dumps_scalar(kind: type, value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def dumps_tag(value: Any) -> str:
+    """JSON of one tag value, cached: tag values repeat a lot (keyed by type, since ``True == 1``)."""
+    return _dumps_scalar(type(value), value)
+
+
 @dataclass
 class RowBatch:
     """A batch of version rows in columnar form."""
@@ -72,7 +83,7 @@ class RowBatch:
         dim = self.vectors.shape[1]
         flat = pa.array(np.ascontiguousarray(self.vectors, dtype=np.float32).reshape(-1), type=pa.float32())
         tags = pa.array(
-            [[(k, dumps(v)) for k, v in sorted(t.items())] for t in self.tags],
+            [[(k, dumps_tag(v)) for k, v in sorted(t.items())] for t in self.tags],
             type=pa.map_(pa.string(), pa.string()),
         )
         cols = [
@@ -136,3 +147,29 @@ def concat(batches: list[RowBatch], dim: int) -> RowBatch:
         lst("content_meta"), lst("tags"), lst("metadata"), cat("quality"), cat("valid_from"),
         cat("valid_to"), cat("tx_from"), cat("tx_to"), np.concatenate([b.vectors for b in batches]),
     )
+
+
+# ---------------------------------------------------------------------------- per-row sealing hook
+# With an encrypting codec (aether.security.codec.AeadCodec), the sensitive fields of each row
+# (atom id, subject, content, content_meta, tags, metadata, vector) become one ciphertext sealed
+# with the row subject's data key; only the version id, key id, modality, quality and times stay
+# as columns. Plain codecs have no ``seal_rows`` and tables pass through unchanged.
+
+
+def seal_rows(table: pa.Table, codec: Any) -> pa.Table:
+    """Plain version rows -> what goes to disk (sealed rows when ``codec`` encrypts rows)."""
+    fn = getattr(codec, "seal_rows", None)
+    return table if fn is None else fn(table)
+
+
+def open_rows(table: pa.Table, codec: Any) -> pa.Table:
+    """Inverse of :func:`seal_rows`: sealed rows (a ``sealed`` column) -> plain version rows."""
+    if "sealed" not in table.schema.names:
+        return table
+    fn = getattr(codec, "open_rows", None)
+    if fn is None:
+        from ..errors import KeyRequiredError
+
+        raise KeyRequiredError("rows are encrypted and no key was given")
+    result: pa.Table = fn(table)
+    return result
