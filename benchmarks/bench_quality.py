@@ -38,8 +38,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import aether  # noqa: E402
-from _ir_data import COLLECTIONS, RESULTS, Collection, embeddings, load  # noqa: E402
+from _ir_data import COLLECTIONS, RESULTS, Collection, embeddings, load
+
+import aether
 
 K_EVAL = 100
 
