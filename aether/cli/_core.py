@@ -210,12 +210,13 @@ def _check_k(k: int) -> None:
 
 # ---------------------------------------------------------------------------- commands
 
-StoreArg = Annotated[Path, typer.Argument(help="Store directory.", show_default=False)]
+StoreArg = Annotated[Path, typer.Argument(help="Store directory.", show_default=False, metavar="PATH")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of a table.")]
 TagOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--tag",
+        metavar="KEY=VALUE",
         help="KEY=VALUE (repeatable). VALUE is a number or true/false if it parses as one "
         '(quote it, \'"42"\', to force a string); otherwise it is text.',
         show_default=False,
@@ -225,6 +226,7 @@ ValidAtOpt = Annotated[
     str | None,
     typer.Option(
         "--valid-at",
+        metavar="TIME",
         help="World time the facts must hold at (default now). ISO-8601 with offset, or YYYY-MM-DD (UTC).",
         show_default=False,
     ),
@@ -233,6 +235,7 @@ AsOfOpt = Annotated[
     str | None,
     typer.Option(
         "--as-of",
+        metavar="TIME",
         help="Transaction time: what the store believed then (default the latest commit). "
         "ISO-8601 with offset, or YYYY-MM-DD (UTC).",
         show_default=False,
@@ -246,6 +249,7 @@ def cmd_init(
         str | None,
         typer.Option(
             "--model",
+            metavar="NAME",
             help="Embedding model: a name from models/ (default all-MiniLM-L6-v2), or hashing / hashing:DIM.",
             show_default=False,
         ),
@@ -273,18 +277,20 @@ def cmd_init(
 
 def cmd_add(
     path: StoreArg,
-    text: Annotated[str, typer.Argument(help="The memory's text.", show_default=False)],
+    text: Annotated[str, typer.Argument(help="The memory's text.", show_default=False, metavar="TEXT")],
     tag: TagOpt = None,
     valid_from: Annotated[
         str | None,
-        typer.Option("--valid-from", help="When the fact starts to hold (default now).", show_default=False),
+        typer.Option("--valid-from", metavar="TIME", help="When the fact starts to hold (default now).",
+                     show_default=False),
     ] = None,
     valid_to: Annotated[
-        str | None, typer.Option("--valid-to", help="When it stops (default open-ended).", show_default=False)
+        str | None,
+        typer.Option("--valid-to", metavar="TIME", help="When it stops (default open-ended).", show_default=False),
     ] = None,
     atom_id: Annotated[
         str | None,
-        typer.Option("--atom-id", help="Write a new version of this atom (default: a new atom).",
+        typer.Option("--atom-id", metavar="ID", help="Write a new version of this atom (default: a new atom).",
                      show_default=False),
     ] = None,
     as_json: JsonOpt = False,
@@ -303,7 +309,7 @@ def cmd_add(
 
 def cmd_import(
     path: StoreArg,
-    file: Annotated[Path, typer.Argument(help="JSONL file, one memory object per line.", show_default=False)],
+    file: Annotated[Path, typer.Argument(help="JSONL file, one memory per line.", show_default=False, metavar="FILE")],
     as_json: JsonOpt = False,
 ) -> None:
     """Import a JSONL file into the store at PATH as ONE atomic transaction.
@@ -330,8 +336,10 @@ def cmd_import(
 
 def cmd_search(
     path: StoreArg,
-    query: Annotated[str, typer.Argument(help="What to look for (natural language).", show_default=False)],
-    k: Annotated[int, typer.Option("-k", "--k", help="Number of results.")] = 10,
+    query: Annotated[
+        str, typer.Argument(help="What to look for (natural language).", show_default=False, metavar="QUERY")
+    ],
+    k: Annotated[int, typer.Option("-k", "--k", metavar="N", help="Number of results.")] = 10,
     valid_at: ValidAtOpt = None,
     as_of: AsOfOpt = None,
     tag: TagOpt = None,
@@ -368,7 +376,7 @@ def cmd_search(
 
 def cmd_get(
     path: StoreArg,
-    atom_id: Annotated[str, typer.Argument(help="The atom id.", show_default=False)],
+    atom_id: Annotated[str, typer.Argument(help="The atom id.", show_default=False, metavar="ATOM_ID")],
     valid_at: ValidAtOpt = None,
     as_of: AsOfOpt = None,
     as_json: JsonOpt = False,
@@ -392,7 +400,7 @@ def cmd_get(
 
 def cmd_history(
     path: StoreArg,
-    atom_id: Annotated[str, typer.Argument(help="The atom id.", show_default=False)],
+    atom_id: Annotated[str, typer.Argument(help="The atom id.", show_default=False, metavar="ATOM_ID")],
     as_json: JsonOpt = False,
 ) -> None:
     """Every version of ATOM_ID, superseded ones included, ordered by transaction time."""
@@ -436,7 +444,7 @@ def cmd_stats(path: StoreArg, as_json: JsonOpt = False) -> None:
 
 
 def cmd_demo(
-    path: Annotated[Path, typer.Argument(help="Where to build the demo store.")] = Path("demo-store"),
+    path: Annotated[Path, typer.Argument(help="Where to build the demo store.", metavar="PATH")] = Path("demo-store"),
     reset: Annotated[bool, typer.Option("--reset", help="Delete the existing demo store at PATH.")] = False,
 ) -> None:
     """Build a small dated team knowledge base and show answers changing with valid and transaction time.
