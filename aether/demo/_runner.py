@@ -110,7 +110,8 @@ def _prepare(path: Path, reset: bool) -> None:
     if not reset:
         raise StoreError(f"{path} already exists; pass --reset to rebuild the demo store there")
     # Never delete something that is not an aether store (think `aether demo ~ --reset`).
-    if not (path.is_dir() and (path / _MANIFEST).is_file()):
+    # (a directory holding only a LOCK file is a store whose creation was interrupted)
+    if not (path.is_dir() and ((path / _MANIFEST).is_file() or {p.name for p in path.iterdir()} <= {"LOCK"})):
         raise StoreError(f"refusing to delete {path}: it is not an aether store")
     shutil.rmtree(path)
 
