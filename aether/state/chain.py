@@ -132,6 +132,10 @@ class SnapshotInfo:
     @classmethod
     def from_raw(cls, agent_id: str, seq: int, raw: RawSnapshot, size: int) -> SnapshotInfo:
         h = raw.header
+        if h.get("agent_id") != agent_id or h.get("seq") != seq:
+            # A file copied or renamed into another chain or position.
+            return cls.broken(agent_id, seq, size, f"snapshot {seq} of agent {agent_id!r}: header names agent "
+                              f"{h.get('agent_id')!r} seq {h.get('seq')!r} (moved or copied file)")
         try:
             return cls(
                 agent_id=str(h["agent_id"]),

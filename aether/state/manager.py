@@ -35,6 +35,7 @@ from ..errors import (
     KeyRequiredError,
     StateConflictError,
     StateTamperedError,
+    StorageIOError,
     WrongKeyError,
 )
 from ..storage.codec import Codec
@@ -123,8 +124,8 @@ class StatePersistenceManager:
         where = self._backend.describe(agent_id, seq)
         try:
             data = self._backend.read(agent_id, seq)
-        except (KeyError, FileNotFoundError):
-            return SnapshotInfo.broken(agent_id, seq, 0, f"{where}: missing")
+        except (KeyError, StorageIOError) as exc:
+            return SnapshotInfo.broken(agent_id, seq, 0, f"{where}: unreadable ({exc})")
         try:
             info = SnapshotInfo.from_raw(agent_id, seq, decode(data, where), len(data))
         except StateTamperedError as exc:
@@ -239,7 +240,10 @@ class StatePersistenceManager:
         where = self._backend.describe(agent_id, info.seq)
         if not info.ok:
             raise StateTamperedError(info.problem or where)
-        raw = decode(self._backend.read(agent_id, info.seq), where)
+        try:
+            raw = decode(self._backend.read(agent_id, info.seq), where)
+        except (KeyError, StorageIOError) as exc:
+            raise StateTamperedError(f"{where}: unreadable ({exc})") from None
         h = raw.header
         if h.get("agent_id") != agent_id or h.get("seq") != info.seq:
             raise StateTamperedError(f"{where}: header names agent {h.get('agent_id')!r} seq {h.get('seq')}")
@@ -248,8 +252,8 @@ class StatePersistenceManager:
             pwhere = self._backend.describe(agent_id, prev.seq)
             try:
                 pdigest = decode(self._backend.read(agent_id, prev.seq), pwhere).digest.hex()
-            except (KeyError, FileNotFoundError):
-                raise StateTamperedError(f"{pwhere}: missing") from None
+            except (KeyError, StorageIOError) as exc:
+                raise StateTamperedError(f"{pwhere}: unreadable ({exc})") from None
             if h.get("prev_digest") != pdigest:
                 raise StateTamperedError(f"{where}: does not chain to the previous snapshot {pwhere}")
         elif h.get("prev_digest") is not None:
