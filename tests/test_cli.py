@@ -183,6 +183,9 @@ def test_add_get_search_by_valid_time_and_as_of(store: Path) -> None:
     assert "Lyon" in run("history", store, "alice-home").stdout
     assert "hashing:v1:dim=32" in run("stats", store).stdout
     assert "alice-tea" in run("add", store, "Alice likes tea", "--atom-id", "alice-tea").stdout
+    tea = run_json("add", store, "Alice likes green tea", "--atom-id", "alice-tea", "--subject", "alice",
+                   "--metadata", '{"source": "chat", "turn": 7}')
+    assert tea["subject"] == "alice" and tea["metadata"] == {"source": "chat", "turn": 7}
 
 
 def test_import_jsonl_is_one_transaction(store: Path, tmp_path: Path) -> None:
@@ -246,6 +249,8 @@ def test_user_errors_are_one_line(store: Path, tmp_path: Path) -> None:
     assert "KEY=VALUE" in fail(2, "search", store, "q", "--tag", "novalue")
     assert "KEY=VALUE" in fail(2, "add", store, "x", "--tag", "=v")
     assert "-k" in fail(2, "search", store, "q", "-k", "0")
+    assert "malformed JSON" in fail(2, "add", store, "x", "--metadata", "{oops")
+    assert "JSON object" in fail(2, "add", store, "x", "--metadata", "[1]")
     assert "valid_to" in fail(2, "add", store, "x", "--valid-from", "2024-02-01", "--valid-to", "2024-01-01")
     assert "no such atom" in fail(1, "get", store, "no-such-atom")
     assert "AtomNotFoundError" in fail(1, "history", store, "no-such-atom")

@@ -89,6 +89,23 @@ def parse_tags(items: Sequence[str] | None) -> dict[str, Any]:
     return out
 
 
+def parse_json_object(text: str, name: str) -> dict[str, Any]:
+    """A JSON object given on the command line.
+
+    Raises
+    ------
+    InvalidInputError
+        If the text is not JSON or not an object.
+    """
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise InvalidInputError(f"{name}: malformed JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise InvalidInputError(f"{name}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
 def parse_jsonl_line(text: str, lineno: int) -> dict[str, Any] | None:
     """One JSONL line to an :meth:`aether.Memory.add_many` item; ``None`` for a blank line.
 
@@ -293,14 +310,25 @@ def cmd_add(
         typer.Option("--atom-id", metavar="ID", help="Write a new version of this atom (default: a new atom).",
                      show_default=False),
     ] = None,
+    subject: Annotated[
+        str,
+        typer.Option("--subject", metavar="NAME", help="Owner of the data (a user, tenant or agent; unit of erasure)."),
+    ] = "default",
+    metadata: Annotated[
+        str | None,
+        typer.Option("--metadata", metavar="JSON", help="A JSON object stored with the memory (not filtered on).",
+                     show_default=False),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Add one memory to the store at PATH (run `aether init PATH` first)."""
     tags = parse_tags(tag)
+    meta = parse_json_object(metadata, "--metadata") if metadata is not None else None
     vf = _opt_time(valid_from, "--valid-from")
     vt = _opt_time(valid_to, "--valid-to")
     with _open_store(path) as mem:
-        atom = mem.add(text, tags=tags or None, valid_from=vf, valid_to=vt, atom_id=atom_id)
+        atom = mem.add(text, tags=tags or None, metadata=meta, valid_from=vf, valid_to=vt, atom_id=atom_id,
+                       subject=subject)
     if as_json:
         _emit_json(atom.to_dict())
     else:
@@ -471,6 +499,7 @@ def register(app: typer.Typer) -> None:
 __all__ = [
     "history_table",
     "import_items",
+    "parse_json_object",
     "parse_jsonl_line",
     "parse_tag_value",
     "parse_tags",
