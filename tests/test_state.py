@@ -349,3 +349,77 @@ def test_encrypted_header_is_authenticated(tmp_path: Path) -> None:
     path.write_bytes(encode(new_header, raw.body))
     with pytest.raises(StateTamperedError):
         StatePersistenceManager(tmp_path, key=key).restore("agent-1", strict=True)
+
+
+# ---------------------------------------------------------------------------- CLI
+
+
+def test_cli_state_commands_through_the_real_entry_point(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    clock = FakeClock(datetime(2025, 3, 1, tzinfo=UTC))
+    mgr = StatePersistenceManager(tmp_path, clock=clock)
+    states = _chain(mgr, 3)
+    exe = Path(sys.executable).with_name("aether")
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(exe), "state", *args], capture_output=True, text=True, timeout=120)
+
+    out = cli("list", str(tmp_path), "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == [
+        {
+            "agent_id": "agent-1",
+            "snapshots": 3,
+            "head_state_id": states[-1].state_id,
+            "last_persisted": mgr.list_states("agent-1")[-1].persisted_at.isoformat(),  # type: ignore[union-attr]
+            "encrypted": False,
+            "broken": 0,
+        }
+    ]
+    t1 = mgr.list_states("agent-1")[1].persisted_at
+    assert t1 is not None
+    out = cli("show", str(tmp_path), "agent-1", "--as-of", t1.isoformat())
+    assert out.returncode == 0, out.stderr
+    assert ConsciousnessState.deserialize(out.stdout) == states[1]
+
+    _flip(_files(tmp_path)[1], 30)
+    out = cli("verify", str(tmp_path), "agent-1", "--json")
+    assert out.returncode == 1
+    report = json.loads(out.stdout)
+    assert not report["ok"] and any("0000000002.snap" in p for p in report["problems"])
+    out = cli("show", str(tmp_path), "agent-1", "--as-of", t1.isoformat())
+    assert out.returncode == 1 and "StateTamperedError" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_cli_state_with_cli_runner(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from aether.cli import app
+
+    key = os.urandom(32)
+    key_file = tmp_path / "key.hex"
+    key_file.write_text(key.hex())
+    store = tmp_path / "store"
+    mgr = StatePersistenceManager(store, key=key)
+    states = _chain(mgr, 2)
+    runner = CliRunner()
+
+    res = runner.invoke(app, ["state", "list", str(store)])
+    assert res.exit_code == 0 and "agent-1" in res.output
+    res = runner.invoke(app, ["state", "list", str(store), "agent-1"])
+    assert res.exit_code == 0 and "yes" in res.output  # encrypted column; listing needs no key
+    res = runner.invoke(app, ["state", "show", str(store), "agent-1", "--key-file", str(key_file)])
+    assert res.exit_code == 0, res.output
+    assert ConsciousnessState.deserialize(res.stdout) == states[-1]
+    res = runner.invoke(app, ["state", "show", str(store), "agent-1"])
+    assert isinstance(res.exception, KeyRequiredError)
+    res = runner.invoke(app, ["state", "verify", str(store), "agent-1"])
+    assert res.exit_code == 0 and "not decrypted" in res.output
+    res = runner.invoke(app, ["state", "verify", str(store), "agent-1", "--key-file", str(key_file)])
+    assert res.exit_code == 0 and "2 snapshots" in res.output
+    res = runner.invoke(app, ["state", "show", str(store), "nobody", "--key-file", str(key_file)])
+    assert isinstance(res.exception, InvalidInputError)
+    res = runner.invoke(app, ["state", "list", str(tmp_path / "missing")])
+    assert isinstance(res.exception, aether.StoreNotFoundError)
