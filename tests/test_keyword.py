@@ -173,6 +173,8 @@ def test_keyword_filters_match_brute_force(
 ) -> None:
     if strategy == "deepening":
         monkeypatch.setattr(kw_index, "PUSHDOWN_MAX_ROWS", 0)
+    else:
+        monkeypatch.setattr(kw_index, "PUSHDOWN_MAX_FRACTION", 1.0)
     rng = random.Random(seed)
     with aether.open(tmp_path / "s", embedder=embedder, clock=FakeClock()) as mem:
         txs = build_history(mem, rng, 45)
@@ -338,3 +340,19 @@ def test_index_with_other_format_is_rebuilt(tmp_path: Path, embedder: aether.Has
         idx = kw.get_index(mem._engine)
         assert idx.stats["rebuilds"] == 1
         assert len(mem.search("ibis", mode="keyword")) == 1
+
+
+def test_rows_erased_behind_the_index_are_purged_on_open(tmp_path: Path, embedder: aether.HashingEmbedder) -> None:
+    """A crash between an erasure and ``on_erase``: reopening the index finds and drops the terms."""
+    with aether.open(tmp_path / "s", embedder=embedder) as mem:
+        mem.add_many(["keep the puffin", "forget the albatross"])
+        eng = mem._engine
+        idx = kw.get_index(eng)
+        assert idx.doc_freq(eng, "albatross") == 1
+        idx.on_close(eng)
+        eng.table.dead[1] = True  # erased while the index was not told
+        before = idx.stats["rebuilds"]
+        idx.on_open(eng)
+        assert idx.stats["rebuilds"] == before + 1
+        assert idx.doc_freq(eng, "albatross") == 0
+        assert len(mem.search("puffin", mode="keyword")) == 1

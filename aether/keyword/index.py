@@ -37,8 +37,12 @@ _META = "aether-keyword.json"
 FORMAT = 1
 ANALYZER = "simple|remove_long40|lowercase|stop_en|stem_en"
 _TOKENIZER = "aether_en"
-#: Filters selecting at most this many rows are pushed into the tantivy query as a term set.
+#: A filter selecting at most this many rows, and at most this fraction of all rows, is pushed
+#: into the tantivy query as a set of version ids. Wider filters read the ranking in pages
+#: instead: building a large term set costs more than the few extra pages (measured on
+#: Cranfield, all 1,398 rows selected: 5.8 ms a query pushed down against 0.3 ms paged).
 PUSHDOWN_MAX_ROWS = 4096
+PUSHDOWN_MAX_FRACTION = 0.125
 #: Rows indexed per batch during a rebuild or catch-up.
 _BATCH = 8192
 _HEAP = 50_000_000
@@ -181,9 +185,7 @@ class KeywordIndex:
             if self._max_vid > last:
                 self._rebuild(engine)  # ahead of the rows (a restored store): cannot be trusted
                 return
-            self._catch_up(engine)
-            self._drop_dead(engine)
-            self._commit()
+            self._reconcile(engine)
 
     @staticmethod
     def _clean_leftovers(d: Path) -> None:
@@ -272,17 +274,20 @@ class KeywordIndex:
         first = int(np.searchsorted(t.version_id[: t.n], self._max_vid, side="right"))
         self._add_rows(engine, first, t.n)
 
-    def _drop_dead(self, engine: Engine) -> None:
-        """Delete documents of rows erased while the index was not attached (or not yet committed)."""
-        t = engine.table
-        dead = np.flatnonzero(t.dead[: t.n])
-        if len(dead):
-            self._delete_vids(t.version_id[dead])
+    def _reconcile(self, engine: Engine) -> None:
+        """Index the rows the index lacks; rebuild if it holds rows the engine no longer has.
 
-    def _delete_vids(self, vids: np.ndarray) -> None:
-        q = self._tv.Query.term_set_query(self._schema, "vid", [int(v) for v in vids])
-        self._writer.delete_documents_by_query(q)
-        self._pending += 1
+        After the catch-up the index must hold exactly one document per live row. More means
+        rows were erased (or compacted away) without the index being told, for instance by a
+        crash between the erasure and :meth:`on_erase`: their terms must not survive, so the
+        index is rebuilt from the live rows.
+        """
+        t = engine.table
+        self._catch_up(engine)
+        self._commit()
+        live = t.n - int(np.count_nonzero(t.dead[: t.n]))
+        if self._index.searcher().num_docs != live:
+            self._rebuild(engine)
 
     def _commit(self) -> None:
         if self._pending or self.stats["commits"] == 0:
@@ -341,10 +346,10 @@ class KeywordIndex:
             if self._index is None:
                 self.on_open(engine)
             elif self._table is not engine.table:
-                # The engine reloaded its table (a read-only refresh after a checkpoint): index
-                # whatever rows are new; version ids are stable, so nothing else changes.
+                # The engine replaced its table (a read-only refresh after a checkpoint, a
+                # compaction): version ids are stable, so index the new rows and check the count.
                 self._table = engine.table
-                self._catch_up(engine)
+                self._reconcile(engine)
             if self._pending:
                 self._commit()
             return self._index.searcher()
@@ -355,7 +360,7 @@ class KeywordIndex:
         """Exact BM25 top-``k`` ``(row, score)`` among the rows where ``mask`` is true.
 
         The mask is applied to the full BM25 ranking, never to a truncated top-N: a narrow
-        filter (at most ``PUSHDOWN_MAX_ROWS`` rows) goes into the tantivy query as a set of
+        filter (see ``PUSHDOWN_MAX_ROWS``) goes into the tantivy query as a set of
         version ids; a wide one reads the ranking in growing pages (``4k``, ``16k``, ...) until
         ``k`` visible hits are found or the ranking is exhausted. Either way the answer equals
         brute-force BM25 over the visible rows. Scores are global BM25 (corpus statistics over
@@ -374,7 +379,7 @@ class KeywordIndex:
             [(tv.Occur.Should, tv.Query.term_query(self._schema, "body", term, index_option="freq"))
              for term in terms]
         )
-        if len(rows_sel) <= PUSHDOWN_MAX_ROWS:
+        if len(rows_sel) <= PUSHDOWN_MAX_ROWS and len(rows_sel) <= PUSHDOWN_MAX_FRACTION * snap.n:
             vids = [int(v) for v in t.version_id[rows_sel]]
             only = tv.Query.const_score_query(tv.Query.term_set_query(self._schema, "vid", vids), 0.0)
             q = tv.Query.boolean_query([(tv.Occur.Must, q), (tv.Occur.Must, only)])
