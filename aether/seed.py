@@ -38,7 +38,9 @@ Decisions where the seed's code and its tests disagree, or the seed leaves a gap
   (``None`` ends are open); with ``query_time`` as well, both must hold.
 * ``sort_by="relevance"`` is the cosine similarity when ``content_query`` is given, else (as in
   the seed) ``quality_score``; ``"timestamp"`` is the transaction time, newest first;
-  ``"access_count"`` the access counter. Content queries are an exact scan of the filtered rows.
+  ``"access_count"`` the access counter. With ``content_query`` the ``limit`` most similar atoms
+  are selected first and ``sort_by`` orders them. Content queries are an exact scan of the
+  filtered rows (``store.memory.search`` uses the engine's planner).
 * ``as_of`` (not in the seed) queries what the store believed at a past transaction time.
 * Errors: ``store_memory`` returns ``StorageResult(success=False, error=...)`` for an invalid atom
   or a failed write, as in the seed. ``retrieve_memory`` and ``query_memories`` log a store
@@ -358,8 +360,8 @@ class BitemporalMemoryStore:
         t = eng.table
         if query.content_query is not None:
             q = eng.query_vectors([query.content_query])[0]
-            k = len(rows) if query.sort_by != "relevance" else query.limit
-            picked = [r for r, _ in eng.exact_topk(q, rows, max(k, 1), dedupe=True)]
+            # The ``limit`` most similar atoms; another sort_by then reorders them.
+            picked = [r for r, _ in eng.exact_topk(q, rows, query.limit, dedupe=True)]
         else:
             # One version per atom: the one valid now, else the latest-starting one.
             now = eng.clock()

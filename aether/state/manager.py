@@ -31,11 +31,13 @@ from typing import Any
 from .._time import TimeLike, now_us, to_us
 from ..errors import (
     AetherError,
+    CorruptionError,
     InvalidInputError,
     KeyRequiredError,
     StateConflictError,
     StateTamperedError,
     StorageIOError,
+    TamperedError,
     WrongKeyError,
 )
 from ..storage.codec import Codec
@@ -314,7 +316,8 @@ class StatePersistenceManager:
             return None
         try:
             return self._load(agent_id, chain[idx], chain[idx - 1] if idx > 0 else None)
-        except (StateTamperedError, KeyRequiredError, WrongKeyError) as exc:
+        # TamperedError / CorruptionError: what a swapped-in codec (the security layer's) may raise.
+        except (TamperedError, CorruptionError, KeyRequiredError, WrongKeyError) as exc:
             if strict:
                 raise
             logger.error("State restoration failed for agent %r: %s: %s", agent_id, type(exc).__name__, exc)
@@ -354,7 +357,7 @@ class StatePersistenceManager:
                 self._load(agent_id, info, prev)
             except KeyRequiredError:
                 unchecked += 1
-            except (StateTamperedError, WrongKeyError) as exc:
+            except (TamperedError, CorruptionError, WrongKeyError) as exc:
                 problems.append(str(exc))
             prev = info
         problems = list(dict.fromkeys(problems))  # a broken file is also reported by its successor's link
