@@ -423,3 +423,39 @@ def test_cli_state_with_cli_runner(tmp_path: Path) -> None:
     assert isinstance(res.exception, InvalidInputError)
     res = runner.invoke(app, ["state", "list", str(tmp_path / "missing")])
     assert isinstance(res.exception, aether.StoreNotFoundError)
+
+
+# ---------------------------------------------------------------------------- more properties
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(traits=st.dictionaries(st.text(max_size=10), _json, max_size=5),
+       context=st.dictionaries(st.text(max_size=10), _json, max_size=5))
+def test_property_persist_restore_round_trip(traits: dict, context: dict) -> None:
+    mgr = StatePersistenceManager({"key": b"k" * 32})
+    s = ConsciousnessState(agent_id="p", personality_traits=traits, current_context=context)
+    assert mgr.persist(s).success
+    assert mgr.restore("p", strict=True) == s
+
+
+def test_concurrent_writers_keep_one_linear_chain(tmp_path: Path) -> None:
+    """Two managers (as two processes would) append from several threads: the per-agent lock serialises them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    managers = [StatePersistenceManager(tmp_path), StatePersistenceManager(tmp_path)]
+
+    def write(i: int) -> None:
+        managers[i % 2].persist(_state(i=float(i)))
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(write, range(16)))
+    report = StatePersistenceManager(tmp_path).verify("agent-1")
+    assert report.ok and report.length == 16

@@ -22,7 +22,7 @@ import asyncio
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -87,7 +87,8 @@ class StatePersistenceManager:
     config
         ``None`` keeps snapshots in memory. A store directory (or an object with a ``path``,
         such as :class:`aether.Memory`) keeps them durably under ``<path>/state/``; the
-        directory may be shared with a memory store.
+        directory may be shared with a memory store. A mapping may give ``path``, ``key``,
+        ``codec`` and ``clock``.
     key
         32 bytes: snapshots are zstd-compressed, then AES-256-GCM-encrypted.
     codec
@@ -104,6 +105,14 @@ class StatePersistenceManager:
         codec: Codec | None = None,
         clock: Callable[[], int] | None = None,
     ) -> None:
+        if isinstance(config, Mapping):  # {"path": ..., "key": ...}, like BitemporalMemoryStore's mapping
+            unknown = set(config) - {"path", "key", "codec", "clock"}
+            if unknown:
+                raise InvalidInputError(f"unknown state config keys {sorted(unknown)}")
+            key = config.get("key", key)
+            codec = config.get("codec", codec)
+            clock = config.get("clock", clock)
+            config = config.get("path")
         path: Any = config
         if config is not None and not isinstance(config, str | os.PathLike):
             path = getattr(config, "path", None)  # a Memory / BitemporalMemoryStore: share its directory
