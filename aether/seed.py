@@ -279,7 +279,7 @@ class BitemporalMemoryStore:
             metadata=memory_atom.metadata,
             valid_from=memory_atom.valid_from,
             valid_to=memory_atom.valid_to,
-            modality=memory_atom.modality.value,
+            modality=getattr(memory_atom.modality, "value", memory_atom.modality),  # an enum, or its str
             subject=memory_atom.subject,
             quality_score=memory_atom.quality_score,
             atom_id=memory_atom.atom_id,

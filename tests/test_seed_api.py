@@ -293,3 +293,25 @@ def test_default_store_uses_the_real_model_for_semantic_queries() -> None:
         run(s.store_memory(_atom(text)))
     top = run(s.query_memories(MemoryQuery(content_query="Which city is Alice's home?", limit=1)))
     assert [r.content.inline for r in top] == ["Alice lives in Paris"]
+
+
+def test_concurrent_async_stores_and_queries() -> None:
+    s = _store()
+
+    async def main() -> list[bool]:
+        atoms = [_atom(f"memory {i}", tags={"batch": "g"}) for i in range(20)]
+        results = await asyncio.gather(*(s.store_memory(a) for a in atoms))
+        found = await asyncio.gather(*(s.retrieve_memory(a.atom_id) for a in atoms))
+        assert all(f is not None for f in found)
+        return [r.success for r in results]
+
+    assert all(asyncio.run(main()))
+    assert len(run(s.query_memories(MemoryQuery(tags={"batch": "g"}, limit=100)))) == 20
+
+
+def test_modality_given_as_a_string() -> None:
+    s = _store()
+    a = _atom("caption of a photo")
+    a.modality = "image"  # type: ignore[assignment]  # the seed's enum or its value
+    assert run(s.store_memory(a)).success
+    assert s.memory_atoms[a.atom_id].modality is MemoryModality.IMAGE
