@@ -57,6 +57,7 @@ from .state import (
     StatePersistenceManager,
     ValidationResult,
 )
+from .security.verify import VerifyReport, verify
 
 __all__ = [
     "UNSET",
@@ -107,8 +108,10 @@ __all__ = [
     "StoreStats",
     "TamperedError",
     "ValidationResult",
+    "VerifyReport",
     "View",
     "WrongKeyError",
     "__version__",
     "open",
+    "verify",
 ]

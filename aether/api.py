@@ -21,6 +21,8 @@ from .embed import (
 from .engine import search as _search
 from .keyword.search import DEFAULT_MODE as _DEFAULT_MODE
 from .keyword.search import run as _run_keyword
+from .engine.compact import CompactResult
+from .security.erase import EraseResult
 from .engine.store import DeleteOp, Engine, Op, PutOp, RetractOp
 from .engine.validate import (
     DEFAULT_MAX_CONTENT_BYTES,
@@ -290,6 +292,31 @@ class Memory:
         """Fold the write-ahead log into Parquet segments now (also done automatically)."""
         self._check_write()
         return self._engine.checkpoint()
+
+    def erase(self, *, subject: str | None = None, atom_id: str | None = None) -> EraseResult:
+        """Erase (GDPR) every version of a ``subject`` or of one ``atom_id``, for all valid and transaction time.
+
+        Afterwards no get, search, history or as-of view returns the erased data. For a subject of an
+        encrypted store its data key is destroyed, so no copy of any file can be decrypted for it.
+        :meth:`compact` then removes the rows and vectors from disk. A content-free tombstone is
+        written to the hash-chained log.
+
+        Raises
+        ------
+        AtomNotFoundError
+            ``atom_id`` names no atom.
+        """
+        self._check_write()
+        from .security.erase import erase as _erase
+
+        return _erase(self._engine, subject=subject, atom_id=atom_id)
+
+    def compact(self) -> CompactResult:
+        """Rewrite the store's files without erased rows and vectors (see :mod:`aether.engine.compact`)."""
+        self._check_write()
+        from .engine.compact import compact as _compact
+
+        return _compact(self._engine)
 
     def reindex(
         self,
@@ -602,6 +629,8 @@ def open(
     max_content_bytes: int = DEFAULT_MAX_CONTENT_BYTES,
     checkpoint_bytes: int | None = None,
     clock: Clock | None = None,
+    key: bytes | str | None = None,
+    key_file: str | os.PathLike[str] | None = None,
 ) -> Memory:
     """Open (or create) a store.
 
@@ -621,11 +650,19 @@ def open(
         Largest content accepted (UTF-8 bytes).
     clock
         A function returning microseconds since the epoch (tests use a fake clock).
+    key, key_file
+        The 32-byte master key (bytes or base64 text), or a file holding it (``aether keygen``).
+        Default: ``AETHER_KEY`` (base64) or ``AETHER_KEY_FILE`` from the environment. A new store
+        opened with a key is encrypted (AES-256-GCM); an encrypted store needs its key.
 
     Raises
     ------
     StoreLockedError
         If another process has the store open for writing.
+    KeyRequiredError
+        If the store is encrypted and no key was given.
+    WrongKeyError
+        If the key does not open the store (nothing was read or written).
     ModelMismatchError
         If ``embedder`` differs from the store's recorded model.
     """
@@ -642,6 +679,18 @@ def open(
         clock=clock,
         max_content_bytes=max_content_bytes,
         embedder_factory=_default_factory(model),
+        codec=_codec_for(path, key, key_file),
         **kwargs,
     )
     return Memory(engine)
+
+
+def _codec_for(path: Any, key: Any, key_file: Any) -> Any:
+    """The security layer's AES-256-GCM codec when a key is given (or set in the environment)."""
+    from .security.codec import AeadCodec
+    from .security.keys import resolve_key
+
+    master = resolve_key(key, key_file)
+    if master is None or path is None:  # an in-memory store writes no files
+        return None
+    return AeadCodec(master, from_env=key is None and key_file is None)

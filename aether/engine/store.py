@@ -31,10 +31,11 @@ from ..errors import (
     StoreError,
 )
 from ..models import MemoryAtom, MemoryContent, MemoryModality
+from ..security import engine_hooks as _sec
 from ..storage import manifest as mf
 from ..storage.codec import Codec, PlainCodec
 from ..storage.lock import WriterLock
-from ..storage.rows import RowBatch, dumps
+from ..storage.rows import RowBatch, dumps, open_rows
 from ..storage.segments import closings_table, read_table, write_table
 from ..storage.wal import WriteAheadLog
 from ..temporal import Piece, plan_put, plan_retract, visible_mask
@@ -202,12 +203,14 @@ class Engine:
             "segments": [],
             "closings": [],
         }
+        _sec.on_create(self, body)  # keyring of an encrypted store
         (self.path / "wal").mkdir(exist_ok=True)
         mf.save(self.path, body)
 
     def _load(self, embedder: Embedder | None, embedder_factory: Any) -> None:
         assert self.path is not None
         body = mf.load(self.path)
+        _sec.on_load(self, body)  # key check first: nothing is read or written with a wrong key
         identity = body["model"].get("identity")
         if embedder is None:
             embedder = embedder_factory(identity)
@@ -223,7 +226,7 @@ class Engine:
         dim = int(body["model"]["dim"])
         table = VersionTable(dim, capacity=sum(s["rows"] for s in body["segments"]) + 1024)
         for entry in body["segments"]:
-            table.append_arrow(read_table(self.path, entry, self.codec, self.store_id))
+            table.append_arrow(open_rows(read_table(self.path, entry, self.codec, self.store_id), self.codec))
         for entry in body["closings"]:
             cl = read_table(self.path, entry, self.codec, self.store_id)
             vids = np.asarray(cl.column("version_id").to_numpy(), np.int64)
@@ -240,6 +243,7 @@ class Engine:
         self._snap = Snapshot(table.n, int(ck["tx"]), int(ck["seq"]))
         self._wal = WriteAheadLog(self.path / "wal", self.codec, store_id=self.store_id)
         self._replay(repair=not self.read_only)
+        _sec.after_replay(self)  # erasures, destroyed keys, hash-chained log
         if not self.read_only:
             self._remove_orphans()
             self._wal.open_for_append(self._snap.last_seq + 1)
@@ -282,6 +286,7 @@ class Engine:
 
     def _apply_extra(self, header: dict[str, Any]) -> None:
         """Hook for record kinds beyond inserts and closings (erasure adds one)."""
+        _sec.apply_extra(self, header)
 
     def _remove_orphans(self) -> None:
         """Delete files a crashed checkpoint left behind (not named by the manifest)."""
@@ -340,6 +345,7 @@ class Engine:
             if self._wal is not None:
                 self._wal.ensure_open()
                 self._wal.append(header, rows)
+                _sec.after_append(self, header)
             base = self.table.n
             self._apply(header, rows)
             result = CommitResult(tx, header["seq"], [base + i for i in new_rows])
@@ -524,7 +530,7 @@ class Engine:
             body = dict(self.manifest)
             seq = snap.last_seq
             if snap.n > self._ckpt_n:
-                table = self.table.batch_range(self._ckpt_n, snap.n).to_arrow()
+                table = _sec.segment_table(self, self._ckpt_n, snap.n)  # erased rows scrubbed, rows sealed
                 entry = write_table(self.path, f"segments/{seq:020d}.parquet", table, self.codec, self.store_id)
                 entry.update(min_version=int(self.table.version_id[self._ckpt_n]),
                              max_version=int(self.table.version_id[snap.n - 1]))
@@ -536,6 +542,7 @@ class Engine:
                 body["closings"] = [*body["closings"], entry]
             body["checkpoint"] = {"seq": seq, "tx": snap.last_tx, "next_version_id": self._next_vid}
             body["aether_version"] = __version__
+            _sec.before_manifest(self, body)
             mf.save(self.path, body)
             self.manifest = body
             self._ckpt_n = snap.n
@@ -556,6 +563,7 @@ class Engine:
             self._closed = True
             for d in self.derived:
                 d.on_close(self)
+            _sec.on_close(self)
             if self._wal is not None:
                 self._wal.close()
             if self._lock is not None:

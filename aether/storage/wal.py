@@ -28,7 +28,7 @@ import pyarrow as pa
 from ..errors import CorruptionError, TamperedError
 from ._fs import fsync_dir, fsync_fd, io_errors
 from .codec import Codec, PlainCodec
-from .rows import RowBatch
+from .rows import RowBatch, open_rows, seal_rows
 
 MAGIC = b"AETHWAL1"
 _FRAME = struct.Struct("<II")
@@ -50,12 +50,12 @@ class WalRecord:
         return int(self.header["seq"])
 
 
-def encode_payload(header: dict[str, Any], rows: RowBatch | None) -> bytes:
+def encode_payload(header: dict[str, Any], rows: RowBatch | None, codec: Codec | None = None) -> bytes:
     """Header JSON plus the inserted rows as an Arrow IPC stream."""
     hdr = json.dumps(header, separators=(",", ":")).encode()
     body = b""
     if rows is not None and len(rows):
-        table = rows.to_arrow()
+        table = seal_rows(rows.to_arrow(), codec)
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, table.schema) as writer:
             writer.write_table(table)
@@ -63,7 +63,9 @@ def encode_payload(header: dict[str, Any], rows: RowBatch | None) -> bytes:
     return struct.pack("<I", len(hdr)) + hdr + body
 
 
-def decode_payload(payload: bytes, path: Path, offset: int) -> tuple[dict[str, Any], RowBatch | None]:
+def decode_payload(
+    payload: bytes, path: Path, offset: int, codec: Codec | None = None
+) -> tuple[dict[str, Any], RowBatch | None]:
     """Inverse of :func:`encode_payload`; any malformation is a ``CorruptionError``."""
     try:
         (hlen,) = struct.unpack_from("<I", payload, 0)
@@ -76,7 +78,7 @@ def decode_payload(payload: bytes, path: Path, offset: int) -> tuple[dict[str, A
         rows = None
         if body:
             with pa.ipc.open_stream(pa.py_buffer(body)) as reader:
-                rows = RowBatch.from_arrow(reader.read_all())
+                rows = RowBatch.from_arrow(open_rows(reader.read_all(), codec))
         return header, rows
     except CorruptionError:
         raise
@@ -124,6 +126,7 @@ class WriteAheadLog:
         self.store_id = store_id
         self._fh: Any = None
         self.path: Path | None = None
+        self.last_payload = b""
 
     def files(self) -> list[Path]:
         """WAL files in replay order."""
@@ -155,7 +158,7 @@ class WriteAheadLog:
                     plain = self.codec.open(payload, self._aad(path, offset))
                 except TamperedError as exc:
                     raise CorruptionError(f"WAL record fails authentication: {exc}", path=str(path), offset=offset) from None
-                header, rows = decode_payload(plain, path, offset)
+                header, rows = decode_payload(plain, path, offset, self.codec)
                 yield WalRecord(header, rows, path, offset)
 
     def open_for_append(self, first_seq: int) -> None:
@@ -183,7 +186,8 @@ class WriteAheadLog:
         """Write one record and fsync it; returns the file offset it was written at."""
         assert self._fh is not None and self.path is not None, "WAL not open for append"
         offset = self._fh.tell()
-        payload = self.codec.seal(encode_payload(header, rows), self._aad(self.path, offset))
+        payload = self.codec.seal(encode_payload(header, rows, self.codec), self._aad(self.path, offset))
+        self.last_payload = payload  # the security layer's hash chain records its digest
         frame = _FRAME.pack(len(payload), crc32c.crc32c(payload)) + payload
         try:
             with io_errors("WAL append", self.path):

@@ -1,0 +1,275 @@
+"""Where the security layer meets the engine: small hooks that ``engine/store.py`` calls.
+
+* ``on_create`` / ``on_load``: create the keyring of a new encrypted store; check the key
+  (``KeyRequiredError`` / ``WrongKeyError``) before any data file is read.
+* ``after_replay`` / ``apply_extra``: rows that cannot be decrypted (destroyed key) or that an
+  erasure named are marked dead; erase records destroy subject keys; the hash-chained log is
+  checked against the WAL and completed from it.
+* ``after_append``: one log entry per durable transaction.
+* ``segment_table`` / ``before_manifest``: at a checkpoint, erased rows are written scrubbed
+  (no content, tags, metadata or vector) and rows are sealed; the erased version ids and the log
+  head go into the manifest.
+
+State per engine lives in a weak map, so the engine needs no security fields of its own.
+"""
+
+from __future__ import annotations
+
+import warnings
+import weakref
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+
+from .._time import OPEN
+from ..errors import CorruptionError, StorageIOError
+from ..storage.rows import RowBatch, seal_rows
+from .chain import ChainLog
+from .codec import ERASED, AeadCodec, bind_codec
+
+if TYPE_CHECKING:
+    from ..engine.store import Engine
+
+
+@dataclass
+class _State:
+    erased: set[int] = field(default_factory=set)
+    chain: ChainLog | None = None
+    placeholders_done: int = 0
+    pending_destroy: list[str] = field(default_factory=list)
+
+
+_STATE: weakref.WeakKeyDictionary[Any, _State] = weakref.WeakKeyDictionary()
+
+
+def state(engine: Engine) -> _State:
+    st = _STATE.get(engine)
+    if st is None:
+        st = _STATE[engine] = _State()
+    return st
+
+
+# ---------------------------------------------------------------------------- open
+def on_create(engine: Engine, body: dict[str, Any]) -> None:
+    """A new store: with a key, create its keyring and describe it in the manifest."""
+    assert engine.path is not None
+    codec = engine.codec
+    if isinstance(codec, AeadCodec):
+        body["encryption"] = codec.create(engine.path, body["store_id"])
+    else:
+        body["encryption"] = {"mode": "none"}
+
+
+def on_load(engine: Engine, body: dict[str, Any]) -> None:
+    """Check the key against the store before anything else is read (may replace ``engine.codec``)."""
+    assert engine.path is not None
+    engine.codec = bind_codec(engine.codec, engine.path, body, read_only=engine.read_only)
+    st = state(engine)
+    if st.chain is not None:
+        st.chain.close()
+    st.chain = None
+    st.placeholders_done = 0
+    st.erased = {int(v) for v in body.get("erased", [])}
+
+
+def _mark_placeholders(engine: Engine) -> None:
+    """Rows that came back as erased placeholders (no key, or scrubbed) are dead."""
+    t = engine.table
+    code = t.atom_index.get(ERASED)
+    if code is None:
+        return
+    st = state(engine)
+    rows = t.atom_rows.get(code, [])
+    if len(rows) > st.placeholders_done:
+        t.dead[np.asarray(rows[st.placeholders_done :], np.int64)] = True
+        st.placeholders_done = len(rows)
+
+
+def _rows_of_vids(engine: Engine, vids: np.ndarray) -> np.ndarray:
+    """Row positions of those ``vids`` that exist (compaction may have dropped some)."""
+    t = engine.table
+    n = t.n
+    if n == 0 or len(vids) == 0:
+        return np.zeros(0, np.int64)
+    pos = np.searchsorted(t.version_id[:n], vids)
+    ok = (pos < n) & (t.version_id[np.minimum(pos, n - 1)] == vids)
+    return np.asarray(pos[ok], np.int64)
+
+
+def after_replay(engine: Engine) -> None:
+    """After segments and WAL are loaded: apply erasures; check and complete the hash-chained log."""
+    st = state(engine)
+    _mark_placeholders(engine)
+    if st.erased:
+        engine.table.dead[_rows_of_vids(engine, np.asarray(sorted(st.erased), np.int64))] = True
+    if engine.path is None or engine.read_only:
+        return
+    chain = ChainLog(engine.path / "log")
+    chain.open(engine.manifest.get("log"), repair=True)
+    last = engine._snap.last_seq
+    if chain.head_seq > last:
+        raise CorruptionError(
+            f"the log records committed transactions up to seq {chain.head_seq}, but the WAL and segments "
+            f"end at seq {last}: committed WAL records are missing or damaged",
+            path=str(engine.path / "wal"),
+        )
+    if chain.head_seq < last:
+        _recover_log(engine, chain)
+    st.chain = chain
+    _destroy_pending(engine, strict=False)
+
+
+def _recover_log(engine: Engine, chain: ChainLog) -> None:
+    """Rebuild log entries lost in a power cut (the WAL was fsynced, the log not yet)."""
+    assert engine._wal is not None
+    cache: dict[Any, bytes] = {}
+    for rec in engine._wal.read(repair=False):
+        if rec.seq <= chain.head_seq:
+            continue
+        data = cache.get(rec.path)
+        if data is None:
+            data = cache[rec.path] = rec.path.read_bytes()
+        length = int.from_bytes(data[rec.offset : rec.offset + 4], "little")
+        payload = data[rec.offset + 8 : rec.offset + 8 + length]
+        chain.append(
+            rec.seq, int(rec.header["tx"]), str(rec.header.get("kind", "tx")), payload, _extra(rec.header)
+        )
+
+
+# ---------------------------------------------------------------------------- commits
+def _extra(header: dict[str, Any]) -> dict[str, Any] | None:
+    if header.get("kind") != "erase":
+        return None
+    return {
+        "scope": header.get("scope"),
+        "versions": len(header.get("erase") or []),
+        "keys": len(header.get("destroy") or []),
+    }
+
+
+def after_append(engine: Engine, header: dict[str, Any]) -> None:
+    """The WAL record of ``header`` is durable: chain it into the log."""
+    st = state(engine)
+    wal = engine._wal
+    if st.chain is None or wal is None:
+        return
+    payload = getattr(wal, "last_payload", b"")
+    try:
+        st.chain.append(
+            int(header["seq"]), int(header["tx"]), str(header.get("kind", "tx")), payload, _extra(header)
+        )
+    except StorageIOError as exc:
+        # The transaction is durable; its entry is rebuilt from the WAL on the next open.
+        warnings.warn(
+            f"aether: log append failed, will be rebuilt from the WAL: {exc}", RuntimeWarning, stacklevel=3
+        )
+
+
+def apply_extra(engine: Engine, header: dict[str, Any]) -> None:
+    """Per applied record: placeholder rows die; an erase record kills its rows and destroys keys."""
+    _mark_placeholders(engine)
+    if header.get("kind") != "erase":
+        return
+    st = state(engine)
+    t = engine.table
+    vids = np.asarray(header.get("erase") or [], np.int64)
+    pos = _rows_of_vids(engine, vids)
+    if len(pos):
+        t.dead[pos] = True
+        for code in np.unique(t.atom_code[pos]):
+            engine._access.pop(t.atom_ids[int(code)], None)
+    st.erased.update(int(v) for v in vids)
+    kids = [str(k) for k in header.get("destroy") or []]
+    if kids and not engine.read_only:
+        st.pending_destroy.extend(k for k in kids if k not in st.pending_destroy)
+        _destroy_pending(engine, strict=False)
+
+
+def _destroy_pending(engine: Engine, *, strict: bool) -> None:
+    st = state(engine)
+    codec = engine.codec
+    if not st.pending_destroy or not isinstance(codec, AeadCodec) or codec.keyring is None:
+        st.pending_destroy.clear()
+        return
+    try:
+        codec.keyring.destroy(list(st.pending_destroy))
+        st.pending_destroy.clear()
+    except StorageIOError as exc:
+        if strict:
+            raise
+        warnings.warn(
+            f"aether: could not destroy erased keys yet, will retry: {exc}", RuntimeWarning, stacklevel=3
+        )
+
+
+# ---------------------------------------------------------------------------- checkpoints
+def scrub(batch: RowBatch, dead: np.ndarray) -> None:
+    """Blank erased rows in place: only the version id and times stay (content-free)."""
+    for i in np.flatnonzero(dead):
+        batch.atom_id[i] = ERASED
+        batch.subject[i] = ERASED
+        batch.content[i] = ""
+        batch.content_meta[i] = "{}"
+        batch.tags[i] = {}
+        batch.metadata[i] = "{}"
+        batch.vectors[i] = 0.0
+
+
+def take(batch: RowBatch, idx: np.ndarray) -> RowBatch:
+    """The rows ``idx`` of a batch."""
+    il = idx.tolist()
+    return RowBatch(
+        version_id=batch.version_id[idx],
+        atom_id=[batch.atom_id[i] for i in il],
+        subject=[batch.subject[i] for i in il],
+        modality=[batch.modality[i] for i in il],
+        content=[batch.content[i] for i in il],
+        content_meta=[batch.content_meta[i] for i in il],
+        tags=[batch.tags[i] for i in il],
+        metadata=[batch.metadata[i] for i in il],
+        quality=batch.quality[idx],
+        valid_from=batch.valid_from[idx],
+        valid_to=batch.valid_to[idx],
+        tx_from=batch.tx_from[idx],
+        tx_to=batch.tx_to[idx],
+        vectors=batch.vectors[idx],
+    )
+
+
+def segment_table(engine: Engine, start: int, end: int, *, only: np.ndarray | None = None) -> pa.Table:
+    """Rows ``[start, end)`` (or the positions ``only`` among them) as a segment table: scrubbed, sealed."""
+    t = engine.table
+    batch = t.batch_range(start, end)
+    if only is not None:
+        batch = take(batch, np.asarray(only, np.int64) - start)
+        dead = t.dead[np.asarray(only, np.int64)]
+    else:
+        dead = t.dead[start:end]
+    if dead.any():
+        batch.vectors = np.array(batch.vectors, np.float32, copy=True)
+        scrub(batch, dead)
+    return seal_rows(batch.to_arrow(), engine.codec)
+
+
+def before_manifest(engine: Engine, body: dict[str, Any]) -> None:
+    """A checkpoint is about to save the manifest: record erasures and the durable log head."""
+    st = state(engine)
+    _destroy_pending(engine, strict=True)
+    body["erased"] = sorted(st.erased)
+    if st.chain is not None:
+        body["log"] = st.chain.sync()
+
+
+def on_close(engine: Engine) -> None:
+    st = _STATE.get(engine)
+    if st is not None and st.chain is not None:
+        st.chain.close()
+        st.chain = None
+
+
+def open_erase_rows(engine: Engine, rows: np.ndarray) -> list[list[int]]:
+    """``close`` entries for the rows an erasure kills that are still open in transaction time."""
+    t = engine.table
+    return [[int(t.version_id[r]), 0] for r in rows if t.tx_to[r] == OPEN]

@@ -1,0 +1,122 @@
+"""Erasure (GDPR): ``erase(engine, subject=...)`` or ``erase(engine, atom_id=...)``.
+
+An erasure is one durable transaction whose WAL record is content-free: the version ids it
+kills, the data keys it destroys, and its scope. Applying it (live or on replay) marks the
+rows dead, so no get, search, history or as-of view returns them again, and, for a subject
+of an encrypted store, destroys the subject's data key, after which no copy of any file can
+be decrypted for that subject. :func:`aether.engine.compact.compact` then removes the rows and
+vectors from disk. The hash-chained log records the erasure as a tombstone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .._time import OPEN
+from ..errors import AtomNotFoundError, InvalidInputError
+from . import engine_hooks as hooks
+from .codec import AeadCodec
+
+if TYPE_CHECKING:
+    from ..engine.store import Engine
+
+
+@dataclass(frozen=True)
+class EraseResult:
+    """What an erasure did."""
+
+    #: versions (rows) erased
+    versions: int
+    #: data keys destroyed (1 for a subject of an encrypted store, else 0)
+    keys_destroyed: int
+    #: sequence number of the erasure's transaction (0 when nothing was erased)
+    seq: int
+
+
+def subject_rows(engine: Engine, subject: str, n: int) -> np.ndarray:
+    """Rows ``< n`` whose subject is ``subject`` (a columnar scan of the table's text chunks)."""
+    t = engine.table
+    out: list[np.ndarray] = []
+    for c, start in enumerate(t._chunk_starts):
+        chunk: Any = t._chunks[c]
+        if isinstance(chunk, pa.Table):
+            hit = np.asarray(
+                pc.equal(chunk.column("subject"), subject).to_numpy(zero_copy_only=False), np.bool_
+            )
+        else:
+            hit = np.fromiter((s == subject for s in chunk.subject), np.bool_, count=len(chunk.subject))
+        idx = np.flatnonzero(hit) + start
+        out.append(idx[idx < n])
+    return np.concatenate(out).astype(np.int64) if out else np.zeros(0, np.int64)
+
+
+def erase(engine: Engine, *, subject: str | None = None, atom_id: str | None = None) -> EraseResult:
+    """Erase every version of a subject or of one atom (see the module docstring).
+
+    Raises
+    ------
+    InvalidInputError
+        Neither or both of ``subject`` and ``atom_id`` given.
+    AtomNotFoundError
+        ``atom_id`` names no (unerased) atom.
+    """
+    if (subject is None) == (atom_id is None):
+        raise InvalidInputError("give exactly one of subject= or atom_id=")
+    for name, v in (("subject", subject), ("atom_id", atom_id)):
+        if v is not None and (not isinstance(v, str) or not v or len(v) > 256):
+            raise InvalidInputError(f"{name} must be a non-empty str of at most 256 chars")
+    engine._check_writable()
+    with engine._wlock:
+        engine._check_writable()
+        t = engine.table
+        snap = engine._snap
+        n = snap.n
+        if atom_id is not None:
+            code = t.atom_index.get(atom_id)
+            rows = (
+                np.asarray([r for r in t.atom_rows.get(code, []) if r < n], np.int64)
+                if code is not None
+                else None
+            )
+            if rows is None or not len(rows) or bool(t.dead[rows].all()):
+                raise AtomNotFoundError(f"no atom {atom_id!r}")
+        else:
+            assert subject is not None
+            rows = subject_rows(engine, subject, n)
+        rows = rows[~t.dead[rows]]
+        destroy: list[str] = []
+        codec = engine.codec
+        if subject is not None and isinstance(codec, AeadCodec) and codec.keyring is not None:
+            kid = codec.keyring.key_id_of(subject)
+            if kid is not None:
+                destroy.append(kid)
+        if not len(rows) and not destroy:
+            return EraseResult(0, 0, 0)
+        tx = max(engine.clock(), snap.last_tx + 1)
+        header: dict[str, Any] = {
+            "kind": "erase",
+            "scope": "subject" if subject is not None else "atom",
+            # Close what is still believed, so derived indexes hear about the rows through on_commit.
+            "close": [[int(t.version_id[r]), tx] for r in rows if t.tx_to[r] == OPEN],
+            "erase": [int(v) for v in t.version_id[rows]],
+            "destroy": destroy,
+            "seq": snap.last_seq + 1,
+            "tx": tx,
+        }
+        if engine._wal is not None:
+            engine._wal.ensure_open()
+            engine._wal.append(header, None)
+            hooks.after_append(engine, header)
+        engine._apply(header, None)
+        for d in engine.derived:
+            # Optional callback: a derived index that keeps terms or vectors of its own (the keyword
+            # index) drops the erased rows for good, not only hides them.
+            on_erase = getattr(d, "on_erase", None)
+            if callable(on_erase) and len(rows):
+                on_erase(engine, rows)
+        return EraseResult(len(rows), len(destroy), int(header["seq"]))
