@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -39,7 +40,7 @@ def _atom(text: str, *, tags: dict | None = None, meta: dict | None = None, **fi
     return a
 
 
-def run(coro):  # type: ignore[no-untyped-def]
+def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
@@ -79,7 +80,7 @@ def test_storing_again_writes_a_new_version() -> None:
     a.set_content("v2")
     run(s.store_memory(a))
     assert [v.content.inline for v in s.memory.history(a.atom_id)][-1] == "v2"
-    assert run(s.retrieve_memory(a.atom_id)).content.inline == "v2"  # type: ignore[union-attr]
+    assert run(s.retrieve_memory(a.atom_id)).content.inline == "v2"
     first_tx = s.memory.history(a.atom_id)[0].tx_from
     old = run(s.retrieve_memory(a.atom_id, as_of=first_tx))
     assert old is not None and old.content.inline == "v1"
