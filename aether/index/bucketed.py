@@ -185,12 +185,30 @@ class BucketedIndex:
             sel = new_rows[(keys >= klo) & (keys <= khi)]
             rows = sel if old is None else np.concatenate([old.rows, sel])
             rows = order_rows(rows, table.valid_from)
-            tier = self.recipe.tier_for(len(rows))
-            parts.append(
-                make_partition(klo=klo, khi=khi, label=_label(klo, khi, period), rows=rows, table=table, tier=tier)
-            )
-            rebuilt.append(len(parts) - 1)
+            for a, b, chunk in self._split(klo, khi, rows, table):
+                tier = self.recipe.tier_for(len(chunk))
+                parts.append(
+                    make_partition(klo=a, khi=b, label=_label(a, b, period), rows=chunk, table=table, tier=tier)
+                )
+                rebuilt.append(len(parts) - 1)
         self._publish(engine, table, tuple(parts), target, rebuilt)
+
+    def _split(self, klo: int, khi: int, rows: np.ndarray, table: Any) -> list[tuple[int, int, np.ndarray]]:
+        """Cut ordered ``rows`` at bucket boundaries into runs of at most ~``partition_rows`` rows."""
+        limit = self.recipe.partition_rows
+        if len(rows) <= limit or klo == khi:
+            return [(klo, khi, rows)]
+        keys = bucket_keys(table.valid_from[rows], self.recipe.bucket)
+        starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+        out: list[tuple[int, int, np.ndarray]] = []
+        begin = 0
+        for j, st in enumerate(starts.tolist()):
+            nxt = int(starts[j + 1]) if j + 1 < len(starts) else len(rows)
+            if st > begin and nxt - begin > limit:  # adding this bucket would overflow: cut before it
+                out.append((klo if not out else int(keys[begin]), int(keys[st]) - 1, rows[begin:st]))
+                begin = st
+        out.append((klo if not out else int(keys[begin]), khi, rows[begin:]))
+        return out
 
     def _publish(
         self, engine: Engine, table: Any, parts: tuple[Partition, ...], covered: int, fresh: list[int]

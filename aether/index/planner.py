@@ -96,6 +96,12 @@ def search(
 def _topk(rows: np.ndarray, scores: np.ndarray, k: int, code: np.ndarray | None) -> list[tuple[int, float]]:
     from ..engine.store import topk_rows
 
+    if code is not None and len(scores) > 8 * k:
+        # Deduplicating sorts its input: sort only the best 4k unless they hold fewer than k atoms.
+        part = np.argpartition(-scores, 4 * k)[: 4 * k]
+        top = topk_rows(rows[part], scores[part], k, code)
+        if len(top) == k:
+            return top
     return topk_rows(rows, scores, k, code)
 
 
@@ -202,18 +208,48 @@ def _exact_partition(
 ) -> tuple[list[Cand], str]:
     dense = n_slice >= ctx.params.dense_slice_fraction * (hi - lo)
     if dense:
-        sc = p.vecs[lo:hi] @ q.T  # contiguous slice of the index storage: a BLAS matrix product
         pos = np.flatnonzero(mask)
-        sc = sc[pos]
+        sc = ip_slice(p.vecs, lo, hi, q)[pos]
         pos = pos + lo
     else:
         pos = np.flatnonzero(mask) + lo
-        sc = p.vecs[pos] @ q.T
+        sc = ip_rows(p.vecs, pos, q)
     if len(exc):
         pos = np.concatenate([pos, exc])
-        sc = np.concatenate([sc, p.vecs[exc] @ q.T])
+        sc = np.concatenate([sc, ip_rows(p.vecs, exc, q)])
     rows = p.rows[pos]
     return _per_query_topk(ctx, rows, sc), "slice" if dense else "gather"
+
+
+#: Below this many queries, exact scores use FAISS's single-threaded SIMD kernels rather than BLAS:
+#: a multi-threaded BLAS matrix-vector product is slow and erratic on a busy machine.
+_BLAS_MIN_QUERIES = 8
+
+
+def ip_slice(vecs: np.ndarray, lo: int, hi: int, q: np.ndarray) -> np.ndarray:
+    """Inner products of rows ``vecs[lo:hi]`` with every query: an ``(hi - lo, nq)`` matrix."""
+    m = hi - lo
+    if len(q) >= _BLAS_MIN_QUERIES or m == 0:
+        return vecs[lo:hi] @ q.T
+    out = np.empty((len(q), m), np.float32)
+    base = vecs[lo:hi]
+    for i in range(len(q)):
+        faiss.fvec_inner_products_ny(faiss.swig_ptr(out[i]), faiss.swig_ptr(q[i]), faiss.swig_ptr(base),
+                                     vecs.shape[1], m)
+    return out.T
+
+
+def ip_rows(vecs: np.ndarray, pos: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Inner products of rows ``vecs[pos]`` with every query, without copying the rows: ``(len(pos), nq)``."""
+    m = len(pos)
+    if len(q) >= _BLAS_MIN_QUERIES or m == 0:
+        return vecs[pos] @ q.T
+    ids = np.ascontiguousarray(pos, np.int64)
+    out = np.empty((len(q), m), np.float32)
+    for i in range(len(q)):
+        faiss.fvec_inner_products_by_idx(faiss.swig_ptr(out[i]), faiss.swig_ptr(q[i]), faiss.swig_ptr(vecs),
+                                         faiss.swig_ptr(ids), vecs.shape[1], 1, m)
+    return out.T
 
 
 def _per_query_topk(ctx: _Ctx, rows: np.ndarray, sc: np.ndarray) -> list[Cand]:
@@ -221,8 +257,7 @@ def _per_query_topk(ctx: _Ctx, rows: np.ndarray, sc: np.ndarray) -> list[Cand]:
     code = ctx.engine.table.atom_code if ctx.dedupe else None
     out: list[Cand] = []
     for i in range(sc.shape[1]):
-        col = sc[:, i]
-        top = _topk(rows, col, ctx.k, code)
+        top = _topk(rows, np.ascontiguousarray(sc[:, i]), ctx.k, code)
         out.append((np.fromiter((r for r, _ in top), np.int64, len(top)),
                     np.fromiter((s for _, s in top), np.float32, len(top))))
     return out
@@ -247,9 +282,9 @@ def _search_tail(ctx: _Ctx, start: int, n: int, q: np.ndarray) -> tuple[BucketPl
         return plan, [(np.zeros(0, np.int64), np.zeros(0, np.float32))] * len(q)
     pos = np.flatnonzero(mask)
     if s >= ctx.params.dense_slice_fraction * (n - start):
-        sc = (t.vectors[start:n] @ q.T)[pos]
+        sc = ip_slice(t.vectors, start, n, q)[pos]
         plan.params["scan"] = "slice"
     else:
-        sc = t.vectors[pos + start] @ q.T
+        sc = ip_rows(t.vectors, pos + start, q)
         plan.params["scan"] = "gather"
     return plan, _per_query_topk(ctx, pos + start, sc)

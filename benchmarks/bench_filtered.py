@@ -1,0 +1,481 @@
+"""Filtered (bitemporal) vector search: aether's planner against FAISS, LanceDB and Chroma.
+
+Workload: ``--n`` atoms (100k default) of clustered synthetic ``--dim``-d unit vectors
+(384 default), valid intervals starting uniformly over two years (lengths log-uniform,
+1 minute to 3 days), ingested in 100 transactions, then 10% of the atoms superseded by
+corrections (new vectors, same valid interval). Query sets:
+
+- valid-time selectivity 0.1%, 1%, 10%, 50%, 100%: ``valid_during`` windows sized so
+  that the given fraction of current versions is selected (as of the latest commit);
+- as-of 1%, 10%, 50%: transaction times in the past (after 1/10/50 of the 100 ingest
+  transactions), all valid time;
+- as-of before the corrections (100%): the superseded versions are visible again.
+
+For each system: recall@10 against exact numpy search over the same selected rows,
+p50/p99 single-query latency, index build time, ingest rate. aether is measured at the
+engine level (``plan_and_search``: row ids and scores, like FAISS) and through the public
+API (``Memory.search``: ``Hit`` objects). Peers are optional (``pip install 'aether[bench]'``)
+and skipped when missing.
+
+Writes ``benchmarks/results/filtered_<n>.{md,json,png}``. Example::
+
+    .venv/bin/python benchmarks/bench_filtered.py --n 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import aether  # noqa: E402
+from aether.engine.search import Filters, exact_search, plan_and_search  # noqa: E402
+from aether.index import find_index  # noqa: E402
+
+T0 = datetime(2023, 1, 1, tzinfo=UTC)
+SPAN_US = int(730 * 86400 * 1e6)
+T0_US = int(T0.timestamp() * 1_000_000)
+HOUR_US = 3600 * 1_000_000
+MINUTE_US = 60 * 1_000_000
+VT_SELECTIVITIES = (0.001, 0.01, 0.1, 0.5, 1.0)
+ASOF_SELECTIVITIES = (0.01, 0.1, 0.5)
+
+
+# ---------------------------------------------------------------------------- data
+def clustered(n: int, dim: int, rng: np.random.Generator, clusters: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    centers = rng.normal(size=(clusters, dim)).astype(np.float32)
+    centers /= np.linalg.norm(centers, axis=1, keepdims=True)
+    assign = rng.integers(0, clusters, n)
+    x = centers[assign] + rng.normal(scale=0.9 / math.sqrt(dim), size=(n, dim)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x.astype(np.float32), centers
+
+
+def perturb(x: np.ndarray, rng: np.random.Generator, scale: float) -> np.ndarray:
+    y = x + rng.normal(scale=scale / math.sqrt(x.shape[1]), size=x.shape).astype(np.float32)
+    return (y / np.linalg.norm(y, axis=1, keepdims=True)).astype(np.float32)
+
+
+def dt(us: int) -> datetime:
+    return T0 + timedelta(microseconds=int(us - T0_US))
+
+
+# ---------------------------------------------------------------------------- query sets
+def window_for(vf: np.ndarray, vt: np.ndarray, target: float, rng: np.random.Generator) -> int:
+    """Window width (us) whose random placements select ``target`` of the rows on average."""
+    if target >= 1.0:
+        return -1
+    lo, hi = 1, SPAN_US * 2
+    probes = rng.uniform(T0_US, T0_US + SPAN_US, 32).astype(np.int64)
+    for _ in range(40):
+        mid = (lo + hi) // 2
+        sel = np.mean([np.mean((vf < a + mid) & (vt > a)) for a in probes])
+        if sel < target:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+def pctl(xs: list[float], p: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+
+
+# ---------------------------------------------------------------------------- peers
+class Peer:
+    name = "peer"
+
+    def build(self, x: np.ndarray, cols: dict[str, np.ndarray]) -> float:
+        raise NotImplementedError
+
+    def search(self, q: np.ndarray, k: int, f: Filters, mask: np.ndarray) -> list[int]:
+        raise NotImplementedError
+
+
+class FaissFlat(Peer):
+    name = "faiss flat+bitmap"
+
+    def build(self, x: np.ndarray, cols: dict[str, np.ndarray]) -> float:
+        t = time.perf_counter()
+        self.index = faiss.IndexFlatIP(x.shape[1])
+        self.index.add(x)
+        return time.perf_counter() - t
+
+    def search(self, q: np.ndarray, k: int, f: Filters, mask: np.ndarray) -> list[int]:
+        bits = np.packbits(mask, bitorder="little")
+        sp = faiss.SearchParameters()
+        sp.sel = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bits))
+        _, ids = self.index.search(q[None], k, params=sp)
+        return [int(i) for i in ids[0] if i >= 0]
+
+
+class FaissHNSW(Peer):
+    def __init__(self, ef: int) -> None:
+        self.ef = ef
+        self.name = f"faiss hnsw32+bitmap ef{ef}"
+        self.index: Any = None
+
+    def share(self, other: FaissHNSW) -> None:
+        self.index = other.index
+        self.build_s = other.build_s
+
+    def build(self, x: np.ndarray, cols: dict[str, np.ndarray]) -> float:
+        if self.index is not None:
+            return self.build_s
+        t = time.perf_counter()
+        self.index = faiss.IndexHNSWFlat(x.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
+        self.index.hnsw.efConstruction = 80
+        self.index.add(x)
+        self.build_s = time.perf_counter() - t
+        return self.build_s
+
+    def search(self, q: np.ndarray, k: int, f: Filters, mask: np.ndarray) -> list[int]:
+        bits = np.packbits(mask, bitorder="little")
+        sp = faiss.SearchParametersHNSW()
+        sp.efSearch = self.ef
+        sp.sel = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bits))
+        _, ids = self.index.search(q[None], k, params=sp)
+        return [int(i) for i in ids[0] if i >= 0]
+
+
+def _where_sql(f: Filters) -> str:
+    a, b = f.valid_during if f.valid_during else (-(2**62), 2**63 - 1)
+    return f"vf < {b} AND vt > {a} AND txf <= {f.as_of} AND txto > {f.as_of}"
+
+
+class Lance(Peer):
+    def __init__(self, indexed: bool, tmp: Path) -> None:
+        self.indexed = indexed
+        self.tmp = tmp
+        self.name = "lancedb IVF_HNSW_SQ prefilter" if indexed else "lancedb no index prefilter"
+
+    def build(self, x: np.ndarray, cols: dict[str, np.ndarray]) -> float:
+        import lancedb
+        import pyarrow as pa
+
+        t = time.perf_counter()
+        db = lancedb.connect(str(self.tmp / ("lance_idx" if self.indexed else "lance_flat")))
+        tbl = pa.table(
+            {
+                "id": np.arange(len(x), dtype=np.int64),
+                "vector": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), x.shape[1]),
+                **{k: v for k, v in cols.items()},
+            }
+        )
+        self.table = db.create_table("t", tbl, mode="overwrite")
+        if self.indexed:
+            self.table.create_index(metric="cosine", index_type="IVF_HNSW_SQ", vector_column_name="vector")
+        return time.perf_counter() - t
+
+    def search(self, q: np.ndarray, k: int, f: Filters, mask: np.ndarray) -> list[int]:
+        r = (
+            self.table.search(q, vector_column_name="vector")
+            .metric("cosine")
+            .where(_where_sql(f), prefilter=True)
+            .limit(k)
+            .select(["id"])
+            .to_arrow()
+        )
+        return [int(i) for i in r.column("id").to_pylist()]
+
+
+class Chroma(Peer):
+    name = "chroma hnsw+where"
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+
+    def build(self, x: np.ndarray, cols: dict[str, np.ndarray]) -> float:
+        import chromadb
+
+        t = time.perf_counter()
+        client = chromadb.PersistentClient(path=str(self.tmp / "chroma"))
+        self.col = client.create_collection("t", metadata={"hnsw:space": "cosine"})
+        step = 5000
+        # Chroma stores ints as int64; our OPEN sentinel fits.
+        for s in range(0, len(x), step):
+            e = min(len(x), s + step)
+            metas = [{k: int(cols[k][i]) for k in ("vf", "vt", "txf", "txto")} for i in range(s, e)]
+            self.col.add(ids=[str(i) for i in range(s, e)], embeddings=x[s:e], metadatas=metas)  # type: ignore[arg-type]
+        return time.perf_counter() - t
+
+    def search(self, q: np.ndarray, k: int, f: Filters, mask: np.ndarray) -> list[int]:
+        a, b = f.valid_during if f.valid_during else (-(2**62), 2**63 - 1)
+        where = {"$and": [{"vf": {"$lt": b}}, {"vt": {"$gt": a}}, {"txf": {"$lte": f.as_of}},
+                          {"txto": {"$gt": f.as_of}}]}
+        r = self.col.query(query_embeddings=[q], n_results=k, where=where)  # type: ignore[arg-type]
+        return [int(i) for i in r["ids"][0]]
+
+
+# ---------------------------------------------------------------------------- main
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--dim", type=int, default=384)
+    ap.add_argument("--queries", type=int, default=100, help="queries per set for aether and FAISS")
+    ap.add_argument("--peer-queries", type=int, default=20, help="queries per set for LanceDB and Chroma")
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--peers", default="faiss,lancedb,chroma", help="comma list; empty for aether only")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--workdir", default=None, help="where stores are built (default: a temp dir)")
+    ap.add_argument("--seed", type=int, default=7)
+    args = ap.parse_args()
+    rng = np.random.default_rng(args.seed)
+    n, dim, k = args.n, args.dim, args.k
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="aether-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {
+        "n": n, "dim": dim, "k": k, "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                                                "faiss": faiss.__version__, "aether": aether.__version__},
+        "systems": {},
+    }
+    print(f"# bench_filtered n={n} dim={dim} workdir={work}", flush=True)
+
+    # -- data
+    x, _ = clustered(n, dim, rng)
+    vf = rng.integers(T0_US, T0_US + SPAN_US, n).astype(np.int64)
+    dur = np.exp(rng.uniform(np.log(MINUTE_US), np.log(3 * 24 * HOUR_US), n)).astype(np.int64)
+    vt = vf + dur
+    ncorr = n // 10
+    corr = rng.choice(n, ncorr, replace=False)
+    xc = perturb(x[corr], rng, 0.5)
+
+    # -- aether ingest (durable: each add_many is one fsynced transaction)
+    store = work / "aether"
+    if store.exists():
+        shutil.rmtree(store)
+    mem = aether.open(store, embedder=aether.PrecomputedEmbedder(dim))
+    nb = 100
+    bounds = np.linspace(0, n, nb + 1).astype(int)
+    batch_tx: list[int] = []
+    ingest_s = 0.0
+    for j in range(nb):
+        s, e = bounds[j], bounds[j + 1]
+        items = [{"content": f"atom {i}", "atom_id": f"a{i}", "valid_from": dt(vf[i]), "valid_to": dt(vt[i])}
+                 for i in range(s, e)]
+        t = time.perf_counter()
+        mem.add_many(items, vectors=x[s:e])
+        ingest_s += time.perf_counter() - t
+        batch_tx.append(mem._engine.snapshot.last_tx)
+    pre_corr_tx = mem._engine.snapshot.last_tx
+    items = [{"content": f"atom {i} v2", "atom_id": f"a{i}", "valid_from": dt(vf[i]), "valid_to": dt(vt[i])}
+             for i in corr]
+    t = time.perf_counter()
+    mem.add_many(items, vectors=xc)
+    ingest_s += time.perf_counter() - t
+    total_rows = n + ncorr
+    ingest_rate = total_rows / ingest_s
+    print(f"aether ingest: {total_rows} rows in {ingest_s:.2f}s = {ingest_rate:,.0f} rows/s (durable)", flush=True)
+    idx = find_index(mem._engine)
+    assert idx is not None
+    t = time.perf_counter()
+    idx.wait()
+    idx.seal()
+    build_s = time.perf_counter() - t
+    mem.close()
+    t = time.perf_counter()
+    mem = aether.open(store, embedder=aether.PrecomputedEmbedder(dim))
+    open_s = time.perf_counter() - t
+    eng = mem._engine
+    idx = find_index(eng)
+    assert idx is not None and idx.state.covered == eng.snapshot.n, "index not loaded from disk"
+    parts = [(p.label, p.m, p.tier.name) for p in idx.state.partitions]
+    print(f"aether index build {build_s:.1f}s, reopen {open_s:.2f}s, partitions {parts}", flush=True)
+    snap = eng.snapshot
+    tbl = eng.table
+    rows_n = snap.n
+    cols = {"vf": tbl.valid_from[:rows_n].copy(), "vt": tbl.valid_to[:rows_n].copy(),
+            "txf": tbl.tx_from[:rows_n].copy(), "txto": tbl.tx_to[:rows_n].copy()}
+    xall = np.ascontiguousarray(tbl.vectors[:rows_n])
+    atom_of = tbl.atom_code[:rows_n]
+
+    # -- query sets
+    qsets: list[dict[str, Any]] = []
+    cur = cols["txto"] == np.iinfo(np.int64).max
+    for target in VT_SELECTIVITIES:
+        w = window_for(cols["vf"][cur], cols["vt"][cur], target, rng)
+        qsets.append({"name": f"valid-time {target:g}", "kind": "valid", "target": target, "width": w})
+    for target in ASOF_SELECTIVITIES:
+        qsets.append({"name": f"as-of {target:g}", "kind": "asof", "target": target,
+                      "as_of": batch_tx[max(0, int(round(target * nb)) - 1)]})
+    qsets.append({"name": "as-of before corrections", "kind": "asof", "target": 1.0, "as_of": pre_corr_tx})
+    nq = args.queries
+    qidx = rng.integers(0, n, nq)
+    queries = perturb(x[qidx], rng, 0.6)
+
+    def filters_for(qs: dict[str, Any], i: int) -> Filters:
+        if qs["kind"] == "valid":
+            if qs["width"] < 0:
+                return Filters(as_of=snap.last_tx, valid_at=None, valid_during=(-(2**62), 2**63 - 1), tags=None)
+            a = int(T0_US + (SPAN_US - qs["width"]) * ((i * 0.618034) % 1.0))
+            return Filters(as_of=snap.last_tx, valid_at=None, valid_during=(a, a + qs["width"]), tags=None)
+        return Filters(as_of=qs["as_of"], valid_at=None, valid_during=(-(2**62), 2**63 - 1), tags=None)
+
+    # ground truth (exact numpy over the selected rows; dedupe per atom like aether)
+    truth: dict[str, list[list[int]]] = {}
+    masks: dict[str, list[np.ndarray]] = {}
+    for qs in qsets:
+        truth[qs["name"]], masks[qs["name"]] = [], []
+        sels = []
+        for i in range(nq):
+            f = filters_for(qs, i)
+            res, _, sel = exact_search(eng, snap, queries[i][None], k, f)
+            truth[qs["name"]].append([r for r, _ in res[0]])
+            m = eng.mask(snap, as_of=f.as_of, valid_at=None, valid_during=f.valid_during, tags=None)
+            masks[qs["name"]].append(m)
+            sels.append(sel / n)
+        qs["selectivity"] = float(np.mean(sels))
+
+    def recall(got: list[int], ref: list[int]) -> float:
+        if not ref:
+            return 1.0
+        ga = {int(atom_of[r]) for r in got}
+        return len(ga & {int(atom_of[r]) for r in ref}) / len(ref)
+
+    def measure(name: str, fn: Callable[[np.ndarray, Filters, np.ndarray], list[int]], nqs: int,
+                build: float | None, ingest: float | None, extra: dict[str, Any] | None = None) -> None:
+        rows = []
+        for qs in qsets:
+            lat, rec = [], []
+            for i in range(min(nqs, nq)):
+                f = filters_for(qs, i)
+                mask = masks[qs["name"]][i]
+                t = time.perf_counter()
+                got = fn(queries[i], f, mask)
+                lat.append((time.perf_counter() - t) * 1000)
+                rec.append(recall(got, truth[qs["name"]][i]))
+            rows.append({"set": qs["name"], "selectivity": qs["selectivity"], "p50_ms": statistics.median(lat),
+                         "p99_ms": pctl(lat, 99), "recall": float(np.mean(rec)), "min_recall": float(np.min(rec))})
+            print(f"  {name:34s} {qs['name']:26s} sel={qs['selectivity']:.4f} p50={rows[-1]['p50_ms']:.3f}ms "
+                  f"p99={rows[-1]['p99_ms']:.3f}ms recall={rows[-1]['recall']:.3f}", flush=True)
+        report["systems"][name] = {"build_s": build, "ingest_rows_per_s": ingest, "sets": rows, **(extra or {})}
+
+    # -- aether, engine level (row ids, like FAISS) and API level (Hit objects)
+    def aether_engine(q: np.ndarray, f: Filters, mask: np.ndarray) -> list[int]:
+        res, _, _ = plan_and_search(eng, eng.snapshot, q[None], k, f)
+        return [r for r, _ in res[0]]
+
+    def aether_api(q: np.ndarray, f: Filters, mask: np.ndarray) -> list[int]:
+        a, b = f.valid_during or (None, None)
+        hits = mem.search(q, k=k, valid_during=(dt(a) if a > -(2**62) else None, dt(b) if b < 2**63 - 1 else None),
+                          as_of=dt(f.as_of))
+        return [int(tbl.row_index(np.array([h.atom.version_id]))[0]) for h in hits]
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    extra = {"open_s": open_s, "partitions": parts, "max_rss_mb_after_open": rss}
+    measure("aether (engine)", aether_engine, nq, build_s, ingest_rate, extra)
+    measure("aether (API)", aether_api, nq, build_s, ingest_rate)
+    # plans for one query per set
+    report["plans"] = {}
+    for qs in qsets:
+        _, plan, sel = plan_and_search(eng, snap, queries[0][None], k, filters_for(qs, 0))
+        report["plans"][qs["name"]] = [b.model_dump() for b in plan if b.strategy != "pruned"]
+    # batch search
+    f_all = filters_for(qsets[VT_SELECTIVITIES.index(1.0)], 0)
+    t = time.perf_counter()
+    plan_and_search(eng, snap, queries, k, f_all)
+    report["batch_100pct_ms_per_query"] = (time.perf_counter() - t) * 1000 / nq
+
+    # -- peers
+    want = {p.strip() for p in args.peers.split(",") if p.strip()}
+    peers: list[tuple[Peer, int]] = []
+    h64 = h256 = None
+    if "faiss" in want:
+        h64 = FaissHNSW(64)
+        h256 = FaissHNSW(256)
+        peers += [(FaissFlat(), nq), (h64, nq), (h256, nq)]
+    for mod, make in (("lancedb", lambda: [Lance(False, work), Lance(True, work)]), ("chromadb", lambda: [Chroma(work)])):
+        if mod.replace("db", "") in want or mod in want:
+            try:
+                __import__(mod)
+            except ImportError:
+                print(f"  {mod} not installed: skipped (pip install 'aether[bench]')", flush=True)
+                continue
+            peers += [(p, args.peer_queries) for p in make()]
+    for peer, nqs in peers:
+        if peer is h256 and h64 is not None and h64.index is not None:
+            h256.share(h64)  # same graph, searched with a larger efSearch
+        try:
+            b = peer.build(xall, cols)
+            print(f"  {peer.name}: build {b:.1f}s", flush=True)
+            measure(peer.name, lambda q, f, m, p=peer: p.search(q, k, f, m), nqs, b, None)  # type: ignore[misc]
+        except Exception as exc:  # a peer failing must not lose the rest of the run
+            print(f"  {peer.name}: FAILED {exc!r}", flush=True)
+            report["systems"][peer.name] = {"error": repr(exc)}
+    mem.close()
+    report["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    # -- outputs
+    stem = out_dir / f"filtered_{n}"
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=1, default=str))
+    lines = [f"# Filtered search, n={n} atoms (+{ncorr} corrections), dim={dim}, k={k}", "",
+             f"aether: ingest {ingest_rate:,.0f} rows/s durable, index build {build_s:.1f}s, "
+             f"reopen {open_s:.2f}s, partitions {len(parts)}; batch search (100%) "
+             f"{report['batch_100pct_ms_per_query']:.3f} ms/query; max RSS {report['max_rss_mb']:.0f} MB", "",
+             "| system | build s | " + " | ".join(qs["name"] + f" ({qs['selectivity']:.2%})" for qs in qsets) + " |",
+             "|---|---|" + "---|" * len(qsets)]
+    for name, sysr in report["systems"].items():
+        if "sets" not in sysr:
+            lines.append(f"| {name} | failed: {sysr.get('error', '')[:60]} |")
+            continue
+        cells = [f"{r['p50_ms']:.2f} / {r['p99_ms']:.2f} ms, R {r['recall']:.3f}" for r in sysr["sets"]]
+        b = sysr.get("build_s")
+        lines.append(f"| {name} | {b:.1f} | " + " | ".join(cells) + " |" if b is not None else
+                     f"| {name} | - | " + " | ".join(cells) + " |")
+    lines += ["", "cells: p50 / p99 latency, R = recall@10 vs exact numpy search over the same selected rows"]
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5))
+        for name, sysr in report["systems"].items():
+            if "sets" not in sysr:
+                continue
+            pts = sorted((r["selectivity"], r["p50_ms"], r["recall"]) for r in sysr["sets"]
+                         if r["set"].startswith("valid"))
+            ax1.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
+            ax2.plot([p[0] for p in pts], [p[2] for p in pts], marker="o", label=name)
+        for ax, yl in ((ax1, "p50 latency (ms)"), (ax2, "recall@10")):
+            ax.set_xscale("log")
+            ax.set_xlabel("valid-time selectivity")
+            ax.set_ylabel(yl)
+            ax.grid(True, alpha=0.3)
+        ax1.set_yscale("log")
+        ax2.legend(fontsize=7)
+        fig.suptitle(f"aether filtered search, n={n}, dim={dim}")
+        fig.tight_layout()
+        fig.savefig(stem.with_suffix(".png"), dpi=110)
+    except ImportError:
+        print("matplotlib not installed: no plot", flush=True)
+    print(f"wrote {stem}.md/.json/.png", flush=True)
+    if args.workdir is None:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
