@@ -461,3 +461,14 @@ def test_concurrent_writers_keep_one_linear_chain(tmp_path: Path) -> None:
         list(pool.map(write, range(16)))
     report = StatePersistenceManager(tmp_path).verify("agent-1")
     assert report.ok and report.length == 16
+
+
+def test_agent_ids_that_cannot_name_a_directory_are_refused(tmp_path: Path) -> None:
+    mgr = StatePersistenceManager(tmp_path)
+    with pytest.raises(InvalidInputError):
+        mgr.persist(_state("ü" * 100))  # 100 characters, 600 once percent-encoded
+    res = asyncio.run(mgr.persist_consciousness_state(_state("x" * 201)))
+    assert not res.success
+    mgr.persist(_state("../../escape"))
+    assert mgr.list_agents() == ["../../escape"]
+    assert all(p.parent.parent == tmp_path / "state" for p in tmp_path.rglob("*.snap"))

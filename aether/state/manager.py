@@ -3,7 +3,8 @@
 Seed-compatible methods are async (``persist_consciousness_state``, ``restore_consciousness_state``)
 and run the file work in a worker thread, so they never block the event loop; they report
 failure the seed's way (``PersistenceResult(success=False)``, ``None``) and log why. The sync
-methods (``persist``, ``restore(strict=True)``, ``verify``) raise typed errors instead.
+methods (``persist``, ``restore(strict=True)``, ``verify``) raise typed errors instead. An
+invalid argument (an empty agent id, a naive ``as_of``) raises ``InvalidInputError`` everywhere.
 
 What each check covers:
 
@@ -42,7 +43,18 @@ from ..errors import (
 )
 from ..storage.codec import Codec
 from . import _seal
-from .chain import FORMAT, Backend, DirBackend, MemoryBackend, SnapshotInfo, aad_for, canonical, decode, encode
+from .chain import (
+    FORMAT,
+    Backend,
+    DirBackend,
+    MemoryBackend,
+    SnapshotInfo,
+    aad_for,
+    agent_dirname,
+    canonical,
+    decode,
+    encode,
+)
 from .consciousness import MAX_AGENT_ID, ConsciousnessState
 
 logger = logging.getLogger("aether.state")
@@ -76,6 +88,8 @@ class ChainReport:
 def _check_agent(agent_id: Any) -> str:
     if not isinstance(agent_id, str) or not agent_id or len(agent_id) > MAX_AGENT_ID:
         raise InvalidInputError(f"agent_id must be a non-empty str of at most {MAX_AGENT_ID} characters")
+    if len(agent_dirname(agent_id)) > 250:  # it names a directory: keep within filesystem name limits
+        raise InvalidInputError("agent_id is too long once percent-encoded for the filesystem")
     return agent_id
 
 
@@ -118,6 +132,9 @@ class StatePersistenceManager:
             path = getattr(config, "path", None)  # a Memory / BitemporalMemoryStore: share its directory
             if path is None and not hasattr(config, "path"):
                 raise InvalidInputError("config must be a store directory, a Memory, or None")
+            store_codec = getattr(getattr(config, "_engine", None), "codec", None)
+            if key is None and codec is None and getattr(store_codec, "encrypted", False):
+                codec = store_codec  # an encrypted store's snapshots are sealed with its store key
         self.path: Path | None = Path(path) if path is not None else None
         self._backend: Backend = DirBackend(self.path) if self.path is not None else MemoryBackend()
         self._codec = _seal.make_codec(key, codec)
