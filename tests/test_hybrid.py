@@ -106,7 +106,7 @@ def test_hybrid_with_a_vector_query_returns_the_dense_ranking(memory_mem: aether
     q = memory_mem.embedder.embed(["green"])[0]
     dense = memory_mem.search(q, k=3, mode="dense")
     hybrid = memory_mem.search(q, k=3, mode="hybrid")
-    assert [h.atom_id for h in hybrid] == [h.atom_id for h in dense]
+    assert [(h.atom_id, h.score) for h in hybrid] == [(h.atom_id, h.score) for h in dense]
     assert memory_mem.explain(q, k=3, mode="hybrid").notes
 
 

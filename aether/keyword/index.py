@@ -458,8 +458,8 @@ def get_index(engine: Engine) -> KeywordIndex:
 
 def attach_if_present(engine: Engine) -> None:
     """At open: keep following writes if this store already has a keyword index on disk."""
-    if engine.path is None or engine.codec.encrypted:
-        return
+    if engine.path is None or engine.codec.encrypted or engine.read_only:
+        return  # those keep the index in RAM: built on their first keyword search, not at open
     d = engine.path / DIRNAME
     if (d.exists() or d.with_name(DIRNAME + ".tmp").exists() or d.with_name(DIRNAME + ".old").exists()) \
             and available():

@@ -109,10 +109,12 @@ def run(
             kres: Ranked = []
             info = {"strategy": "none"}
             if i == 0:
-                notes.append("vector query: the keyword half is empty, hybrid returns the dense ranking")
+                notes.append("vector query: no keyword half; hybrid returns the dense hits and scores")
         else:
             kres, info = idx.search(engine, snap, text, mask, depth_, dedupe=dedupe)
-        if fusion == "rrf":
+        if text is None:
+            fused = dres[:k]  # nothing to fuse: the dense hits, with their cosine scores
+        elif fusion == "rrf":
             fused = rrf([dres, kres], k, rrf_k=rrf_k, key=key)
         else:
             fused = _weighted(engine, idx, qvecs[i], text, dres, kres, k, dense_weight, dedupe)
