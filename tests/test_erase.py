@@ -94,7 +94,9 @@ def test_erase_subject_then_compact_purges_an_unencrypted_store(tmp_path: Path) 
         assert mem.history(ids["bob"][0])[-1].content.inline.endswith("green tea")
     assert aether.verify(root).ok
     # the tombstone in the hash-chained log is content-free
-    entries = [json.loads(x) for p in sorted((root / "log").glob("*.log")) for x in p.read_text().splitlines()]
+    entries = [
+        json.loads(x) for p in sorted((root / "log").glob("*.log")) for x in p.read_text().splitlines()
+    ]
     tomb = [e for e in entries if e["kind"] == "erase"]
     assert len(tomb) == 1 and tomb[0]["scope"] == "subject" and tomb[0]["versions"] == res.versions
     assert "alice" not in json.dumps(tomb)

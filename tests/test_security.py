@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import stat
@@ -190,7 +191,9 @@ def test_flipped_byte_in_each_kind_of_file(tmp_path: Path, kind: str) -> None:
     assert not report.ok
     shown = [p.file for p in report.problems]
     expect = "wal" if kind == "wal-last" else kind
-    assert any(f.startswith(expect) for f in shown) or (kind == "wal-last" and report.problems), report.problems
+    assert any(f.startswith(expect) for f in shown) or (kind == "wal-last" and report.problems), (
+        report.problems
+    )
     if kind == "wal":
         assert any(p.offset is not None for p in report.problems)
     # the undamaged original verifies clean
@@ -214,7 +217,9 @@ def test_swapped_rows_fail_authentication(tmp_path: Path) -> None:
     plain = codec.open(seg.read_bytes(), f"file|{store_id}|{rel}".encode())
     table = pq.read_table(pa.BufferReader(plain))
     sealed = table.column("sealed").to_pylist()
-    table = table.set_column(table.schema.get_field_index("sealed"), "sealed", pa.array(sealed[::-1], pa.binary()))
+    table = table.set_column(
+        table.schema.get_field_index("sealed"), "sealed", pa.array(sealed[::-1], pa.binary())
+    )
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
     data = codec.seal(sink.getvalue().to_pybytes(), f"file|{store_id}|{rel}".encode())
@@ -285,7 +290,10 @@ def test_verify_cli_exit_codes(tmp_path: Path) -> None:
     res = runner.invoke(app, ["verify", str(root), "--key-file", str(kf), "--json"])
     assert res.exit_code == 1
     doc = json.loads(res.output)
-    assert any(p["file"].startswith("wal/") and p["offset"] is not None and p["offset"] <= at for p in doc["problems"])
+    assert any(
+        p["file"].startswith("wal/") and p["offset"] is not None and p["offset"] <= at
+        for p in doc["problems"]
+    )
 
 
 def test_log_chain_records_every_transaction(tmp_path: Path) -> None:
@@ -297,7 +305,7 @@ def test_log_chain_records_every_transaction(tmp_path: Path) -> None:
                 mem.checkpoint()
     lines = [json.loads(x) for p in sorted((root / "log").glob("*.log")) for x in p.read_text().splitlines()]
     assert [e["seq"] for e in lines] == [1, 2, 3, 4, 5]
-    assert all(b["prev"] == a["hash"] for a, b in zip(lines, lines[1:], strict=False))
+    assert all(b["prev"] == a["hash"] for a, b in itertools.pairwise(lines))
     assert len(list((root / "log").glob("*.log"))) == 2
     # an edited entry is caught on verify and on open
     p = sorted((root / "log").glob("*.log"))[-1]
@@ -355,7 +363,7 @@ def test_state_snapshots_use_the_store_codec(tmp_path: Path) -> None:
         mgr = aether.StatePersistenceManager(mem)
         if not mgr.encrypted:
             pytest.skip("state manager does not take the store's codec")
-        state = aether.ConsciousnessState(agent_id="agent-1", working_memory={"secret": CANARY})
+        state = aether.ConsciousnessState(agent_id="agent-1", current_context={"secret": CANARY})
         assert mgr.persist(state).success
     assert find_secret(root, [CANARY.encode()]) == []
 
