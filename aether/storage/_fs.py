@@ -10,6 +10,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from ..errors import StorageIOError
 
@@ -22,7 +23,9 @@ def io_errors(what: str, path: str | os.PathLike[str]) -> Iterator[None]:
     except StorageIOError:
         raise
     except OSError as exc:
-        raise StorageIOError(exc.errno, f"{what} failed for {os.fspath(path)}: {exc.strerror or exc}") from exc
+        raise StorageIOError(
+            exc.errno, f"{what} failed for {os.fspath(path)}: {exc.strerror or exc}"
+        ) from exc
 
 
 def fsync_fd(fd: int) -> None:
@@ -40,6 +43,12 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
             os.close(fd)
 
 
+def write_all(fh: BinaryIO, data: bytes) -> None:
+    """Write ``data`` to a buffered binary file and flush it to the OS (patched by fault-injection tests)."""
+    fh.write(data)
+    fh.flush()
+
+
 def replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
     """Atomic rename (patched by fault-injection tests)."""
     with io_errors("rename", dst):
@@ -49,10 +58,15 @@ def replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
 def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never a mix."""
     tmp = path.with_name(path.name + ".tmp")
-    with io_errors("write", tmp):
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
+    try:
+        with io_errors("write", tmp), open(tmp, "wb") as fh:
+            write_all(fh, data)
             fsync_fd(fh.fileno())
-    replace(tmp, path)
+        with io_errors("rename", path):
+            replace(tmp, path)
+    except BaseException:
+        # A failed write leaves the old file in place; do not leave a half-written temporary too.
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     fsync_dir(path.parent)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 from pathlib import Path
@@ -24,10 +25,8 @@ class WriterLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = ""
-            try:
+            with contextlib.suppress(OSError):
                 holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
-            except OSError:
-                pass
             os.close(fd)
             raise StoreLockedError(
                 f"store {self.path.parent} is open for writing by another process"

@@ -14,7 +14,8 @@ from typing import Any
 import crc32c
 
 from ..errors import CorruptionError, FormatVersionError, StoreNotFoundError
-from ._fs import io_errors, write_atomic
+from . import _fs
+from ._fs import io_errors
 
 FORMAT_VERSION = 1
 NAME = "MANIFEST.json"
@@ -29,12 +30,15 @@ def parse(data: bytes, path: str = NAME) -> dict[str, Any]:
     """Parse and verify manifest bytes; only typed errors escape."""
     try:
         doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+        if not isinstance(doc, dict) or "checksum" not in doc:
+            raise CorruptionError("manifest has no checksum", path=path)
+        body = {k: v for k, v in doc.items() if k != "checksum"}
+        ok = _checksum(body) == doc["checksum"]
+    except CorruptionError:
+        raise
+    except (ValueError, TypeError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
         raise CorruptionError(f"manifest is not valid JSON: {exc}", path=path) from None
-    if not isinstance(doc, dict) or "checksum" not in doc:
-        raise CorruptionError("manifest has no checksum", path=path)
-    body = {k: v for k, v in doc.items() if k != "checksum"}
-    if _checksum(body) != doc["checksum"]:
+    if not ok:
         raise CorruptionError("manifest checksum mismatch", path=path)
     version = body.get("format_version")
     if not isinstance(version, int):
@@ -46,7 +50,36 @@ def parse(data: bytes, path: str = NAME) -> dict[str, Any]:
     for key, typ in (("segments", list), ("closings", list), ("checkpoint", dict), ("model", dict)):
         if not isinstance(body.get(key), typ):
             raise CorruptionError(f"manifest field {key!r} is missing or malformed", path=path)
+    # The checksum proves the bytes are what a writer wrote; the shape checks below keep a
+    # manifest from a buggy or hostile writer from surfacing as a KeyError deep in recovery.
+    if not isinstance(body.get("store_id"), str):
+        raise CorruptionError("manifest field 'store_id' is missing or malformed", path=path)
+    model = body["model"]
+    if not isinstance(model.get("identity"), str) or not _is_int(model.get("dim")) or model["dim"] < 1:
+        raise CorruptionError("manifest field 'model' is malformed", path=path)
+    ck = body["checkpoint"]
+    if not all(_is_int(ck.get(k)) and ck[k] >= 0 for k in ("seq", "tx", "next_version_id")):
+        raise CorruptionError("manifest field 'checkpoint' is malformed", path=path)
+    for key in ("segments", "closings"):
+        for entry in body[key]:
+            if (
+                not isinstance(entry, dict)
+                or not isinstance(entry.get("file"), str)
+                or not _safe_rel(entry["file"])
+                or not all(_is_int(entry.get(k)) and entry[k] >= 0 for k in ("rows", "bytes", "crc32c"))
+            ):
+                raise CorruptionError(f"manifest field {key!r} has a malformed entry", path=path)
     return body
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _safe_rel(rel: str) -> bool:
+    """A file named by the manifest must stay inside the store directory."""
+    parts = rel.split("/")
+    return bool(rel) and not rel.startswith("/") and "\\" not in rel and all(p not in ("", ".", "..") for p in parts)
 
 
 def load(root: Path) -> dict[str, Any]:
@@ -64,4 +97,4 @@ def save(root: Path, body: dict[str, Any]) -> None:
     doc = dict(body)
     doc["checksum"] = _checksum(body)
     with io_errors("write manifest", root / NAME):
-        write_atomic(root / NAME, json.dumps(doc, indent=1, sort_keys=True).encode())
+        _fs.write_atomic(root / NAME, json.dumps(doc, indent=1, sort_keys=True).encode())

@@ -15,7 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import CorruptionError, TamperedError
-from ._fs import io_errors, write_atomic
+from . import _fs
+from ._fs import io_errors
 from .codec import Codec
 
 CLOSINGS_SCHEMA = pa.schema([("version_id", pa.int64()), ("tx_to", pa.int64())])
@@ -36,7 +37,7 @@ def write_table(root: Path, rel: str, table: pa.Table, codec: Codec, store_id: s
     path = root / rel
     with io_errors("mkdir", path.parent):
         path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, data)
+    _fs.write_atomic(path, data)
     return {"file": rel, "rows": table.num_rows, "bytes": len(data), "crc32c": crc32c.crc32c(data)}
 
 

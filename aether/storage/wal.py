@@ -7,15 +7,18 @@ File layout (``wal/<first-seq>.wal``)::
     frame := u32 length | u32 crc32c(payload) | payload      (little-endian)
     payload (after the codec) := u32 header length | header JSON | Arrow IPC stream of inserted rows
 
-A frame that runs past the end of the file, or a bad checksum on the file's last frame,
-is a torn write from a crash and is cut off on recovery. A bad frame followed by more data
-is corruption and raises ``CorruptionError`` naming the file and offset.
+A bad frame (a length that runs past the end of the file, or a checksum mismatch) with no
+valid frame anywhere after it is a torn write from a crash and is cut off on recovery. A bad
+frame followed by any valid frame is corruption in the middle of the log and raises
+``CorruptionError`` naming the file and offset: acknowledged records after it are never
+silently dropped. (A damaged or truncated *last* record cannot be told from a torn write;
+like SQLite's WAL, it is discarded.)
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,10 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import crc32c
+import numpy as np
 import pyarrow as pa
 
 from ..errors import CorruptionError, TamperedError
-from ._fs import fsync_dir, fsync_fd, io_errors
+from . import _fs
+from ._fs import fsync_dir, io_errors
 from .codec import Codec, PlainCodec
 from .rows import RowBatch, open_rows, seal_rows
 
@@ -34,6 +39,8 @@ MAGIC = b"AETHWAL1"
 _FRAME = struct.Struct("<II")
 #: Larger declared lengths are treated as garbage rather than allocated.
 MAX_RECORD = 1 << 31
+#: The smallest payload a writer produces (the u32 header length); shorter frames are garbage.
+MIN_RECORD = 4
 
 
 @dataclass
@@ -72,8 +79,7 @@ def decode_payload(
         if hlen > len(payload) - 4:
             raise ValueError("header length past end of record")
         header = json.loads(payload[4 : 4 + hlen])
-        if not isinstance(header, dict) or not isinstance(header.get("seq"), int):
-            raise ValueError("record header is not a transaction header")
+        _check_header(header)
         body = payload[4 + hlen :]
         rows = None
         if body:
@@ -86,33 +92,86 @@ def decode_payload(
         raise CorruptionError(f"undecodable WAL record: {exc}", path=str(path), offset=offset) from None
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_header(header: Any) -> None:
+    """A checksummed header must still have the shape the engine applies (else: corruption)."""
+    if not isinstance(header, dict) or not _is_int(header.get("seq")) or header["seq"] < 1:
+        raise ValueError("record header is not a transaction header")
+    if not _is_int(header.get("tx")):
+        raise ValueError("record header has no transaction time")
+    close = header.get("close", [])
+    if not isinstance(close, list) or not all(
+        isinstance(c, list) and len(c) == 2 and _is_int(c[0]) and _is_int(c[1]) for c in close
+    ):
+        raise ValueError("record header has malformed closings")
+
+
+def _valid_frame_after(data: bytes, start: int) -> int | None:
+    """Offset of the first complete, checksum-valid frame starting after ``start``, if any.
+
+    A torn write leaves a prefix of one frame at the end of the file, so nothing valid can
+    follow a torn frame; a valid frame after a bad one means the log was damaged in the middle.
+    """
+    end = len(data)
+    first = start + 1
+    n = end - _FRAME.size - MIN_RECORD - first + 1  # candidate offsets q: q + 8 + MIN_RECORD <= end
+    if n <= 0:
+        return None
+    b = np.frombuffer(data, np.uint8, count=end - first, offset=first).astype(np.uint64)
+    lengths = b[0:n] | (b[1 : n + 1] << 8) | (b[2 : n + 2] << 16) | (b[3 : n + 3] << 24)
+    q = np.arange(first, first + n, dtype=np.uint64)
+    ok = (lengths >= MIN_RECORD) & (q + _FRAME.size + lengths <= end)
+    for cand in np.flatnonzero(ok):
+        pos = first + int(cand)
+        length, crc = _FRAME.unpack_from(data, pos)
+        if crc32c.crc32c(data[pos + _FRAME.size : pos + _FRAME.size + length]) == crc:
+            return pos
+    return None
+
+
 def scan_frames(path: Path, data: bytes) -> tuple[list[tuple[int, bytes]], int | None]:
     """Split a WAL file into ``(offset, payload)`` frames.
 
     Returns the frames and, if the file ends in a torn frame, the offset to truncate at.
+
+    Raises
+    ------
+    CorruptionError
+        Bad magic, or a bad frame followed by a valid one (damage in the middle of the log).
     """
     if len(data) < len(MAGIC):
-        return [], 0 if data and not MAGIC.startswith(data) else (0 if data else None)
+        if MAGIC.startswith(data):
+            return [], (0 if data else None)  # a crash while the file was being started
+        raise CorruptionError("not a WAL file (bad magic)", path=str(path), offset=0)
     if data[: len(MAGIC)] != MAGIC:
         raise CorruptionError("not a WAL file (bad magic)", path=str(path), offset=0)
     frames: list[tuple[int, bytes]] = []
     pos = len(MAGIC)
     end = len(data)
     while pos < end:
+        bad = ""
         if end - pos < _FRAME.size:
-            return frames, pos
-        length, crc = _FRAME.unpack_from(data, pos)
-        stop = pos + _FRAME.size + length
-        if length > MAX_RECORD or stop > end:
-            # Runs past the end: the write was torn by a crash. (A garbage length in the middle
-            # of a file also lands here only when nothing valid could follow it.)
-            return frames, pos
-        payload = data[pos + _FRAME.size : stop]
-        if crc32c.crc32c(payload) != crc:
-            if stop == end:
-                return frames, pos  # a torn last record
-            raise CorruptionError("WAL record checksum mismatch", path=str(path), offset=pos)
-        frames.append((pos, payload))
+            bad = "truncated frame header"
+        else:
+            length, crc = _FRAME.unpack_from(data, pos)
+            stop = pos + _FRAME.size + length
+            if length < MIN_RECORD or length > MAX_RECORD:
+                bad = f"implausible record length {length}"
+            elif stop > end:
+                bad = "record runs past the end of the file"
+            elif crc32c.crc32c(data[pos + _FRAME.size : stop]) != crc:
+                bad = "WAL record checksum mismatch"
+        if bad:
+            later = _valid_frame_after(data, pos)
+            if later is not None:
+                raise CorruptionError(
+                    f"{bad}, followed by a valid record at offset {later}", path=str(path), offset=pos
+                )
+            return frames, pos  # a torn tail from a crash: nothing acknowledged follows it
+        frames.append((pos, data[pos + _FRAME.size : stop]))
         pos = stop
     return frames, None
 
@@ -126,6 +185,8 @@ class WriteAheadLog:
         self.store_id = store_id
         self._fh: Any = None
         self.path: Path | None = None
+        #: End of the last acknowledged frame of ``path``; bytes past it are never acknowledged.
+        self._end = 0
         self.last_payload = b""
 
     def files(self) -> list[Path]:
@@ -145,19 +206,23 @@ class WriteAheadLog:
             frames, torn_at = scan_frames(path, data)
             if torn_at is not None:
                 if path != self.files()[-1]:
-                    raise CorruptionError("truncated WAL file before the last one", path=str(path), offset=torn_at)
+                    raise CorruptionError(
+                        "truncated WAL file before the last one", path=str(path), offset=torn_at
+                    )
                 if repair:
                     with io_errors("truncate", path), open(path, "r+b") as fh:
                         fh.truncate(max(torn_at, len(MAGIC)) if torn_at >= len(MAGIC) else 0)
                         if torn_at < len(MAGIC):
                             fh.write(MAGIC)
                         fh.flush()
-                        fsync_fd(fh.fileno())
+                        _fs.fsync_fd(fh.fileno())
             for offset, payload in frames:
                 try:
                     plain = self.codec.open(payload, self._aad(path, offset))
                 except TamperedError as exc:
-                    raise CorruptionError(f"WAL record fails authentication: {exc}", path=str(path), offset=offset) from None
+                    raise CorruptionError(
+                        f"WAL record fails authentication: {exc}", path=str(path), offset=offset
+                    ) from None
                 header, rows = decode_payload(plain, path, offset, self.codec)
                 yield WalRecord(header, rows, path, offset)
 
@@ -171,59 +236,94 @@ class WriteAheadLog:
 
     def _open(self, path: Path) -> None:
         self.close()
-        new = not path.exists() or path.stat().st_size == 0
         with io_errors("open", path):
-            self._fh = open(path, "ab")
+            new = not path.exists() or path.stat().st_size == 0
+            fh = open(path, "ab")
+        try:
+            with io_errors("open", path):
+                if new:
+                    _fs.write_all(fh, MAGIC)
+                    _fs.fsync_fd(fh.fileno())
+                end = fh.tell()
             if new:
-                self._fh.write(MAGIC)
-                self._fh.flush()
-                fsync_fd(self._fh.fileno())
-        if new:
-            fsync_dir(self.dir)
+                fsync_dir(self.dir)
+        except BaseException:
+            fh.close()
+            raise
+        self._fh = fh
         self.path = path
+        self._end = end
 
     def append(self, header: dict[str, Any], rows: RowBatch | None) -> int:
         """Write one record and fsync it; returns the file offset it was written at."""
+        self.ensure_open()
         assert self._fh is not None and self.path is not None, "WAL not open for append"
-        offset = self._fh.tell()
+        offset = self._end
         payload = self.codec.seal(encode_payload(header, rows, self.codec), self._aad(self.path, offset))
         self.last_payload = payload  # the security layer's hash chain records its digest
         frame = _FRAME.pack(len(payload), crc32c.crc32c(payload)) + payload
         try:
             with io_errors("WAL append", self.path):
-                self._fh.write(frame)
-                self._fh.flush()
-                fsync_fd(self._fh.fileno())
-        except Exception:
+                _fs.write_all(self._fh, frame)
+                _fs.fsync_fd(self._fh.fileno())
+        except BaseException:
             # Leave no partial frame behind: the record was not acknowledged.
             self._rollback(offset)
             raise
+        self._end = offset + len(frame)
         return offset
 
     def _rollback(self, offset: int) -> None:
+        """Cut the file back to ``offset`` after a failed append.
+
+        If even that fails, the handle stays closed and :meth:`ensure_open` retries the cut
+        before the next append, so a later record is never written after a partial frame
+        (which recovery would have to treat as corruption or, worse, as a torn tail).
+        """
+        fh, self._fh = self._fh, None
+        if fh is not None:
+            with contextlib.suppress(OSError, ValueError):
+                fh.close()  # may flush the rest of the frame: it is cut off just below
         try:
-            self._fh.close()
+            self._truncate_to(offset)
+            self._fh = open(self.path, "ab")  # type: ignore[arg-type]
         except OSError:
-            pass
-        self._fh = None
+            self._fh = None
+
+    def _truncate_to(self, offset: int) -> None:
         assert self.path is not None
-        try:
-            with open(self.path, "r+b") as fh:
-                fh.truncate(offset)
-                fh.flush()
-                os.fsync(fh.fileno())
-            self._fh = open(self.path, "ab")
-        except OSError:
-            self._fh = None  # reopened lazily by the engine's next write
+        with open(self.path, "r+b") as fh:
+            fh.truncate(offset)
+            fh.flush()
+            _fs.fsync_fd(fh.fileno())
 
     def ensure_open(self) -> None:
+        """Reopen after a failed append, first cutting anything past the last acknowledged frame."""
         if self._fh is None and self.path is not None:
+            with io_errors("WAL reopen", self.path):
+                if self.path.exists() and self.path.stat().st_size > self._end:
+                    self._truncate_to(self._end)
+            end = self._end
             self._open(self.path)
+            if self._end != end and end:
+                raise CorruptionError(
+                    "WAL file changed size under the writer", path=str(self.path), offset=end
+                )
 
     def rotate(self, next_seq: int) -> list[Path]:
         """Start a fresh WAL file; returns the older files (deletable once checkpointed)."""
         old = self.files()
-        self._open(self.dir / f"{next_seq:020d}.wal")
+        new = self.dir / f"{next_seq:020d}.wal"
+        prev, prev_end = self.path, self._end
+        try:
+            self._open(new)
+        except BaseException:
+            # Keep appending to the old file; a half-started new file must not stay behind,
+            # or a later rotation would leave it as a torn file before the last one.
+            with contextlib.suppress(OSError):
+                new.unlink(missing_ok=True)
+            self.path, self._end = prev, prev_end
+            raise
         return [p for p in old if p != self.path]
 
     def size(self) -> int:
