@@ -472,3 +472,17 @@ def test_agent_ids_that_cannot_name_a_directory_are_refused(tmp_path: Path) -> N
     mgr.persist(_state("../../escape"))
     assert mgr.list_agents() == ["../../escape"]
     assert all(p.parent.parent == tmp_path / "state" for p in tmp_path.rglob("*.snap"))
+
+
+def test_an_encrypted_memory_lends_its_codec() -> None:
+    from aether.state._seal import AesGcmCodec
+
+    mem = aether.open(embedder=aether.HashingEmbedder(dim=16))
+    assert not StatePersistenceManager(mem).encrypted
+    mem._engine.codec = AesGcmCodec(b"s" * 32)  # stands in for the security layer's store codec
+    mgr = StatePersistenceManager(aether.BitemporalMemoryStore(mem))
+    assert mgr.encrypted
+    s = _state()
+    mgr.persist(s)
+    assert mgr.restore("agent-1", strict=True) == s
+    mem.close()

@@ -106,7 +106,8 @@ class StatePersistenceManager:
     key
         32 bytes: snapshots are zstd-compressed, then AES-256-GCM-encrypted.
     codec
-        Instead of ``key``: any :class:`aether.storage.codec.Codec` (the security layer's).
+        Instead of ``key``: any :class:`aether.storage.codec.Codec` (the security layer's). Given
+        an encrypted :class:`aether.Memory` and neither, its store codec is used.
     clock
         Microseconds since the epoch (tests pass a fake clock); persist times never go backwards.
     """
@@ -132,9 +133,11 @@ class StatePersistenceManager:
             path = getattr(config, "path", None)  # a Memory / BitemporalMemoryStore: share its directory
             if path is None and not hasattr(config, "path"):
                 raise InvalidInputError("config must be a store directory, a Memory, or None")
-            store_codec = getattr(getattr(config, "_engine", None), "codec", None)
+            # An encrypted store seals its snapshots with its own codec (the store key), unless told otherwise.
+            memory = getattr(config, "memory", config)
+            store_codec = getattr(getattr(memory, "_engine", None), "codec", None)
             if key is None and codec is None and getattr(store_codec, "encrypted", False):
-                codec = store_codec  # an encrypted store's snapshots are sealed with its store key
+                codec = store_codec
         self.path: Path | None = Path(path) if path is not None else None
         self._backend: Backend = DirBackend(self.path) if self.path is not None else MemoryBackend()
         self._codec = _seal.make_codec(key, codec)
