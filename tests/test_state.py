@@ -486,3 +486,34 @@ def test_an_encrypted_memory_lends_its_codec() -> None:
     mgr.persist(s)
     assert mgr.restore("agent-1", strict=True) == s
     mem.close()
+
+
+def test_cli_on_an_encrypted_store_uses_the_store_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from aether.cli import app
+    from aether.security.keys import generate_key, write_key_file
+
+    monkeypatch.delenv("AETHER_KEY", raising=False)
+    monkeypatch.delenv("AETHER_KEY_FILE", raising=False)
+    key = generate_key()
+    key_file = tmp_path / "master.key"
+    write_key_file(key_file, key)
+    root = tmp_path / "store"
+    with aether.open(root, embedder=aether.HashingEmbedder(dim=16), key=key) as mem:
+        mem.add("encrypted store")
+        mgr = StatePersistenceManager(mem)
+        assert mgr.encrypted
+        states = _chain(mgr, 2)
+    runner = CliRunner()
+    res = runner.invoke(app, ["state", "show", str(root), "agent-1", "--key-file", str(key_file)])
+    assert res.exit_code == 0, res.output
+    assert ConsciousnessState.deserialize(res.stdout) == states[-1]
+    res = runner.invoke(app, ["state", "verify", str(root), "agent-1", "--key-file", str(key_file)])
+    assert res.exit_code == 0 and "2 snapshots" in res.output and "not decrypted" not in res.output
+    res = runner.invoke(app, ["state", "verify", str(root), "agent-1"])  # structure only
+    assert res.exit_code == 0 and "not decrypted" in res.output
+    res = runner.invoke(app, ["state", "show", str(root), "agent-1"])
+    assert isinstance(res.exception, KeyRequiredError)
+    res = runner.invoke(app, ["state", "list", str(root)])
+    assert res.exit_code == 0 and "agent-1" in res.output

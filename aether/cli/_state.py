@@ -2,13 +2,19 @@
 
 Every command takes the store directory first; snapshots live under ``<store>/state/``.
 ``list`` reads only the plaintext snapshot headers, so it needs no key; ``show`` and ``verify``
-decrypt, and take ``--key-file`` (32 raw bytes, or 64 hex characters) for an encrypted chain.
+decrypt. For an encrypted store they open it read-only with its key (``--key-file`` or
+``$AETHER_KEY``, as every command) and use the store's codec; for a plain directory whose chains
+were written with ``StatePersistenceManager(key=...)``, ``--key-file`` holds that key (base64,
+64 hex characters, or 32 raw bytes).
 Times are ISO-8601 with an offset (``Z`` for UTC), or a bare date meaning midnight UTC.
 ``verify`` exits with status 1 when the chain has a problem.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import contextlib
 import json
 import re
 from datetime import UTC, date, datetime
@@ -19,7 +25,14 @@ import typer
 from rich.table import Table
 
 from .._time import from_us_strict, to_us
-from ..errors import InvalidInputError, StoreNotFoundError
+from ..errors import (
+    InvalidInputError,
+    KeyRequiredError,
+    SecurityError,
+    StoreNotFoundError,
+    TamperedError,
+    WrongKeyError,
+)
 from ..state import StatePersistenceManager
 from ._app import console
 
@@ -36,7 +49,10 @@ _HEX64 = re.compile(rb"\s*([0-9a-fA-F]{64})\s*")
 
 PathArg = Annotated[Path, typer.Argument(help="Store directory.")]
 AgentArg = Annotated[str, typer.Argument(help="Agent id.")]
-KeyOpt = Annotated[Path | None, typer.Option("--key-file", help="File with the 32-byte key (raw or hex).")]
+KeyOpt = Annotated[
+    Path | None,
+    typer.Option("--key-file", help="Key file (base64 as from `aether keygen`, hex, or raw); default $AETHER_KEY."),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
@@ -52,6 +68,7 @@ def _time(text: str, name: str) -> datetime:
 
 
 def _key(path: Path | None) -> bytes | None:
+    """A key file: base64 text (the format of ``aether keygen``), 64 hex characters, or 32 raw bytes."""
     if path is None:
         return None
     try:
@@ -59,15 +76,47 @@ def _key(path: Path | None) -> bytes | None:
     except OSError as exc:
         raise InvalidInputError(f"cannot read key file {path}: {exc.strerror or exc}") from None
     m = _HEX64.fullmatch(raw)
-    key = bytes.fromhex(m.group(1).decode()) if m else raw
+    if m:
+        return bytes.fromhex(m.group(1).decode())
+    try:
+        key = base64.b64decode(raw.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        key = raw
     if len(key) != 32:
-        raise InvalidInputError(f"key file {path} must hold 32 bytes or 64 hex characters")
+        key = raw
+    if len(key) != 32:
+        raise InvalidInputError(f"key file {path} must hold a 32-byte key (base64, hex or raw)")
     return key
 
 
-def _manager(path: Path, key_file: Path | None) -> StatePersistenceManager:
+def _manager(
+    path: Path, key_file: Path | None, stack: contextlib.ExitStack, *, need_key: bool = True
+) -> StatePersistenceManager:
+    """The manager for ``show`` / ``verify``: an encrypted store lends its codec, else ``--key-file`` is the key.
+
+    With ``need_key=False`` an encrypted store opened without a key still gets a manager (it can
+    check the chain's structure, not decrypt it).
+    """
     if not path.is_dir():
         raise StoreNotFoundError(f"no store directory at {path}")
+    if (path / "MANIFEST.json").exists():
+        import aether
+
+        try:
+            # Read-only: no writer lock, so this works while an agent has the store open.
+            mem = aether.open(path, create=False, read_only=True, key_file=key_file)
+        except KeyRequiredError:
+            if need_key or key_file is not None:
+                raise
+            return StatePersistenceManager(path)
+        except (WrongKeyError, TamperedError):
+            raise
+        except SecurityError:
+            pass  # a plain store given a key: the key is the state chains' own (StatePersistenceManager(key=))
+        else:
+            stack.callback(mem.close)
+            if mem._engine.codec.encrypted:
+                return StatePersistenceManager(mem)
     return StatePersistenceManager(path, key=_key(key_file))
 
 
@@ -86,7 +135,9 @@ def cmd_list(
     as_json: JsonOpt = False,
 ) -> None:
     """List agents with snapshots (or one agent's chain); reads headers only, no key needed."""
-    mgr = _manager(path, None)
+    if not path.is_dir():
+        raise StoreNotFoundError(f"no store directory at {path}")
+    mgr = StatePersistenceManager(path)
     if agent is not None:
         chain = mgr.list_states(agent)
         if as_json:
@@ -133,8 +184,9 @@ def cmd_show(
     key_file: KeyOpt = None,
 ) -> None:
     """Print the agent's latest state (or the one as of a time) as JSON, after checking it."""
-    mgr = _manager(path, key_file)
-    state = mgr.restore(agent, as_of=None if as_of is None else _time(as_of, "--as-of"), strict=True)
+    with contextlib.ExitStack() as stack:
+        mgr = _manager(path, key_file, stack)
+        state = mgr.restore(agent, as_of=None if as_of is None else _time(as_of, "--as-of"), strict=True)
     if state is None:
         raise InvalidInputError(f"agent {agent!r} has no state" + (f" as of {as_of}" if as_of else ""))
     typer.echo(state.serialize())
@@ -143,8 +195,8 @@ def cmd_show(
 @state_app.command("verify")
 def cmd_verify(path: PathArg, agent: AgentArg, key_file: KeyOpt = None, as_json: JsonOpt = False) -> None:
     """Check every snapshot of the agent's chain and every link; exit status 1 on a problem."""
-    mgr = _manager(path, key_file)
-    report = mgr.verify(agent)
+    with contextlib.ExitStack() as stack:
+        report = _manager(path, key_file, stack, need_key=False).verify(agent)
     if report.length == 0:
         raise InvalidInputError(f"agent {agent!r} has no snapshots in {path}")
     if as_json:
