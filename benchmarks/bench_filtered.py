@@ -83,11 +83,12 @@ def window_for(vf: np.ndarray, vt: np.ndarray, target: float, rng: np.random.Gen
     """Window width (us) whose random placements select ``target`` of the rows on average."""
     if target >= 1.0:
         return -1
-    lo, hi = 1, SPAN_US * 2
-    probes = rng.uniform(T0_US, T0_US + SPAN_US, 32).astype(np.int64)
+    lo, hi = 1, SPAN_US
+    probes = (np.arange(32) * 0.618034) % 1.0  # the same placements as the queries (see filters_for)
     for _ in range(40):
         mid = (lo + hi) // 2
-        sel = np.mean([np.mean((vf < a + mid) & (vt > a)) for a in probes])
+        starts = (T0_US + (SPAN_US - mid) * probes).astype(np.int64)
+        sel = np.mean([np.mean((vf < a + mid) & (vt > a)) for a in starts])
         if sel < target:
             lo = mid + 1
         else:
@@ -97,7 +98,7 @@ def window_for(vf: np.ndarray, vt: np.ndarray, target: float, rng: np.random.Gen
 
 def pctl(xs: list[float], p: float) -> float:
     s = sorted(xs)
-    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
 
 
 # ---------------------------------------------------------------------------- peers
@@ -318,7 +319,7 @@ def main() -> None:
         qsets.append({"name": f"valid-time {target:g}", "kind": "valid", "target": target, "width": w})
     for target in ASOF_SELECTIVITIES:
         qsets.append({"name": f"as-of {target:g}", "kind": "asof", "target": target,
-                      "as_of": batch_tx[max(0, int(round(target * nb)) - 1)]})
+                      "as_of": batch_tx[max(0, round(target * nb) - 1)]})
     qsets.append({"name": "as-of before corrections", "kind": "asof", "target": 1.0, "as_of": pre_corr_tx})
     nq = args.queries
     qidx = rng.integers(0, n, nq)
@@ -405,7 +406,8 @@ def main() -> None:
         h64 = FaissHNSW(64)
         h256 = FaissHNSW(256)
         peers += [(FaissFlat(), nq), (h64, nq), (h256, nq)]
-    for mod, make in (("lancedb", lambda: [Lance(False, work), Lance(True, work)]), ("chromadb", lambda: [Chroma(work)])):
+    makers = (("lancedb", lambda: [Lance(False, work), Lance(True, work)]), ("chromadb", lambda: [Chroma(work)]))
+    for mod, make in makers:
         if mod.replace("db", "") in want or mod in want:
             try:
                 __import__(mod)

@@ -30,7 +30,7 @@ def recipe() -> aether.index.Recipe:
             {"name": "flat", "max_rows": 150, "factory": "Flat"},
             {"name": "hnsw", "max_rows": None, "factory": "HNSW16,Flat", "build": {"efConstruction": 40}},
         ],
-        planner={"exact_rows": 30},
+        planner={"exact_rows": 30, "ann_cost_per_ef": 1},
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,7 +35,7 @@ def small_recipe(**kw: object) -> aether.index.Recipe:
             {"name": "hnsw", "max_rows": None, "factory": "HNSW16,Flat", "build": {"efConstruction": 40},
              "search": {"efSearch": 16}},
         ],
-        planner={"exact_rows": 60, "ann_min_fraction": 0.05},
+        planner={"exact_rows": 60, "ann_min_fraction": 0.05, "ann_cost_per_ef": 1},
     )
     base.update(kw)
     return load_recipe().with_overrides(**base)
@@ -130,7 +131,7 @@ def test_partitions_and_tiers(data: Data) -> None:
     for p in st_.partitions:
         assert np.all(np.diff(p.vf) >= 0)  # ordered by valid_from inside a partition
     bounds = [(p.klo, p.khi) for p in st_.partitions]
-    assert all(a[1] < b[0] for a, b in zip(bounds, bounds[1:], strict=False))  # ranges tile the bucket axis
+    assert all(a[1] < b[0] for a, b in itertools.pairwise(bounds))  # ranges tile the bucket axis
 
 
 @pytest.mark.parametrize("days", [0.5, 5, 40, 200, 700])

@@ -147,7 +147,12 @@ def _search_partition(ctx: _Ctx, p: Partition, q: np.ndarray) -> tuple[BucketPla
     frac = s / p.m
     pp = ctx.params
     kind = p.tier.kind
-    if kind == "flat" or s <= pp.exact_rows or frac < pp.ann_min_fraction:
+    base = int(p.tier.search.get("efSearch" if kind == "hnsw" else "nprobe", 64 if kind == "hnsw" else 8))
+    kk = min(s, ctx.k * (pp.fetch_factor if ctx.dedupe else 1))
+    ef = int(min(pp.ef_search_max, max(base, kk, math.ceil(base / frac))))
+    # Cost model: an exact scan costs ~s row products; an HNSW search ~ef * ann_cost_per_ef of them.
+    cheaper_exact = kind == "hnsw" and s <= ef * pp.ann_cost_per_ef
+    if kind == "flat" or s <= pp.exact_rows or frac < pp.ann_min_fraction or cheaper_exact:
         got, how = _exact_partition(ctx, p, q, lo, hi, mask, n_slice, exc)
         params["scan"] = how
         return BucketPlan(bucket=p.label, rows=p.m, selected=s, strategy="exact", params=params), got
@@ -163,16 +168,12 @@ def _search_partition(ctx: _Ctx, p: Partition, q: np.ndarray) -> tuple[BucketPla
         keep = np.packbits(bits, bitorder="little")
         sel = faiss.IDSelectorBitmap(p.m, faiss.swig_ptr(keep))
         params["selector"] = "bitmap"
-    kk = min(s, ctx.k * (pp.fetch_factor if ctx.dedupe else 1))
     if kind == "hnsw":
-        base = int(p.tier.search.get("efSearch", 64))
-        ef = int(min(pp.ef_search_max, max(base, kk, math.ceil(base / frac))))
         sp: Any = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
         sp.efSearch = ef
         params["efSearch"] = ef
     else:
         nlist = int(p.index.nlist)
-        base = int(p.tier.search.get("nprobe", 8))
         nprobe = int(min(nlist, max(base, math.ceil(base / frac))))
         sp = faiss.SearchParametersIVF()
         sp.nprobe = nprobe
