@@ -517,3 +517,16 @@ def test_cli_on_an_encrypted_store_uses_the_store_key(tmp_path: Path, monkeypatc
     assert isinstance(res.exception, KeyRequiredError)
     res = runner.invoke(app, ["state", "list", str(root)])
     assert res.exit_code == 0 and "agent-1" in res.output
+
+
+def test_no_plaintext_snapshot_is_written_into_an_encrypted_store(tmp_path: Path) -> None:
+    from aether.security.keys import generate_key
+
+    key = generate_key()
+    root = tmp_path / "store"
+    aether.open(root, embedder=aether.HashingEmbedder(dim=16), key=key).close()
+    res = asyncio.run(StatePersistenceManager(root).persist_consciousness_state(_state()))
+    assert not res.success and "encrypted" in (res.error or "")
+    with pytest.raises(KeyRequiredError):
+        StatePersistenceManager(root).persist(_state())
+    assert not list(root.rglob("*.snap"))

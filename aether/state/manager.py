@@ -41,6 +41,7 @@ from ..errors import (
     TamperedError,
     WrongKeyError,
 )
+from ..storage import manifest
 from ..storage.codec import Codec
 from . import _seal
 from .chain import (
@@ -93,6 +94,15 @@ def _check_agent(agent_id: Any) -> str:
     return agent_id
 
 
+def _store_is_encrypted(path: Path) -> bool:
+    """Whether ``path`` holds an aether store whose manifest records encryption."""
+    try:
+        body = manifest.load(path)
+    except AetherError:
+        return False  # no store there (a state-only directory), or one another command will report
+    return (body.get("encryption") or {}).get("mode", "none") != "none"
+
+
 class StatePersistenceManager:
     """Persists and restores agents' :class:`ConsciousnessState` snapshot chains.
 
@@ -141,6 +151,7 @@ class StatePersistenceManager:
         self.path: Path | None = Path(path) if path is not None else None
         self._backend: Backend = DirBackend(self.path) if self.path is not None else MemoryBackend()
         self._codec = _seal.make_codec(key, codec)
+        self._store_encrypted = self.path is not None and _store_is_encrypted(self.path)
         self._clock = clock or now_us
         self._lock = threading.RLock()
         self._cache: dict[str, list[tuple[int, SnapshotInfo]]] = {}
@@ -208,6 +219,11 @@ class StatePersistenceManager:
         if not isinstance(state, ConsciousnessState):
             raise InvalidInputError("persist takes a ConsciousnessState")
         agent_id = _check_agent(state.agent_id)
+        if self._store_encrypted and not self._codec.encrypted:
+            # Never write a plaintext snapshot into an encrypted store.
+            raise KeyRequiredError(
+                f"the store at {self.path} is encrypted: pass StatePersistenceManager(aether.open(path, key=...))"
+            )
         with self._lock, self._backend.agent_lock(agent_id):
             chain = self._chain(agent_id)
             head = chain[-1] if chain else None
