@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import aether
@@ -201,3 +203,77 @@ def test_cli_erase_and_compact(tmp_path: Path) -> None:
     with _open(root, key) as mem:
         assert mem.get(a.atom_id) is None and mem.get(b.atom_id) is None
         assert mem.stats().versions == 0
+
+
+_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(
+            ["add", "add", "add", "erase_subject", "erase_atom", "compact", "checkpoint", "reopen"]
+        ),
+        st.integers(0, 2),
+        st.integers(0, 3),
+    ),
+    min_size=1,
+    max_size=14,
+)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=_OPS, encrypted=st.booleans())
+def test_erasure_against_a_model(
+    tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[str, int, int]], encrypted: bool
+) -> None:
+    """Random adds, erasures, compactions and reopens against a dict model of what must survive."""
+    root = tmp_path_factory.mktemp("model") / "s"
+    key = generate_key() if encrypted else None
+    model: dict[str, tuple[str, str]] = {}  # atom_id -> (subject, latest content)
+    erased_tokens: set[str] = set()
+    written: dict[str, list[str]] = {}
+    mem = _open(root, key)
+    n = 0
+    try:
+        for op, s, a in ops:
+            subj, aid = f"s{s}", f"a{a}-s{s}"
+            if op == "add":
+                n += 1
+                text = f"[tok:{aid}:{n}]"
+                mem.add(text, subject=subj, atom_id=aid)
+                model[aid] = (subj, text)
+                written.setdefault(aid, []).append(text)
+            elif op == "erase_subject":
+                mem.erase(subject=subj)
+                for x in [x for x, (sj, _) in model.items() if sj == subj]:
+                    del model[x]
+                    erased_tokens.update(written.pop(x))
+            elif op == "erase_atom":
+                if aid in model:
+                    mem.erase(atom_id=aid)
+                    del model[aid]
+                    erased_tokens.update(written.pop(aid))
+                else:
+                    with pytest.raises(aether.AtomNotFoundError):
+                        mem.erase(atom_id=aid)
+            elif op == "compact":
+                mem.compact()
+            elif op == "checkpoint":
+                mem.checkpoint()
+            else:
+                mem.close()
+                mem = _open(root, key)
+            for x in {f"a{i}-s{j}" for i in range(4) for j in range(3)}:
+                got = mem.get(x)
+                if x in model:
+                    assert got is not None
+                    assert (got.subject, got.content.inline) == model[x]
+                    assert {h.subject for h in mem.history(x)} == {model[x][0]}
+                else:
+                    assert got is None and mem.history(x) == []
+            if erased_tokens:
+                hits = mem.search(next(iter(erased_tokens)), k=50, valid_during=(None, None))
+                assert all(h.atom.atom_id in model for h in hits)
+        mem.compact()
+    finally:
+        mem.close()
+    if not encrypted:
+        assert find_secret(root, [t.encode() for t in erased_tokens]) == []
+    assert aether.verify(root, key=key).ok

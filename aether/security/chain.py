@@ -16,9 +16,10 @@ An erasure's entry is its content-free tombstone: ``kind: "erase"``, the scope (
 At each checkpoint the head (``seq``, ``hash``) is fsynced and recorded in the manifest, which
 anchors the older files. Between checkpoints entries are written (not fsynced) after the WAL
 record is durable; entries lost in a power cut are rebuilt from the WAL on the next open.
-The hash is unkeyed: it detects damage and edits of single entries; a writer able to rewrite the
-whole log and the manifest could forge a consistent one, so publish the head (``aether verify``
-prints it) where that matters.
+In an encrypted store the hash is keyed (BLAKE2b MAC with a key derived from the store key, which
+master-key rotation does not change): without the key nobody can forge a consistent log. In a plain
+store it is unkeyed: it detects damage and edits, but a writer able to rewrite the whole log and
+the manifest could forge a consistent one, so publish the head (``aether verify`` prints it).
 """
 
 from __future__ import annotations
@@ -42,10 +43,11 @@ def payload_digest(payload: bytes) -> str:
     return hashlib.blake2b(payload, digest_size=32).hexdigest()
 
 
-def entry_hash(entry: dict[str, Any]) -> str:
+def entry_hash(entry: dict[str, Any], mac_key: bytes | None = None) -> str:
+    """BLAKE2b-256 of the entry's other fields; keyed (a MAC) in an encrypted store."""
     body = {k: v for k, v in entry.items() if k != "hash"}
     canon = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-    return hashlib.blake2b(canon, digest_size=32, person=b"aether-log-v1").hexdigest()
+    return hashlib.blake2b(canon, digest_size=32, key=mac_key or b"", person=b"aether-log-v1").hexdigest()
 
 
 @dataclass
@@ -55,8 +57,13 @@ class LogProblem:
     message: str
 
 
-def read_entries(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[LogProblem], int | None]:
-    """Parse one log file: ``(offset, entry)`` pairs, problems, and the offset of a torn last line."""
+def read_entries(
+    path: Path, mac_key: bytes | None = None, *, check_hashes: bool = True
+) -> tuple[list[tuple[int, dict[str, Any]]], list[LogProblem], int | None]:
+    """Parse one log file: ``(offset, entry)`` pairs, problems, and the offset of a torn last line.
+
+    ``check_hashes=False`` checks structure only (an encrypted store's keyed log, verified without key).
+    """
     data = path.read_bytes()
     out: list[tuple[int, dict[str, Any]]] = []
     problems: list[LogProblem] = []
@@ -72,7 +79,7 @@ def read_entries(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[Log
             entry = json.loads(line)
             if not isinstance(entry, dict) or any(k not in entry for k in (*_FIELDS, "hash")):
                 raise ValueError("missing fields")
-            if entry_hash(entry) != entry["hash"]:
+            if check_hashes and entry_hash(entry, mac_key) != entry["hash"]:
                 problems.append(
                     LogProblem(str(path), pos, "log entry hash mismatch (entry edited or damaged)")
                 )
@@ -112,8 +119,9 @@ def check_links(
 class ChainLog:
     """Appends entries for the engine (under its write lock) and checks the newest file on open."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, mac_key: bytes | None = None) -> None:
         self.dir = directory
+        self.mac_key = mac_key
         self.head_seq = 0
         self.head_hash = GENESIS
         self._fh: Any = None
@@ -141,7 +149,7 @@ class ChainLog:
             return
         newest = files[-1]
         with io_errors("read", newest):
-            entries, problems, torn = read_entries(newest)
+            entries, problems, torn = read_entries(newest, self.mac_key)
         if torn is not None and repair:
             with io_errors("truncate", newest), open(newest, "r+b") as fh:
                 fh.truncate(torn)
@@ -177,7 +185,7 @@ class ChainLog:
         }
         if extra:
             entry.update(extra)
-        entry["hash"] = entry_hash(entry)
+        entry["hash"] = entry_hash(entry, self.mac_key)
         if self._fh is None:
             with io_errors("mkdir", self.dir):
                 self.dir.mkdir(parents=True, exist_ok=True)

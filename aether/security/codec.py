@@ -129,6 +129,10 @@ class AeadCodec:
             raise SecurityError("the encryption codec is not bound to a store")
         return self.keyring
 
+    def log_key(self) -> bytes:
+        """The MAC key of the hash-chained log (derived from the store key)."""
+        return self._ring().derive(b"hash-chained log")
+
     @property
     def key_id(self) -> str | None:
         """Public id of the store key (stable across master-key rotation)."""

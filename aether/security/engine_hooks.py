@@ -106,7 +106,8 @@ def after_replay(engine: Engine) -> None:
         engine.table.dead[_rows_of_vids(engine, np.asarray(sorted(st.erased), np.int64))] = True
     if engine.path is None or engine.read_only:
         return
-    chain = ChainLog(engine.path / "log")
+    codec = engine.codec
+    chain = ChainLog(engine.path / "log", codec.log_key() if isinstance(codec, AeadCodec) else None)
     chain.open(engine.manifest.get("log"), repair=True)
     last = engine._snap.last_seq
     if chain.head_seq > last:

@@ -21,6 +21,7 @@ entry makes every ciphertext sealed with it (including old copies of data files)
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import secrets
@@ -179,6 +180,8 @@ class Keyring:
             path.parent.mkdir(parents=True, exist_ok=True)
             os.chmod(path.parent, 0o700)
         _fs.write_atomic(path, json.dumps(doc, indent=1, sort_keys=True).encode())
+        with io_errors("chmod", path):
+            os.chmod(path, 0o600)
 
     # ------------------------------------------------------------------ keys
     def _install(self, key_id: str, subject: str, dk: bytes) -> None:
@@ -197,6 +200,11 @@ class Keyring:
 
     def store_aead(self) -> AESGCM:
         return self._aeads[self.store_key_id]
+
+    def derive(self, label: bytes) -> bytes:
+        """A 32-byte key for ``label`` derived from the store key (stable across master-key rotation)."""
+        dk = self._keys[self.store_key_id][1]
+        return hashlib.blake2b(label, digest_size=32, key=dk, person=b"aether-derive").digest()
 
     def key_ids_for(self, subjects: set[str], *, create: bool) -> dict[str, str]:
         """Key ids of ``subjects``; missing ones are created (and saved once) when ``create``."""

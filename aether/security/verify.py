@@ -117,7 +117,7 @@ def verify(path: str | os.PathLike[str], *, key: Any = None, key_file: Any = Non
         report._count("manifest")
     except AetherError as exc:
         v.bad(root / mf.NAME, None, str(exc))
-        _check_log(v, None, {})
+        _check_log(v, None, {}, check_hashes=False)
         return report
     enc = (body.get("encryption") or {}).get("mode", "none")
     report.encrypted = enc != "none"
@@ -131,7 +131,14 @@ def verify(path: str | os.PathLike[str], *, key: Any = None, key_file: Any = Non
     vids = _check_segments(v, body, codec)
     _check_closings(v, body, codec, vids)
     wal = _check_wal(v, body, codec)
-    _check_log(v, body, wal)
+    keyed = isinstance(codec, AeadCodec)
+    _check_log(
+        v,
+        body,
+        wal,
+        mac_key=codec.log_key() if isinstance(codec, AeadCodec) else None,
+        check_hashes=keyed or not report.encrypted,
+    )
     _check_indexes(v, body, codec)
     _check_orphans(v, body)
     return report
@@ -268,13 +275,20 @@ def _check_wal(v: _V, body: dict[str, Any], codec: Codec | None) -> dict[int, tu
     return out
 
 
-def _check_log(v: _V, body: dict[str, Any] | None, wal: dict[int, tuple[str, int, str]]) -> None:
+def _check_log(
+    v: _V,
+    body: dict[str, Any] | None,
+    wal: dict[int, tuple[str, int, str]],
+    *,
+    mac_key: bytes | None = None,
+    check_hashes: bool = True,
+) -> None:
     log_dir = v.root / "log"
     files = _numbered(log_dir, "*.log")
     flat: list[tuple[str, int, dict[str, Any]]] = []
     for fi, path in enumerate(files):
         try:
-            entries, problems, torn = read_entries(path)
+            entries, problems, torn = read_entries(path, mac_key, check_hashes=check_hashes)
         except OSError as exc:
             v.bad(path, None, f"unreadable: {exc}")
             continue
