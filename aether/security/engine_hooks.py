@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from .._time import OPEN
 from ..errors import CorruptionError, StorageIOError
+from ..storage._fs import io_errors
 from ..storage.rows import RowBatch, seal_rows
-from .chain import ChainLog
+from ..storage.wal import scan_frames
+from .chain import ChainLog, payload_digest, read_entries
 from .codec import ERASED, AeadCodec, bind_codec
 
 if TYPE_CHECKING:
@@ -72,6 +73,48 @@ def on_load(engine: Engine, body: dict[str, Any]) -> None:
     st.chain = None
     st.placeholders_done = 0
     st.erased = {int(v) for v in body.get("erased", [])}
+    if not engine.read_only:
+        _precheck_wal(engine, body)
+
+
+def _precheck_wal(engine: Engine, body: dict[str, Any]) -> None:
+    """Before recovery cuts a "torn" WAL tail: refuse if the log shows that record was committed.
+
+    A damaged last WAL record looks like a write torn by a crash and would be cut off silently.
+    The log entry of a transaction is written only after its WAL record was fsynced, so if the
+    newest log entry's payload digest matches no complete WAL frame, the tail was acknowledged.
+    """
+    assert engine.path is not None
+    log_files = ChainLog(engine.path / "log").files()
+    wal_files = sorted(
+        (engine.path / "wal").glob("*.wal"), key=lambda p: int(p.stem) if p.stem.isdigit() else -1
+    )
+    if not log_files or not wal_files:
+        return
+    try:
+        entries, _, _ = read_entries(log_files[-1], check_hashes=False)
+    except OSError:
+        return
+    if not entries or int(entries[-1][1]["seq"]) <= int(body["checkpoint"]["seq"]):
+        return  # everything the log knows is in segments: any WAL tail is uncommitted
+    want = entries[-1][1]["payload"]
+    torn_at: int | None = None
+    for i, path in enumerate(reversed(wal_files)):
+        with io_errors("read", path):
+            data = path.read_bytes()
+        frames, torn = scan_frames(path, data)
+        if i == 0:
+            torn_at = torn
+            if torn is None:
+                return
+        if any(payload_digest(p) == want for _, p in frames):
+            return
+    raise CorruptionError(
+        f"the last WAL record is damaged, but the hash-chained log shows transaction {entries[-1][1]['seq']} "
+        "was committed: refusing to cut it off",
+        path=str(wal_files[-1]),
+        offset=torn_at,
+    )
 
 
 def _mark_placeholders(engine: Engine) -> None:
@@ -268,9 +311,3 @@ def on_close(engine: Engine) -> None:
     if st is not None and st.chain is not None:
         st.chain.close()
         st.chain = None
-
-
-def open_erase_rows(engine: Engine, rows: np.ndarray) -> list[list[int]]:
-    """``close`` entries for the rows an erasure kills that are still open in transaction time."""
-    t = engine.table
-    return [[int(t.version_id[r]), 0] for r in rows if t.tx_to[r] == OPEN]

@@ -84,15 +84,15 @@ class _V:
         self.r.warnings.append(Problem(self.rel(file), offset, msg))
 
 
-def _crc_ok(v: _V, entry: dict[str, Any]) -> bool:
+def _crc_ok(v: _V, entry: dict[str, Any], owner: str = "the manifest") -> bool:
     p = v.root / entry["file"]
     try:
         data = p.read_bytes()
     except OSError as exc:
-        v.bad(p, None, f"listed in the manifest but unreadable: {exc.strerror or exc}")
+        v.bad(p, None, f"listed in {owner} but unreadable: {exc.strerror or exc}")
         return False
     if len(data) != entry.get("bytes") or crc32c.crc32c(data) != entry.get("crc32c"):
-        v.bad(p, None, "size or CRC32C differs from the manifest")
+        v.bad(p, None, f"size or CRC32C differs from {owner}")
         return False
     return True
 
@@ -347,7 +347,7 @@ def _check_indexes(v: _V, body: dict[str, Any], codec: Codec | None) -> None:
         v.r._count("index_catalogs")
         for entry in _file_entries(sub):
             p = v.root / entry["file"]
-            if not _crc_ok(v, entry):
+            if not _crc_ok(v, entry, owner=f"the index catalog {v.rel(cat)}"):
                 continue
             v.r._count("index_files")
             if isinstance(codec, AeadCodec):
