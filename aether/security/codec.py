@@ -20,6 +20,7 @@ Sealed blobs start with one format byte (``0x01``) so the layout can evolve.
 from __future__ import annotations
 
 import json
+import os
 import struct
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ import pyarrow as pa
 from ..errors import CorruptionError, KeyRequiredError, SecurityError, TamperedError
 from ..storage.codec import Codec, PlainCodec
 from ..storage.rows import row_schema
-from .keyring import Keyring, seal, unseal
+from .keyring import NONCE, Keyring, seal, unseal
 
 MODE = "aes-256-gcm"
 _V1 = b"\x01"
@@ -38,6 +39,9 @@ _V1 = b"\x01"
 ERASED = "\x00erased"
 #: key id column of a scrubbed row (no ciphertext at all).
 NO_KEY = "-"
+
+#: Compact JSON of a row's sensitive fields (tags are ``[key, json-value]`` pairs).
+_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 SEALED_COLUMNS = (
     "version_id",
@@ -169,7 +173,14 @@ class AeadCodec:
             if n
             else np.zeros((0, dim), np.float32)
         )
-        vid, vf, vt, txf = (_ints(table, c) for c in ("version_id", "valid_from", "valid_to", "tx_from"))
+        vid, vf, vt, txf = (
+            _ints(table, c).tolist() for c in ("version_id", "valid_from", "valid_to", "tx_from")
+        )
+        vbytes = np.ascontiguousarray(vecs).tobytes()
+        stride = 4 * dim
+        nonces = os.urandom(NONCE * n)  # one fresh random 96-bit nonce per row, drawn in one call
+        aeads = {s: ring.aead(k) for s, k in kids.items()}
+        prefix = f"row|{self.store_id}|"
         key_col: list[str] = []
         sealed: list[bytes] = []
         for i in range(n):
@@ -179,17 +190,13 @@ class AeadCodec:
                 sealed.append(b"")
                 continue
             kid = kids[s]
-            hdr = json.dumps(
-                [atom[i], s, content[i], cmeta[i], [list(p) for p in (tags[i] or [])], meta[i]],
-                separators=(",", ":"),
-                ensure_ascii=False,
-            ).encode()
-            plain = struct.pack("<I", len(hdr)) + hdr + vecs[i].tobytes()
-            aead = ring.aead(kid)
+            hdr = _json([atom[i], s, content[i], cmeta[i], tags[i] or [], meta[i]]).encode()
+            plain = b"".join((struct.pack("<I", len(hdr)), hdr, vbytes[i * stride : (i + 1) * stride]))
+            aad = f"{prefix}{kid}|{vid[i]}|{vf[i]}|{vt[i]}|{txf[i]}".encode()
+            nonce = nonces[i * NONCE : (i + 1) * NONCE]
+            aead = aeads[s]
             assert aead is not None
-            sealed.append(
-                _V1 + seal(aead, plain, self._row_aad(kid, int(vid[i]), int(vf[i]), int(vt[i]), int(txf[i])))
-            )
+            sealed.append(_V1 + nonce + aead.encrypt(nonce, plain, aad))
             key_col.append(kid)
         cols = [
             table.column("version_id"),
