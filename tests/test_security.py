@@ -26,6 +26,7 @@ CANARY = "zebra-canary-7f3a"
 TAG_CANARY = "tagcanary91"
 META_CANARY = "metacanary42"
 SUBJ_CANARY = "subjcanary55"
+ATOM_CANARY = "atomcanary66"
 
 
 def _known_vector(seed: int = 7) -> np.ndarray:
@@ -44,6 +45,7 @@ def _fill(mem: aether.Memory, vec: np.ndarray) -> list[str]:
         tags={"who": TAG_CANARY},
         metadata={"note": META_CANARY},
         vector=vec,
+        atom_id=ATOM_CANARY,
     )
     ids = mem.add_many(
         [{"content": f"bob note {i}", "subject": "bob", "tags": {"n": i}} for i in range(20)],
@@ -52,7 +54,7 @@ def _fill(mem: aether.Memory, vec: np.ndarray) -> list[str]:
 
 
 def _needles(vec: np.ndarray) -> list[bytes]:
-    return [s.encode() for s in (CANARY, TAG_CANARY, META_CANARY, SUBJ_CANARY)] + [
+    return [s.encode() for s in (CANARY, TAG_CANARY, META_CANARY, SUBJ_CANARY, ATOM_CANARY)] + [
         vec.astype(np.float32).tobytes(),
         vec.astype(np.float32)[:4].tobytes(),  # even a 16-byte slice of the vector
     ]
