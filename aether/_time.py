@@ -14,6 +14,8 @@ from .errors import InvalidInputError, InvalidIntervalError, NaiveDatetimeError
 OPEN: int = int(np.iinfo(np.int64).max)
 #: Smallest representable instant (the ISO year 1, so datetimes can render it).
 MIN_US: int = -62135596800 * 1_000_000
+#: Largest representable instant (9999-12-31T23:59:59.999999Z), below ``OPEN``.
+MAX_US: int = 253402300799 * 1_000_000 + 999_999
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 TimeLike = datetime | str
@@ -48,8 +50,16 @@ def to_us(value: TimeLike, *, name: str = "time") -> int:
         raise InvalidInputError(f"{name}: expected a timezone-aware datetime or ISO-8601 string, got {value!r}")
     if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
         raise NaiveDatetimeError(f"{name}: {value.isoformat()} has no timezone; aether needs aware times")
-    delta = value - _EPOCH
-    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+    try:
+        delta = value - _EPOCH
+    except OverflowError:
+        delta = None
+    us = None if delta is None else (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+    # Only instants a UTC datetime can show are accepted: e.g. datetime.max at -14:00 is in
+    # year 10000 UTC, and a version stored there could never be rendered again.
+    if us is None or not MIN_US <= us <= MAX_US:
+        raise InvalidIntervalError(f"{name}: {value.isoformat()} is outside the representable range (UTC years 1-9999)")
+    return us
 
 
 def from_us(us: int) -> datetime | None:

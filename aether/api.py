@@ -178,7 +178,7 @@ class Memory:
             The version that was written.
         """
         op = self._put_op(
-            content, tags=dict(tags) if tags is not None else None, metadata=metadata, valid_from=valid_from,
+            content, tags=dict(tags) if isinstance(tags, Mapping) else tags, metadata=metadata, valid_from=valid_from,
             valid_to=valid_to, modality=modality, subject=subject, quality_score=quality_score,
             atom_id=atom_id, vector=vector, content_metadata=content_metadata,
         )
@@ -192,7 +192,10 @@ class Memory:
         ``vectors`` (an ``(n, dim)`` array) gives pre-computed embeddings for all items.
         """
         self._check_write()
-        items = list(items)
+        try:
+            items = list(items)
+        except TypeError:
+            raise InvalidInputError(f"add_many takes an iterable of items, got {type(items).__name__}") from None
         if vectors is not None:
             vecs = as_unit_vectors(vectors, self._engine.embedder.dim)
             if vecs.shape[0] != len(items):

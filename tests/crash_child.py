@@ -83,9 +83,9 @@ def _install_io_kill(kill_at: int, tear: bool, rng: random.Random) -> None:
             die()
         real_replace(src, dst)
 
-    _fs.write_all = write_all  # type: ignore[assignment]
-    _fs.fsync_fd = fsync_fd  # type: ignore[assignment]
-    _fs.replace = replace  # type: ignore[assignment]
+    _fs.write_all = write_all
+    _fs.fsync_fd = fsync_fd
+    _fs.replace = replace
 
 
 def child_main(argv: list[str]) -> None:

@@ -51,7 +51,10 @@ def as_unit_vectors(vectors: object, dim: int) -> np.ndarray:
         raise InvalidVectorError(f"expected vectors of dimension {dim}, got shape {tuple(arr.shape)}")
     if not np.isfinite(arr).all():
         raise InvalidVectorError("vector contains NaN or infinity")
-    norms = np.linalg.norm(arr, axis=1)
+    # float64: the norm of large float32 values (e.g. 3e38) would overflow to inf in float32 and
+    # silently turn the vector into zeros.
+    wide = arr.astype(np.float64)
+    norms = np.linalg.norm(wide, axis=1)
     if arr.shape[0] and (norms == 0).any():
         raise InvalidVectorError("zero vector has no direction; cosine similarity is undefined")
-    return np.ascontiguousarray(arr / norms[:, None], dtype=np.float32)
+    return np.ascontiguousarray(wide / norms[:, None], dtype=np.float32)

@@ -68,8 +68,10 @@ def check_json(value: Any, what: str) -> str:
     if not isinstance(value, dict):
         raise InvalidInputError(f"{what} must be a dict")
     try:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as exc:
+        out = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        out.encode("utf-8")  # a lone surrogate would otherwise fail later, inside the WAL write
+        return out
+    except (TypeError, ValueError, RecursionError) as exc:  # UnicodeEncodeError is a ValueError
         raise InvalidInputError(f"{what} is not JSON-serialisable: {exc}") from None
 
 
@@ -91,6 +93,7 @@ def check_quality(q: Any) -> float:
 def check_subject(s: Any) -> str:
     if not isinstance(s, str) or not s or len(s) > 256:
         raise InvalidInputError("subject must be a non-empty str of at most 256 chars")
+    _check_unicode(s, "subject")
     return s
 
 
