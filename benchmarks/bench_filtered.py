@@ -193,7 +193,7 @@ class Lance(Peer):
             .metric("cosine")
             .where(_where_sql(f), prefilter=True)
             .limit(k)
-            .select(["id"])
+            .select(["id", "_distance"])
             .to_arrow()
         )
         return [int(i) for i in r.column("id").to_pylist()]
@@ -210,7 +210,7 @@ class Chroma(Peer):
 
         t = time.perf_counter()
         client = chromadb.PersistentClient(path=str(self.tmp / "chroma"))
-        self.col = client.create_collection("t", metadata={"hnsw:space": "cosine"})
+        self.col = client.create_collection("aether_bench", metadata={"hnsw:space": "cosine"})
         step = 5000
         # Chroma stores ints as int64; our OPEN sentinel fits.
         for s in range(0, len(x), step):
@@ -354,23 +354,37 @@ def main() -> None:
         ga = {int(atom_of[r]) for r in got}
         return len(ga & {int(atom_of[r]) for r in ref}) / len(ref)
 
-    def measure(name: str, fn: Callable[[np.ndarray, Filters, np.ndarray], list[int]], nqs: int,
-                build: float | None, ingest: float | None, extra: dict[str, Any] | None = None) -> None:
-        rows = []
+    Fn = Callable[[np.ndarray, Filters, np.ndarray], list[int]]
+    systems: list[tuple[str, Fn, int]] = []
+
+    def measure_all() -> None:
+        """Queries interleaved across systems (query i of every system, then i+1), so that a busy
+        shared machine slows them all alike instead of whichever happened to run at a bad moment."""
         for qs in qsets:
-            lat, rec = [], []
-            for i in range(min(nqs, nq)):
+            lat: dict[str, list[float]] = {name: [] for name, _, _ in systems}
+            rec: dict[str, list[float]] = {name: [] for name, _, _ in systems}
+            for i in range(nq):
                 f = filters_for(qs, i)
                 mask = masks[qs["name"]][i]
-                t = time.perf_counter()
-                got = fn(queries[i], f, mask)
-                lat.append((time.perf_counter() - t) * 1000)
-                rec.append(recall(got, truth[qs["name"]][i]))
-            rows.append({"set": qs["name"], "selectivity": qs["selectivity"], "p50_ms": statistics.median(lat),
-                         "p99_ms": pctl(lat, 99), "recall": float(np.mean(rec)), "min_recall": float(np.min(rec))})
-            print(f"  {name:34s} {qs['name']:26s} sel={qs['selectivity']:.4f} p50={rows[-1]['p50_ms']:.3f}ms "
-                  f"p99={rows[-1]['p99_ms']:.3f}ms recall={rows[-1]['recall']:.3f}", flush=True)
-        report["systems"][name] = {"build_s": build, "ingest_rows_per_s": ingest, "sets": rows, **(extra or {})}
+                for name, fn, nqs in systems:
+                    if i >= nqs:
+                        continue
+                    try:
+                        t = time.perf_counter()
+                        got = fn(queries[i], f, mask)
+                        lat[name].append((time.perf_counter() - t) * 1000)
+                        rec[name].append(recall(got, truth[qs["name"]][i]))
+                    except Exception as exc:  # a peer failing must not lose the rest of the run
+                        report["systems"][name]["error"] = repr(exc)
+            for name, _, _ in systems:
+                if not lat[name]:
+                    continue
+                row = {"set": qs["name"], "selectivity": qs["selectivity"], "p50_ms": statistics.median(lat[name]),
+                       "p99_ms": pctl(lat[name], 99), "recall": float(np.mean(rec[name])),
+                       "min_recall": float(np.min(rec[name])), "queries": len(lat[name])}
+                report["systems"][name].setdefault("sets", []).append(row)
+                print(f"  {name:34s} {qs['name']:26s} sel={qs['selectivity']:.4f} p50={row['p50_ms']:.3f}ms "
+                      f"p99={row['p99_ms']:.3f}ms recall={row['recall']:.3f}", flush=True)
 
     # -- aether, engine level (row ids, like FAISS) and API level (Hit objects)
     def aether_engine(q: np.ndarray, f: Filters, mask: np.ndarray) -> list[int]:
@@ -385,8 +399,9 @@ def main() -> None:
 
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     extra = {"open_s": open_s, "partitions": parts, "max_rss_mb_after_open": rss}
-    measure("aether (engine)", aether_engine, nq, build_s, ingest_rate, extra)
-    measure("aether (API)", aether_api, nq, build_s, ingest_rate)
+    report["systems"]["aether (engine)"] = {"build_s": build_s, "ingest_rows_per_s": ingest_rate, **extra}
+    report["systems"]["aether (API)"] = {"build_s": build_s, "ingest_rows_per_s": ingest_rate}
+    systems += [("aether (engine)", aether_engine, nq), ("aether (API)", aether_api, nq)]
     # plans for one query per set
     report["plans"] = {}
     for qs in qsets:
@@ -421,10 +436,12 @@ def main() -> None:
         try:
             b = peer.build(xall, cols)
             print(f"  {peer.name}: build {b:.1f}s", flush=True)
-            measure(peer.name, lambda q, f, m, p=peer: p.search(q, k, f, m), nqs, b, None)  # type: ignore[misc]
+            report["systems"][peer.name] = {"build_s": b, "ingest_rows_per_s": None}
+            systems.append((peer.name, lambda q, f, m, p=peer: p.search(q, k, f, m), nqs))  # type: ignore[misc]
         except Exception as exc:  # a peer failing must not lose the rest of the run
             print(f"  {peer.name}: FAILED {exc!r}", flush=True)
             report["systems"][peer.name] = {"error": repr(exc)}
+    measure_all()
     mem.close()
     report["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import mmap
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import numpy as np
 
 from ..errors import CorruptionError, TamperedError
 from ..storage._fs import io_errors, write_atomic
-from ..storage.codec import Codec
+from ..storage.codec import Codec, PlainCodec
 
 CATALOG = "CATALOG.json"
 CATALOG_FORMAT = 1
@@ -56,6 +57,8 @@ def read_index_file(root: Path, entry: dict[str, Any], codec: Codec, store_id: s
     """Read, verify and deserialise one index file; raises ``CorruptionError`` if anything is off."""
     rel = entry["file"]
     path = root / rel
+    if isinstance(codec, PlainCodec):
+        return _read_mapped(path, entry)
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -68,6 +71,25 @@ def read_index_file(root: Path, entry: dict[str, Any], codec: Codec, store_id: s
         raise CorruptionError(f"index file fails authentication: {exc}", path=str(path)) from None
     try:
         return faiss.deserialize_index(np.frombuffer(plain, np.uint8))
+    except Exception as exc:  # FAISS raises RuntimeError on a malformed file
+        raise CorruptionError(f"not a readable FAISS index: {exc}", path=str(path)) from None
+
+
+def _read_mapped(path: Path, entry: dict[str, Any]) -> Any:
+    """Unencrypted files: verify the checksum over a read-only map, then let FAISS map the vectors.
+
+    The vectors of flat and HNSW-flat indexes stay in the page cache (``IO_FLAG_MMAP_IFC``)
+    instead of being copied, so opening a large store does not read its indexes twice.
+    """
+    try:
+        with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            ok = len(mm) == entry["bytes"] and crc32c.crc32c(mm) == entry["crc32c"]
+    except (OSError, ValueError) as exc:
+        raise CorruptionError(f"cannot read index file: {exc}", path=str(path)) from None
+    if not ok:
+        raise CorruptionError("index file checksum mismatch", path=str(path))
+    try:
+        return faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
     except Exception as exc:  # FAISS raises RuntimeError on a malformed file
         raise CorruptionError(f"not a readable FAISS index: {exc}", path=str(path)) from None
 

@@ -73,7 +73,9 @@ def vectors_view(index: Any, m: int, dim: int) -> np.ndarray | None:
     if isinstance(target, faiss.IndexFlat) and target.ntotal == m:
         if m == 0:
             return np.zeros((0, dim), np.float32)
-        return faiss.rev_swig_ptr(target.get_xb(), m * dim).reshape(m, dim)
+        view: np.ndarray = faiss.rev_swig_ptr(target.get_xb(), m * dim).reshape(m, dim)
+        view.flags.writeable = False  # may be a read-only file mapping (IO_FLAG_MMAP_IFC)
+        return view
     return None
 
 

@@ -207,6 +207,13 @@ def _ann(ctx: _Ctx, p: Partition, q: np.ndarray, kk: int, sp: Any, s: int) -> li
 def _exact_partition(
     ctx: _Ctx, p: Partition, q: np.ndarray, lo: int, hi: int, mask: np.ndarray, n_slice: int, exc: np.ndarray
 ) -> tuple[list[Cand], str]:
+    if len(q) < _BLAS_MIN_QUERIES:
+        got = knn_scan(ctx, p.vecs, lo, hi, mask, n_slice, q, p.rows)
+        if len(exc):  # the few long-interval rows before the range
+            sc = ip_rows(p.vecs, exc, q)
+            got = [(np.concatenate([r, p.rows[exc]]), np.concatenate([g, sc[:, i]])) for i, (r, g) in enumerate(got)]
+            got = _per_query_merge(ctx, got)
+        return got, "scan"
     dense = n_slice >= ctx.params.dense_slice_fraction * (hi - lo)
     if dense:
         pos = np.flatnonzero(mask)
@@ -222,6 +229,53 @@ def _exact_partition(
     return _per_query_topk(ctx, rows, sc), "slice" if dense else "gather"
 
 
+def knn_scan(
+    ctx: _Ctx, vecs: np.ndarray, lo: int, hi: int, mask: np.ndarray, n_sel: int, q: np.ndarray,
+    rows_of: np.ndarray | None,
+) -> list[Cand]:
+    """Exact top-k over the rows of ``vecs[lo:hi]`` selected by ``mask``: one sequential pass that
+    skips unselected rows (FAISS's SIMD kernel with an ``IDSelectorBitmap``), no gather, no BLAS."""
+    m = hi - lo
+    code = ctx.engine.table.atom_code if ctx.dedupe else None
+    keep = None
+    sel: Any = None
+    if n_sel < m:
+        keep = np.packbits(mask, bitorder="little")
+        sel = faiss.IDSelectorBitmap(m, faiss.swig_ptr(keep))
+    base = vecs[lo:hi]
+    kk = min(n_sel, ctx.k * (ctx.params.fetch_factor if code is not None else 1))
+    while True:
+        dist = np.empty((len(q), kk), np.float32)
+        ids = np.empty((len(q), kk), np.int64)
+        faiss.knn_inner_product(
+            faiss.swig_ptr(q), faiss.swig_ptr(base), vecs.shape[1], len(q), m, kk,
+            faiss.swig_ptr(dist), faiss.swig_ptr(ids), sel,
+        )
+        out: list[Cand] = []
+        short = False
+        for i in range(len(q)):
+            ok = ids[i] >= 0
+            pos = ids[i][ok] + lo
+            rows = rows_of[pos] if rows_of is not None else pos
+            if code is not None and len(rows) == kk and len(np.unique(code[rows])) < ctx.k:
+                short = True
+            out.append((rows, dist[i][ok]))
+        if not short or kk >= n_sel:
+            del keep
+            return _per_query_merge(ctx, out) if code is not None else out
+        kk = min(n_sel, kk * 4)
+
+
+def _per_query_merge(ctx: _Ctx, cands: list[Cand]) -> list[Cand]:
+    code = ctx.engine.table.atom_code if ctx.dedupe else None
+    out: list[Cand] = []
+    for rows, sc in cands:
+        top = _topk(rows, sc, ctx.k, code)
+        out.append((np.fromiter((r for r, _ in top), np.int64, len(top)),
+                    np.fromiter((v for _, v in top), np.float32, len(top))))
+    return out
+
+
 #: Below this many queries, exact scores use FAISS's single-threaded SIMD kernels rather than BLAS:
 #: a multi-threaded BLAS matrix-vector product is slow and erratic on a busy machine.
 _BLAS_MIN_QUERIES = 8
@@ -235,8 +289,9 @@ def ip_slice(vecs: np.ndarray, lo: int, hi: int, q: np.ndarray) -> np.ndarray:
     out = np.empty((len(q), m), np.float32)
     base = vecs[lo:hi]
     for i in range(len(q)):
-        faiss.fvec_inner_products_ny(faiss.swig_ptr(out[i]), faiss.swig_ptr(q[i]), faiss.swig_ptr(base),
-                                     vecs.shape[1], m)
+        faiss.fvec_inner_products_ny(  # type: ignore[attr-defined]
+            faiss.swig_ptr(out[i]), faiss.swig_ptr(q[i]), faiss.swig_ptr(base), vecs.shape[1], m
+        )
     return out.T
 
 
@@ -248,8 +303,9 @@ def ip_rows(vecs: np.ndarray, pos: np.ndarray, q: np.ndarray) -> np.ndarray:
     ids = np.ascontiguousarray(pos, np.int64)
     out = np.empty((len(q), m), np.float32)
     for i in range(len(q)):
-        faiss.fvec_inner_products_by_idx(faiss.swig_ptr(out[i]), faiss.swig_ptr(q[i]), faiss.swig_ptr(vecs),
-                                         faiss.swig_ptr(ids), vecs.shape[1], 1, m)
+        faiss.fvec_inner_products_by_idx(  # type: ignore[attr-defined]
+            faiss.swig_ptr(out[i]), faiss.swig_ptr(q[i]), faiss.swig_ptr(vecs), faiss.swig_ptr(ids), vecs.shape[1], 1, m
+        )
     return out.T
 
 
@@ -281,6 +337,9 @@ def _search_tail(ctx: _Ctx, start: int, n: int, q: np.ndarray) -> tuple[BucketPl
     plan = BucketPlan(bucket="tail", rows=n - start, selected=s, strategy="exact" if s else "empty")
     if s == 0:
         return plan, [(np.zeros(0, np.int64), np.zeros(0, np.float32))] * len(q)
+    if len(q) < _BLAS_MIN_QUERIES:
+        plan.params["scan"] = "scan"
+        return plan, knn_scan(ctx, t.vectors, start, n, mask, s, q, None)
     pos = np.flatnonzero(mask)
     if s >= ctx.params.dense_slice_fraction * (n - start):
         sc = ip_slice(t.vectors, start, n, q)[pos]
