@@ -88,6 +88,19 @@ def _install_io_kill(kill_at: int, tear: bool, rng: random.Random) -> None:
     _fs.replace = replace
 
 
+def _small_index(engine: Any) -> None:
+    """Seal index partitions every few dozen rows, synchronously, so kills land in index writes too."""
+    try:
+        from aether.index import load_recipe, use_recipe
+    except ImportError:  # a build without the bucketed index
+        return
+    recipe = load_recipe().with_overrides(
+        partition_rows=64, tail_rows=24, background=False,
+        tiers=[{"name": "flat", "max_rows": None, "factory": "Flat"}], planner={"exact_rows": 8},
+    )
+    use_recipe(engine, recipe)
+
+
 def child_main(argv: list[str]) -> None:
     """``crash_child.py STORE SEED CHECKPOINT_BYTES [KILL_AT TEAR]`` (see the module docstring)."""
     import aether
@@ -96,6 +109,7 @@ def child_main(argv: list[str]) -> None:
     rng = random.Random(seed)
     mem = aether.open(store, embedder=aether.HashingEmbedder(dim=DIM), checkpoint_bytes=ckpt)
     eng = mem._engine
+    _small_index(eng)
     if len(argv) > 3 and int(argv[3]) > 0:
         _install_io_kill(int(argv[3]), argv[4] == "1", rng)
     atoms = list(eng.table.atom_index)
@@ -105,9 +119,14 @@ def child_main(argv: list[str]) -> None:
     i = 0
     while True:
         i += 1
-        kind = rng.choices(["add", "many", "correct", "retract", "delete"], [4, 3, 2, 1, 1])[0]
+        kind = rng.choices(["add", "many", "correct", "retract", "delete", "compact"], [4, 3, 2, 1, 1, 0.3])[0]
         if kind != "add" and kind != "many" and not atoms:
             kind = "add"
+        if kind == "compact":
+            # Not a transaction: rewrites the segments and swaps the manifest (a crash window).
+            if hasattr(mem, "compact"):
+                mem.compact()
+            continue
         rec: dict[str, Any] = {"op": kind}
         if kind == "add":
             vf = _when(rng)
@@ -163,6 +182,7 @@ class Harness:
     lost: int = 0
     #: The last transaction seen in the store by a check: once seen, it must never disappear.
     seen_seq: int = 0
+    verified: int = 0
 
 
 def run_iteration(h: Harness, rng: random.Random, *, mode: str, max_run_s: float = 0.8) -> None:
@@ -211,11 +231,24 @@ def check_store(h: Harness) -> None:
     import aether
 
     emb = aether.HashingEmbedder(dim=DIM)
+    report = _verify(h.store)  # the store's own checker (``aether verify``), before anything repairs it
+    if report is not None:
+        h.verified += 1
+        assert report.ok, "aether verify: " + "; ".join(str(p) for p in report.problems)
     with aether.open(h.store, embedder=emb, read_only=True) as ro:
         _check_open_store(h, ro)
     if h.iterations % 3 == 0:  # the writer path too: repairs the torn tail, checkpoints on close
         with aether.open(h.store, embedder=emb, checkpoint_bytes=h.checkpoint_bytes) as rw:
             _check_open_store(h, rw)
+
+
+def _verify(path: Path) -> Any:
+    """``aether.security.verify.verify`` where this build has it (the security feature adds it)."""
+    try:
+        from aether.security.verify import verify
+    except ImportError:
+        return None
+    return verify(path)
 
 
 def _check_open_store(h: Harness, mem: Any) -> None:
