@@ -356,3 +356,30 @@ def test_rows_erased_behind_the_index_are_purged_on_open(tmp_path: Path, embedde
         assert idx.stats["rebuilds"] == before + 1
         assert idx.doc_freq(eng, "albatross") == 0
         assert len(mem.search("puffin", mode="keyword")) == 1
+
+
+def test_erase_and_compact_remove_terms_from_the_keyword_index(tmp_path: Path,
+                                                              embedder: aether.HashingEmbedder) -> None:
+    if not hasattr(aether.Memory, "erase"):
+        pytest.skip("erasure is not in this build")
+    path = tmp_path / "s"
+    with aether.open(path, embedder=embedder) as mem:
+        keep = mem.add("the cormorant dried its wings")
+        gone = mem.add("my secret is quetzalcoatl")
+        mem.correct(gone.atom_id, "my secret is still quetzalcoatl")
+        eng = mem._engine
+        idx = kw.get_index(eng)
+        assert idx.doc_freq(eng, "quetzalcoatl") >= 2
+        mem.erase(atom_id=gone.atom_id)
+        assert idx.doc_freq(eng, "quetzalcoatl") == 0
+        assert mem.search("quetzalcoatl", mode="keyword") == []
+        assert mem.search("quetzalcoatl", mode="hybrid")[0].atom_id == keep.atom_id
+        mem.add("a heron joined the cormorant")
+        mem.compact()
+        assert len(mem.search("cormorant", k=5, mode="keyword")) == 2
+    for p in (path / "keyword").rglob("*"):
+        if p.is_file():
+            assert b"quetzalcoatl" not in p.read_bytes()
+    with aether.open(path, embedder=embedder) as mem:
+        assert kw.get_index(mem._engine).doc_freq(mem._engine, "quetzalcoatl") == 0
+        assert len(mem.search("cormorant", k=5, mode="keyword")) == 2

@@ -129,6 +129,7 @@ class KeywordIndex:
         self._pending = 0
         self._max_vid = -1  # largest version_id ever added (committed or not)
         self._table: Any = None
+        self._dead_seen = 0  # dead rows (erased, placeholders) the index has accounted for
         #: Counters for tests and stats: rows indexed, rebuilds, tantivy commits.
         self.stats = {"indexed": 0, "rebuilds": 0, "commits": 0}
 
@@ -218,6 +219,8 @@ class KeywordIndex:
     def _rebuild(self, engine: Engine, *, exclude: set[int] | None = None) -> None:
         """(Re)create the index from the live rows; on disk, build aside and swap in."""
         self.stats["rebuilds"] += 1
+        t = engine.table
+        self._dead_seen = int(np.count_nonzero(t.dead[: t.n]))
         if self._dir is None:
             self._close_writer()
             self._make(None)
@@ -285,8 +288,9 @@ class KeywordIndex:
         t = engine.table
         self._catch_up(engine)
         self._commit()
-        live = t.n - int(np.count_nonzero(t.dead[: t.n]))
-        if self._index.searcher().num_docs != live:
+        dead = int(np.count_nonzero(t.dead[: t.n]))
+        self._dead_seen = dead
+        if self._index.searcher().num_docs != t.n - dead:
             self._rebuild(engine)
 
     def _commit(self) -> None:
@@ -297,9 +301,18 @@ class KeywordIndex:
             self._pending = 0
 
     def on_commit(self, engine: Engine, start: int, end: int, closed: np.ndarray) -> None:
-        """Index the appended rows (closings change no text; the row mask handles them)."""
+        """Index the appended rows (closings change no text; the row mask handles them).
+
+        A transaction that killed earlier rows (an erasure record) makes the index drop their
+        terms at once, through :meth:`on_erase`'s rebuild.
+        """
         with self._lock:
-            self._add_rows(engine, start, end)
+            t = engine.table
+            if int(np.count_nonzero(t.dead[:start])) > self._dead_seen:
+                self._rebuild(engine)  # indexes the live rows, [start, end) included
+            else:
+                self._add_rows(engine, start, end)
+            self._dead_seen = int(np.count_nonzero(t.dead[:end]))
 
     def on_checkpoint(self, engine: Engine) -> None:
         """Make the on-disk index durable up to the checkpoint (one tantivy commit)."""
