@@ -201,6 +201,8 @@ def _check_segments(v: _V, body: dict[str, Any], codec: Codec | None) -> set[int
             last = int(ids[-1])
         vids.update(int(x) for x in ids)
         v.r._count("rows", len(ids))
+        if v.r.encrypted and "sealed" not in table.schema.names and table.num_rows:
+            v.bad(p, None, "segment of an encrypted store holds unsealed rows (not under any subject key)")
         if "sealed" in table.schema.names and isinstance(codec, AeadCodec):
             # Authenticate row by row so that each bad row is reported with its position.
             for i in range(table.num_rows):
