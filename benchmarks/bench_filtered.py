@@ -239,6 +239,8 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--workdir", default=None, help="where stores are built (default: a temp dir)")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--defer-build", action="store_true",
+                    help="pause index sealing during ingest and build once after it (bulk-load mode)")
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
     n, dim, k = args.n, args.dim, args.k
@@ -267,6 +269,10 @@ def main() -> None:
     if store.exists():
         shutil.rmtree(store)
     mem = aether.open(store, embedder=aether.PrecomputedEmbedder(dim))
+    if args.defer_build:  # bulk-load mode: no background seals during ingest, one build after it
+        idx0 = find_index(mem._engine)
+        assert idx0 is not None
+        idx0.pause()
     nb = 100
     bounds = np.linspace(0, n, nb + 1).astype(int)
     batch_tx: list[int] = []
@@ -292,6 +298,7 @@ def main() -> None:
     assert idx is not None
     t = time.perf_counter()
     idx.wait()
+    idx.resume()
     idx.seal()
     build_s = time.perf_counter() - t
     mem.close()

@@ -190,3 +190,14 @@ def test_read_only_store_uses_persisted_index(tmp_path: Path) -> None:
     assert idx.state.covered == N and idx.notes == []
     assert answers(ro, x) == first
     ro.close()
+
+
+def test_pause_defers_sealing_until_resume(tmp_path: Path) -> None:
+    mem, idx = open_store(tmp_path / "s")
+    idx.pause()
+    mem.add_many([{"content": f"m{i}", "valid_from": T0 + timedelta(days=i)} for i in range(250)], vectors=vectors(250))
+    assert idx.state.covered == 0  # 250 rows > tail_rows, but sealing is paused
+    assert len(mem.search(vectors(1, seed=3)[0], k=5, valid_during=(None, None))) == 5  # the tail is searched
+    idx.resume()
+    assert idx.state.covered == 250
+    mem.close()

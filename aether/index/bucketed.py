@@ -73,6 +73,7 @@ class BucketedIndex:
         self._builder: threading.Thread | None = None
         self._build_error: BaseException | None = None
         self._blk = threading.Lock()
+        self._paused = False
 
     # ------------------------------------------------------------------ DerivedIndex callbacks
     def on_open(self, engine: Engine) -> None:
@@ -128,7 +129,19 @@ class BucketedIndex:
         self.wait()
         self._seal(engine, engine.snapshot.n)
 
+    def pause(self) -> None:
+        """Stop sealing the tail (e.g. during a bulk load); queries scan the tail exactly meanwhile."""
+        self._paused = True
+
+    def resume(self) -> None:
+        """Undo :meth:`pause` and seal the tail if it has grown past ``tail_rows``."""
+        self._paused = False
+        if self._engine is not None and self._engine.table.n - self.state.covered >= self.recipe.tail_rows:
+            self._schedule(self._engine)
+
     def _schedule(self, engine: Engine) -> None:
+        if self._paused:
+            return
         if not self.recipe.background:
             self._seal(engine, engine.table.n)
             return

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 from .._resources import data_dir
@@ -27,7 +28,7 @@ class Tier:
     build: dict[str, Any] = field(default_factory=dict)
     search: dict[str, Any] = field(default_factory=dict)
 
-    @property
+    @cached_property
     def kind(self) -> str:
         """``flat``, ``hnsw`` or ``ivf`` (how the planner parameterises a search)."""
         f = self.factory.upper()
