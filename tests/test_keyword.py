@@ -383,3 +383,25 @@ def test_erase_and_compact_remove_terms_from_the_keyword_index(tmp_path: Path,
     with aether.open(path, embedder=embedder) as mem:
         assert kw.get_index(mem._engine).doc_freq(mem._engine, "quetzalcoatl") == 0
         assert len(mem.search("cormorant", k=5, mode="keyword")) == 2
+
+
+def test_default_mode_is_hybrid_when_tantivy_is_installed(memory_mem: aether.Memory,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    memory_mem.add("the default mode")
+    assert memory_mem.explain("default").mode == kw.search.DEFAULT_MODE == "hybrid"
+    monkeypatch.setattr(kw_index, "available", lambda: False)
+    assert memory_mem.explain("default").mode == "dense"
+    assert memory_mem.explain("default", mode="keyword").mode == "keyword"
+
+
+def test_reopening_the_index_in_place_does_not_rebuild(tmp_path: Path, embedder: aether.HashingEmbedder) -> None:
+    """A re-index calls ``on_open`` again on a live index: it must let go of its writer and reload."""
+    with aether.open(tmp_path / "s", embedder=embedder) as mem:
+        mem.add_many(["one gannet", "two gannets"])
+        eng = mem._engine
+        idx = kw.get_index(eng)
+        mem.add("three gannets")  # pending in the writer
+        before = idx.stats["rebuilds"]
+        idx.on_open(eng)
+        assert idx.stats["rebuilds"] == before
+        assert len(mem.search("gannet", k=5, mode="keyword")) == 3

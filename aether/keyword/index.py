@@ -160,6 +160,11 @@ class KeywordIndex:
     def on_open(self, engine: Engine) -> None:
         """Load the persisted index and index the rows it lacks, or build one in RAM."""
         with self._lock:
+            if self._writer is not None:  # opened again (a re-index swapped the table): let go first
+                try:
+                    self._commit()
+                finally:
+                    self._close_writer()
             memory = self._force_memory
             if memory is None:
                 memory = engine.path is None or engine.read_only or bool(engine.codec.encrypted)
