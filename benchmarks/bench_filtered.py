@@ -235,7 +235,8 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=100, help="queries per set for aether and FAISS")
     ap.add_argument("--peer-queries", type=int, default=20, help="queries per set for LanceDB and Chroma")
     ap.add_argument("--k", type=int, default=10)
-    ap.add_argument("--peers", default="faiss,lancedb,chroma", help="comma list; empty for aether only")
+    ap.add_argument("--peers", default="faiss,lancedb,chroma",
+                    help="comma list of faiss, faiss-flat, lancedb, chroma; empty for aether only")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--workdir", default=None, help="where stores are built (default: a temp dir)")
     ap.add_argument("--seed", type=int, default=7)
@@ -424,10 +425,12 @@ def main() -> None:
     want = {p.strip() for p in args.peers.split(",") if p.strip()}
     peers: list[tuple[Peer, int]] = []
     h64 = h256 = None
-    if "faiss" in want:
+    if "faiss" in want or "faiss-flat" in want:
+        peers.append((FaissFlat(), nq))
+    if "faiss" in want:  # "faiss-flat" skips the (slow to build) HNSW peers
         h64 = FaissHNSW(64)
         h256 = FaissHNSW(256)
-        peers += [(FaissFlat(), nq), (h64, nq), (h256, nq)]
+        peers += [(h64, nq), (h256, nq)]
     makers = (("lancedb", lambda: [Lance(False, work), Lance(True, work)]), ("chromadb", lambda: [Chroma(work)]))
     for mod, make in makers:
         if mod.replace("db", "") in want or mod in want:
