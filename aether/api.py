@@ -19,7 +19,7 @@ from .embed import (
     embedder_from_identity,
 )
 from .engine import search as _search
-from .keyword.search import DEFAULT_MODE as _DEFAULT_MODE
+from .keyword.search import resolve_mode as _resolve_mode
 from .keyword.search import run as _run_keyword
 from .engine.compact import CompactResult
 from .security.erase import EraseResult
@@ -410,7 +410,7 @@ class Memory:
         as_of: TimeLike | None = None,
         valid_during: tuple[TimeLike | None, TimeLike | None] | None = None,
         tags: Mapping[str, Any] | None = None,
-        mode: str = _DEFAULT_MODE,
+        mode: str | None = None,
         fusion: str = "rrf",
         rrf_k: int = 60,
         dense_weight: float = 0.5,
@@ -440,7 +440,7 @@ class Memory:
 
     def _search_once(
         self, queries: Any, k: int, valid_at: Any, as_of: Any, valid_during: Any, tags: Any,
-        *, mode: str = _DEFAULT_MODE, **fusion: Any,
+        *, mode: str | None = None, **fusion: Any,
     ) -> tuple[list[list[Hit]], SearchPlan]:
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise InvalidInputError("k must be a positive int")
@@ -451,6 +451,7 @@ class Memory:
         f = self._filters(valid_at, as_of, valid_during, tags)
         snap = self._engine.snapshot
         extra: dict[str, Any] = {}
+        mode = _resolve_mode(mode)
         if mode == "dense":
             qvecs = self._engine.query_vectors(qlist)
             results, buckets, selected = _search.plan_and_search(self._engine, snap, qvecs, k, f)
@@ -482,7 +483,7 @@ class Memory:
         as_of: TimeLike | None = None,
         valid_during: tuple[TimeLike | None, TimeLike | None] | None = None,
         tags: Mapping[str, Any] | None = None,
-        mode: str = _DEFAULT_MODE,
+        mode: str | None = None,
         fusion: str = "rrf",
         rrf_k: int = 60,
         dense_weight: float = 0.5,
@@ -504,7 +505,10 @@ class Memory:
         mode
             ``"dense"`` (embedding similarity), ``"keyword"`` (BM25 over the content; text queries
             only) or ``"hybrid"`` (both, fused). Every mode applies the same time and tag filters.
-            Keyword and hybrid need ``pip install 'aether[hybrid]'``.
+            Keyword and hybrid need ``pip install 'aether[hybrid]'``. Default (``None``): hybrid
+            when tantivy is installed, else dense (see ``aether.keyword.search.DEFAULT_MODE``).
+            A hybrid search with a vector query returns the dense hits and their cosine scores;
+            with a text query, hit scores are fused scores (RRF), not cosines.
         fusion
             Hybrid only: ``"rrf"`` (reciprocal rank fusion, the default; ``score = sum 1/(rrf_k + rank)``)
             or ``"weighted"`` (``dense_weight * dense + (1 - dense_weight) * bm25``, each min-max scaled).
@@ -523,7 +527,7 @@ class Memory:
         as_of: TimeLike | None = None,
         valid_during: tuple[TimeLike | None, TimeLike | None] | None = None,
         tags: Mapping[str, Any] | None = None,
-        mode: str = _DEFAULT_MODE,
+        mode: str | None = None,
         fusion: str = "rrf",
         rrf_k: int = 60,
         dense_weight: float = 0.5,
