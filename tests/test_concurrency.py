@@ -173,3 +173,31 @@ def test_reader_process_refreshing_during_ingest_and_checkpoints(tmp_path: Path)
     assert proc.returncode == 0, err[-3000:]
     res = json.loads(out.strip().splitlines()[-1])
     assert res["count"] == 41 * N and res["refreshes"] > 1
+
+
+def test_read_only_open_during_checkpoints(tmp_path: Path) -> None:
+    """Opening read-only while the writer checkpoints (manifest replaced, old WAL files deleted)
+    must not fail with a spurious CorruptionError (it did, about one open in two, before the retry)."""
+    path = tmp_path / "s"
+    w = aether.open(path, embedder=aether.HashingEmbedder(dim=DIM), checkpoint_bytes=4_000)
+    w.add_many([{"content": f"seed {j}", "tags": {"grp": "x"}} for j in range(N)])
+    stop = threading.Event()
+
+    def writer() -> None:
+        b = 0
+        while not stop.is_set() and b < 300:
+            w.add_many([{"content": f"b{b} {j} " + "w" * 100, "tags": {"grp": "x"}} for j in range(N)])
+            b += 1
+            time.sleep(0.002)  # leave the GIL to the reader now and then
+
+    t = threading.Thread(target=writer)
+    t.start()
+    q = np.ones(DIM, np.float32)
+    try:
+        for _ in range(20):
+            with aether.open(path, embedder=aether.HashingEmbedder(dim=DIM), read_only=True) as ro:
+                assert _count(ro, q) % N == 0
+    finally:
+        stop.set()
+        t.join()
+    w.close()
