@@ -9,7 +9,8 @@ can catch them all with one ``except``::
     │   ├── InvalidIntervalError                 valid_to <= valid_from, or out of range
     │   ├── InvalidVectorError                   wrong size, NaN/inf, or zero vector
     │   ├── InvalidContentError                  empty or oversized content
-    │   └── InvalidTagError                      a tag key or value of an unsupported type
+    │   ├── InvalidTagError                      a tag key or value of an unsupported type
+    │   └── ImportFailedError                    an all-or-nothing import found bad rows; nothing written
     ├── AtomNotFoundError (also KeyError)        no such atom (or it was erased)
     ├── ReadOnlyError                            a write on a time-travel view or a read-only store
     ├── StoreError                               problems with the store on disk
@@ -20,6 +21,7 @@ can catch them all with one ``except``::
     │   ├── ModelMismatchError                   opened with a different embedding model
     │   ├── CorruptionError                      a file failed its checksum or does not parse
     │   ├── StateConflictError                   a state snapshot does not extend its agent's chain head
+    │   ├── ReindexConflictError                 segments were rewritten (compacted) during a re-index
     │   └── StorageIOError (also OSError)        a write, fsync or rename failed
     ├── SecurityError                            keys and integrity
     │   ├── KeyRequiredError                     the store is encrypted and no key was given
@@ -32,6 +34,8 @@ can catch them all with one ``except``::
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class AetherError(Exception):
@@ -60,6 +64,14 @@ class InvalidContentError(InvalidInputError):
 
 class InvalidTagError(InvalidInputError):
     """A tag key or value has an unsupported type."""
+
+
+class ImportFailedError(InvalidInputError):
+    """An all-or-nothing import found bad rows; nothing was written (``bad`` lists them)."""
+
+    def __init__(self, message: str, bad: list[Any] | None = None) -> None:
+        super().__init__(message)
+        self.bad: list[Any] = list(bad or [])
 
 
 class AtomNotFoundError(AetherError, KeyError):
@@ -111,6 +123,10 @@ class CorruptionError(StoreError):
 
 class StateConflictError(StoreError):
     """A state snapshot does not extend its agent's chain (a fork, a duplicate state id, a concurrent writer)."""
+
+
+class ReindexConflictError(StoreError):
+    """The segments being re-indexed were rewritten (e.g. compacted) meanwhile; run the re-index again."""
 
 
 class StorageIOError(StoreError, OSError):

@@ -225,7 +225,7 @@ def test_import_bad_line_writes_nothing(store: Path, tmp_path: Path, body: str, 
     before = run_json("stats", store)["versions"]
     f = tmp_path / "bad.jsonl"
     f.write_text(body)
-    err = fail(2, "import", store, f)
+    err = fail(2, "import", store, f, "--atomic")  # without --atomic bad lines are skipped and reported
     assert f"line {line}" in err and word in err
     assert run_json("stats", store)["versions"] == before
 

@@ -488,7 +488,7 @@ def register(app: typer.Typer) -> None:
     """Add the core commands to the ``aether`` app."""
     app.command("init")(cmd_init)
     app.command("add")(cmd_add)
-    app.command("import")(cmd_import)
+    # ``import`` is registered by ``_maintenance`` (streaming, resumable; ``cmd_import`` here is the simple one).
     app.command("search")(cmd_search)
     app.command("get")(cmd_get)
     app.command("history")(cmd_history)

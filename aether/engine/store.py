@@ -135,6 +135,8 @@ class Engine:
         self.manifest: dict[str, Any] = {}
         #: Derived indexes (ANN buckets, keyword index) notified of every change; see derived.py.
         self.derived: list[DerivedIndex] = []
+        #: Generation swap counter: odd while a re-index swaps the table in (readers retry; see reindex.py).
+        self.gen_seq = 0
         if self.path is None:
             if embedder is None:
                 embedder = embedder_factory(None) if embedder_factory else None
@@ -552,6 +554,31 @@ class Engine:
             for d in self.derived:
                 d.on_checkpoint(self)
             return True
+
+    def install_generation(self, body: dict[str, Any], embedder: Embedder, moves: list[tuple[Path, Path]]) -> None:
+        """Swap in a re-indexed generation (see ``engine/reindex.py``); call under the write lock after a checkpoint.
+
+        ``moves`` (staged file, final path) go into place first; saving ``body`` as the manifest is
+        the commit point (a crash before it leaves the old generation, whose files are untouched).
+        """
+        assert self.path is not None and self._wal is not None
+        from ..storage._fs import fsync_dir, replace
+
+        for src, dst in moves:
+            replace(src, dst)
+        if moves:
+            fsync_dir(moves[0][1].parent)
+        mf.save(self.path, body)
+        self.gen_seq += 1  # odd: readers that overlap the reload retry
+        try:
+            self._wal.close()
+            self._qcache.clear()
+            self._load(embedder, None)
+            for d in self.derived:  # new vectors: a derived index with ``on_reset`` rebuilds from scratch
+                reset = getattr(d, "on_reset", None)
+                (reset if callable(reset) else d.on_open)(self)
+        finally:
+            self.gen_seq += 1
 
     def close(self) -> None:
         if self._closed:
