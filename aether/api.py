@@ -505,8 +505,9 @@ class Memory:
         mode
             ``"dense"`` (embedding similarity), ``"keyword"`` (BM25 over the content; text queries
             only) or ``"hybrid"`` (both, fused). Every mode applies the same time and tag filters.
-            Keyword and hybrid need ``pip install 'aether[hybrid]'``. Default (``None``): hybrid
-            when tantivy is installed, else dense (see ``aether.keyword.search.DEFAULT_MODE``).
+            Keyword and hybrid need ``pip install 'aether[hybrid]'``. Default (``None``):
+            ``aether.keyword.search.DEFAULT_MODE`` (``"dense"`` for now; see the measurement there),
+            and always dense when tantivy is not installed.
             A hybrid search with a vector query returns the dense hits and their cosine scores;
             with a text query, hit scores are fused scores (RRF), not cosines.
         fusion

@@ -385,10 +385,12 @@ def test_erase_and_compact_remove_terms_from_the_keyword_index(tmp_path: Path,
         assert len(mem.search("cormorant", k=5, mode="keyword")) == 2
 
 
-def test_default_mode_is_hybrid_when_tantivy_is_installed(memory_mem: aether.Memory,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_mode_resolves_to_dense_without_tantivy(memory_mem: aether.Memory,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     memory_mem.add("the default mode")
-    assert memory_mem.explain("default").mode == kw.search.DEFAULT_MODE == "hybrid"
+    assert memory_mem.explain("default").mode == kw.search.DEFAULT_MODE
+    monkeypatch.setattr(kw.search, "DEFAULT_MODE", "hybrid")
+    assert memory_mem.explain("default").mode == "hybrid"
     monkeypatch.setattr(kw_index, "available", lambda: False)
     assert memory_mem.explain("default").mode == "dense"
     assert memory_mem.explain("default", mode="keyword").mode == "keyword"
