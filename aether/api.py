@@ -19,8 +19,6 @@ from .embed import (
     embedder_from_identity,
 )
 from .engine import search as _search
-from .keyword.search import resolve_mode as _resolve_mode
-from .keyword.search import run as _run_keyword
 from .engine.compact import CompactResult
 from .security.erase import EraseResult
 from .engine.store import DeleteOp, Engine, Op, PutOp, RetractOp
@@ -35,6 +33,8 @@ from .engine.validate import (
     check_tags,
 )
 from .errors import InvalidInputError, InvalidIntervalError, ReadOnlyError
+from .keyword.search import resolve_mode as _resolve_mode
+from .keyword.search import run as _run_keyword
 from .models import Hit, MemoryAtom, SearchPlan, StoreStats, new_atom_id
 
 
