@@ -324,7 +324,7 @@ class Engine:
         if self.read_only:
             raise ReadOnlyError("this store was opened read-only")
 
-    def embed_missing(self, ops: list[Op]) -> None:
+    def embed_missing(self, ops: list[Op]) -> list[PutOp]:
         """Embed the content of put operations that came without a vector (outside the write lock)."""
         todo = [op for op in ops if isinstance(op, PutOp) and op.vector is None and op.content is not None]
         if todo:
@@ -332,13 +332,17 @@ class Engine:
             vecs = as_unit_vectors(vecs, self.embedder.dim)
             for op, v in zip(todo, vecs, strict=True):
                 op.vector = v
+        return todo
 
     def commit(self, ops: list[Op]) -> CommitResult:
         """Apply ``ops`` as one atomic, durable transaction."""
         self._check_writable()
-        self.embed_missing(ops)
+        gen = self.gen_seq
+        embedded = self.embed_missing(ops)
         with self._wlock:
             self._check_writable()
+            if self.gen_seq != gen:  # a re-index swapped the model in meanwhile: embed with the new one
+                self._reembed(ops, embedded)
             snap = self._snap
             tx = max(self.clock(), snap.last_tx + 1)
             header, rows, new_rows = self._plan(ops, tx, snap)
@@ -554,6 +558,18 @@ class Engine:
             for d in self.derived:
                 d.on_checkpoint(self)
             return True
+
+    def _reembed(self, ops: list[Op], embedded: list[PutOp]) -> None:
+        from ..errors import InvalidVectorError
+
+        for op in embedded:
+            op.vector = None
+        self.embed_missing(ops)
+        for op in ops:
+            if isinstance(op, PutOp) and op.vector is not None and op.vector.shape[-1] != self.embedder.dim:
+                raise InvalidVectorError(
+                    f"the store was re-indexed to dimension {self.embedder.dim}; this vector has {op.vector.shape[-1]}"
+                )
 
     def install_generation(self, body: dict[str, Any], embedder: Embedder, moves: list[tuple[Path, Path]]) -> None:
         """Swap in a re-indexed generation (see ``engine/reindex.py``); call under the write lock after a checkpoint.
