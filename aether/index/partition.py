@@ -19,7 +19,7 @@ import numpy as np
 from .recipes import Tier
 
 #: Quantile of valid-interval lengths below which a row is "regular" (the rest are exceptions).
-_REACH_QUANTILE = 0.9
+_REACH_QUANTILE = 0.95
 _I64_MIN = -(2**63)
 _I64_MAX = 2**63 - 1
 

@@ -149,7 +149,7 @@ def _search_partition(ctx: _Ctx, p: Partition, q: np.ndarray) -> tuple[BucketPla
     kind = p.tier.kind
     base = int(p.tier.search.get("efSearch" if kind == "hnsw" else "nprobe", 64 if kind == "hnsw" else 8))
     kk = min(s, ctx.k * (pp.fetch_factor if ctx.dedupe else 1))
-    ef = int(min(pp.ef_search_max, max(base, kk, math.ceil(base / frac))))
+    ef = int(min(pp.ef_search_max, max(base, kk, math.ceil(base / math.sqrt(frac)))))
     # Cost model: an exact scan costs ~s row products; an HNSW search ~ef * ann_cost_per_ef of them.
     cheaper_exact = kind == "hnsw" and s <= ef * pp.ann_cost_per_ef
     if kind == "flat" or s <= pp.exact_rows or frac < pp.ann_min_fraction or cheaper_exact:
@@ -296,17 +296,14 @@ def ip_slice(vecs: np.ndarray, lo: int, hi: int, q: np.ndarray) -> np.ndarray:
 
 
 def ip_rows(vecs: np.ndarray, pos: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """Inner products of rows ``vecs[pos]`` with every query, without copying the rows: ``(len(pos), nq)``."""
-    m = len(pos)
-    if len(q) >= _BLAS_MIN_QUERIES or m == 0:
+    """Inner products of rows ``vecs[pos]`` with every query: ``(len(pos), nq)``.
+
+    Single queries avoid both BLAS and ``faiss.fvec_inner_products_by_idx``: each opens an
+    OpenMP/BLAS thread team, and on a loaded machine the team's barrier costs milliseconds.
+    """
+    if len(q) >= _BLAS_MIN_QUERIES or len(pos) == 0:
         return vecs[pos] @ q.T
-    ids = np.ascontiguousarray(pos, np.int64)
-    out = np.empty((len(q), m), np.float32)
-    for i in range(len(q)):
-        faiss.fvec_inner_products_by_idx(  # type: ignore[attr-defined]
-            faiss.swig_ptr(out[i]), faiss.swig_ptr(q[i]), faiss.swig_ptr(vecs), faiss.swig_ptr(ids), vecs.shape[1], 1, m
-        )
-    return out.T
+    return np.einsum("ij,qj->iq", vecs[pos], q)
 
 
 def _per_query_topk(ctx: _Ctx, rows: np.ndarray, sc: np.ndarray) -> list[Cand]:

@@ -46,7 +46,7 @@ class PlannerParams:
     exact_rows: int = 4096
     ann_min_fraction: float = 0.08
     ef_search_max: int = 1024
-    ann_cost_per_ef: float = 40.0
+    ann_cost_per_ef: float = 10.0
     fetch_factor: int = 2
     dense_slice_fraction: float = 0.05
 
