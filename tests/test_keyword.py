@@ -407,3 +407,37 @@ def test_reopening_the_index_in_place_does_not_rebuild(tmp_path: Path, embedder:
         idx.on_open(eng)
         assert idx.stats["rebuilds"] == before
         assert len(mem.search("gannet", k=5, mode="keyword")) == 3
+
+
+def test_damaged_index_files_are_rebuilt_not_trusted(tmp_path: Path, embedder: aether.HashingEmbedder) -> None:
+    """A flipped byte or a missing file in ``keyword/`` is detected on open and the index rebuilt."""
+    path = tmp_path / "s"
+    with aether.open(path, embedder=embedder) as mem:
+        mem.add_many([f"tern number {i}" for i in range(30)] + ["a lone skua"])
+        mem.search("skua", mode="keyword")
+    def current() -> dict[str, str]:  # one file per kind (segment names change with each rebuild)
+        return {p.name.split(".", 1)[-1] if "." in p.name.strip(".") else p.name: p.name
+                for p in sorted((path / "keyword").iterdir())
+                if p.is_file() and p.stat().st_size and not p.name.startswith((".tantivy", "aether-"))}
+
+    kinds = sorted(current())
+    assert "json" in kinds and len(kinds) > 3
+    for kind in kinds:
+        for damage in ("flip", "delete"):
+            name = current()[kind]
+            f = path / "keyword" / name
+            saved = f.read_bytes()
+            if damage == "flip":
+                data = bytearray(saved)
+                data[len(data) // 2] ^= 0x55
+                f.write_bytes(bytes(data))
+            else:
+                f.unlink()
+            with aether.open(path, embedder=embedder) as mem:
+                idx = kw.get_index(mem._engine)
+                # .managed.json is tantivy's list of files to garbage-collect: not index data
+                assert idx.stats["rebuilds"] == (kind != "managed.json"), (name, damage)
+                assert [h.atom.content.inline for h in mem.search("skua", mode="keyword")] == ["a lone skua"]
+                assert len(mem.search("tern", k=50, mode="keyword")) == 30
+    with aether.open(path, embedder=embedder) as mem:  # and the rebuilt index is trusted again
+        assert kw.get_index(mem._engine).stats["rebuilds"] == 0

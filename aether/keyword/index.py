@@ -46,6 +46,8 @@ PUSHDOWN_MAX_FRACTION = 0.125
 #: Rows indexed per batch during a rebuild or catch-up.
 _BATCH = 8192
 _HEAP = 50_000_000
+#: Files in the index directory that carry no index data (not checksummed).
+_UNSUMMED = (".tantivy-writer.lock", ".tantivy-meta.lock", ".managed.json", _META, _META + ".tmp")
 
 
 def _tantivy() -> Any:
@@ -126,10 +128,13 @@ class KeywordIndex:
         self._schema: Any = None
         self._an: Any = None
         self._dir: Path | None = None
+        self._idx_dir: Path | None = None  # where the open tantivy index lives (None: RAM)
+        self._sum_cache: dict[tuple[str, int, int], int] = {}
         self._pending = 0
         self._max_vid = -1  # largest version_id ever added (committed or not)
         self._table: Any = None
         self._dead_seen = 0  # dead rows (erased, placeholders) the index has accounted for
+        self._engine_ref: Any = None
         #: Counters for tests and stats: rows indexed, rebuilds, tantivy commits.
         self.stats = {"indexed": 0, "rebuilds": 0, "commits": 0}
 
@@ -152,6 +157,7 @@ class KeywordIndex:
         self._schema = self._schema_build()
         self._an = _analyzer(tv)
         self._index = tv.Index(self._schema, path=None if path is None else str(path), reuse=True)
+        self._idx_dir = path
         self._index.register_tokenizer(_TOKENIZER, self._an)
         self._index.config_reader(reload_policy="manual")
         self._writer = self._index.writer(heap_size=_HEAP, num_threads=1)
@@ -160,6 +166,7 @@ class KeywordIndex:
     def on_open(self, engine: Engine) -> None:
         """Load the persisted index and index the rows it lacks, or build one in RAM."""
         with self._lock:
+            self._engine_ref = engine
             if self._writer is not None:  # opened again (a re-index swapped the table): let go first
                 try:
                     self._commit()
@@ -175,23 +182,22 @@ class KeywordIndex:
                 self._rebuild(engine)
                 return
             self._clean_leftovers(self._dir)
-            meta = self._read_meta(self._dir)
-            want = {"format": FORMAT, "analyzer": ANALYZER, "store_id": engine.store_id}
-            if meta != want or not self._tv.Index.exists(str(self._dir)):
-                self._rebuild(engine)
+            if not self._intact(self._dir, engine):
+                self._rebuild(engine)  # another format, or damaged files: it is derived, start over
                 return
             try:
                 self._make(self._dir)
-            except (ValueError, OSError):
-                self._rebuild(engine)  # unreadable or incompatible: it is derived, so start over
-                return
-            self._max_vid = self._indexed_max_vid()
-            t = engine.table
-            last = int(t.version_id[t.n - 1]) if t.n else -1
-            if self._max_vid > last:
-                self._rebuild(engine)  # ahead of the rows (a restored store): cannot be trusted
-                return
-            self._reconcile(engine)
+                self._max_vid = self._indexed_max_vid()
+                t = engine.table
+                last = int(t.version_id[t.n - 1]) if t.n else -1
+                if self._max_vid > last:
+                    raise ValueError("the index is ahead of the rows (a restored store)")
+                self._reconcile(engine)
+            except BaseException as exc:  # tantivy reports damage as ValueError or a Rust panic
+                if isinstance(exc, KeyboardInterrupt | SystemExit | MemoryError):
+                    raise
+                self._close_writer()
+                self._rebuild(engine)
 
     @staticmethod
     def _clean_leftovers(d: Path) -> None:
@@ -206,11 +212,60 @@ class KeywordIndex:
         except (OSError, ValueError):
             return None
 
-    def _write_meta(self, d: Path, engine: Engine) -> None:
-        from ..storage._fs import write_atomic
+    def _sums(self, d: Path) -> dict[str, list[int]]:
+        """``name -> [size, crc32c]`` of the index files (segment files never change once written,
+        so each is read once per process; ``meta.json`` and delete files get new contents or names)."""
+        import crc32c
 
-        body = {"format": FORMAT, "analyzer": ANALYZER, "store_id": engine.store_id}
-        write_atomic(d / _META, json.dumps(body, sort_keys=True).encode())
+        out: dict[str, list[int]] = {}
+        for p in sorted(d.iterdir()):
+            if p.name in _UNSUMMED or not p.is_file():
+                continue
+            st = p.stat()
+            key = (p.name, st.st_size, st.st_mtime_ns)
+            c = self._sum_cache.get(key)
+            if c is None:
+                c = 0
+                with open(p, "rb") as fh:
+                    while chunk := fh.read(1 << 20):
+                        c = crc32c.crc32c(chunk, c)
+                self._sum_cache[key] = c
+            out[p.name] = [st.st_size, c]
+        return out
+
+    def _intact(self, d: Path, engine: Engine) -> bool:
+        """Same format and store, and every index file as recorded at the last commit.
+
+        A tantivy segment has no checksum that the Python bindings verify, so a flipped byte
+        could otherwise change results silently (or panic); a mismatch means rebuild.
+        """
+        meta = self._read_meta(d)
+        want = {"format": FORMAT, "analyzer": ANALYZER, "store_id": engine.store_id}
+        if meta is None or {k: meta.get(k) for k in want} != want or not self._tv.Index.exists(str(d)):
+            return False
+        files = meta.get("files")
+        if not isinstance(files, dict) or "meta.json" not in files:
+            return False
+        try:
+            # Only what the committed meta.json names: a writer killed mid-segment leaves files
+            # of an uncommitted segment behind, which tantivy ignores and so do we.
+            segs = json.loads((d / "meta.json").read_text(encoding="utf-8"))["segments"]
+            ids = tuple(str(g["segment_id"]).replace("-", "") for g in segs)
+            now = self._sums(d)
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+
+        def named(sums: dict[str, Any]) -> dict[str, Any]:
+            return {k: v for k, v in sums.items() if k == "meta.json" or (ids and k.startswith(ids))}
+
+        return named(now) == named(files)
+
+    def _write_meta(self, d: Path, engine: Engine) -> None:
+        # No fsync: a torn or lost copy only makes the next open rebuild the (derived) index.
+        body = {"format": FORMAT, "analyzer": ANALYZER, "store_id": engine.store_id, "files": self._sums(d)}
+        tmp = d / (_META + ".tmp")
+        tmp.write_text(json.dumps(body, sort_keys=True), encoding="utf-8")
+        tmp.replace(d / _META)
 
     def _indexed_max_vid(self) -> int:
         self._index.reload()
@@ -242,8 +297,8 @@ class KeywordIndex:
         self._max_vid = -1
         self._add_rows(engine, 0, engine.table.n, exclude=exclude)
         self._commit()
-        self._write_meta(tmp, engine)
         self._close_writer()
+        self._write_meta(tmp, engine)
         self._index = None
         if self._dir.exists():
             self._dir.rename(old)
@@ -304,6 +359,8 @@ class KeywordIndex:
             self._index.reload()
             self.stats["commits"] += 1
             self._pending = 0
+            if self._idx_dir is not None and self._engine_ref is not None:
+                self._write_meta(self._idx_dir, self._engine_ref)
 
     def on_commit(self, engine: Engine, start: int, end: int, closed: np.ndarray) -> None:
         """Index the appended rows (closings change no text; the row mask handles them).
@@ -333,6 +390,8 @@ class KeywordIndex:
                     self._commit()
                 finally:
                     self._close_writer()
+                if self._idx_dir is not None and self._idx_dir.is_dir():
+                    self._write_meta(self._idx_dir, engine)  # merges may have finished since
             else:
                 self._close_writer()
             self._index = None
