@@ -392,6 +392,10 @@ class KeywordIndex:
                     self._close_writer()
                 if self._idx_dir is not None and self._idx_dir.is_dir():
                     self._write_meta(self._idx_dir, engine)  # merges may have finished since
+                    for lock in (".tantivy-writer.lock", ".tantivy-meta.lock"):
+                        lf = self._idx_dir / lock  # empty, and recreated on open: do not leave them
+                        if lf.exists() and lf.stat().st_size == 0:
+                            lf.unlink()
             else:
                 self._close_writer()
             self._index = None
