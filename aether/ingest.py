@@ -474,7 +474,8 @@ def _import_atomic(
             progress(total // 2 + (total - total // 2) * min(s + batch_rows, len(ops)) // max(len(ops), 1), total)
     if ops:
         try:
-            eng.commit(list[Op](ops))
+            whole: list[Op] = list(ops)
+            eng.commit(whole)
         except InvalidInputError as exc:
             # Find which row the engine rejected, for the report; still nothing is written.
             raise ImportFailedError(f"{path}: the import was rejected, nothing imported: {exc}", bad) from None

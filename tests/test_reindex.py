@@ -20,7 +20,9 @@ from aether.engine.reindex import reindex
 from aether.errors import ConfigError, ModelMismatchError
 
 OLD, NEW = 32, 48
-WORDS = "apple banana cherry delta echo falcon garden harbor island jungle kettle lemon".split()
+WORDS = [
+    "apple", "banana", "cherry", "delta", "echo", "falcon", "garden", "harbor", "island", "jungle", "kettle", "lemon",
+]
 QUERIES = ["apple garden", "harbor lemon island", "kettle", "falcon delta echo"]
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -94,7 +96,8 @@ def test_reindex_to_new_embedder_equals_exact_search(tmp_path: Path) -> None:
     body = json.loads((path / "MANIFEST.json").read_text())
     assert body["model"] == {"identity": new.identity, "dim": NEW} and body["index"]["generation"] == 1
     assert all(Path(e["file"]).name.startswith("g0001-") for e in body["segments"])
-    assert sorted(p.name for p in (path / "segments").iterdir()) == sorted(Path(e["file"]).name for e in body["segments"])
+    live = sorted(Path(e["file"]).name for e in body["segments"])
+    assert sorted(p.name for p in (path / "segments").iterdir()) == live
     with pytest.raises(ModelMismatchError):
         aether.open(path, embedder=aether.HashingEmbedder(dim=OLD))
     with aether.open(path) as again:  # the embedder is rebuilt from the recorded identity

@@ -24,9 +24,6 @@ import numpy as np
 from ..errors import EmbeddingError, MissingDependencyError
 from . import Part, PartSource, embed_texts, embedder_from_spec
 
-#: CPUs a Parquet read task asks for; the embedding actors share the rest.
-_READ_CPUS = 0.25
-
 
 def import_ray() -> Any:
     """``ray`` (with Ray Data), or ``MissingDependencyError`` naming the extra."""
@@ -112,13 +109,12 @@ class RayEngine:
         ctx.enable_progress_bars = False  # aether reports progress itself
         sources = list(dict.fromkeys(p.source for p in parts))
         if src.plain:
-            ds = ray.data.read_parquet(
-                [str(src.root / s) for s in sources],
-                columns=["version_id", "content"],
-                ray_remote_args={"num_cpus": _READ_CPUS},
-            )
+            ds = ray.data.read_parquet([str(src.root / s) for s in sources]).select_columns(["version_id", "content"])
         else:
             ds = ray.data.from_arrow([src.read(s, ["version_id", "content"]) for s in sources])
+        rows = sum(p.rows for p in parts)
+        # A segment is one block: split it so that every actor gets work (order is kept).
+        ds = ds.repartition(max(1, min(rows // max(batch_size, 1), 4 * (self.actors or self._cpus()))))
         # Pending version-id ranges: a resumed run embeds only the parts still to do.
         vids_of = {
             s: np.asarray(src.read(s, ["version_id"]).column(0).to_numpy(), np.int64) for s in sources
