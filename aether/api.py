@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time as _time_mod
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 import numpy as np
@@ -314,12 +314,31 @@ class Memory:
 
         return _erase(self._engine, subject=subject, atom_id=atom_id)
 
-    def compact(self) -> CompactResult:
-        """Rewrite the store's files without erased rows and vectors (see :mod:`aether.engine.compact`)."""
+    def compact(
+        self, *, merge_below: int | None = None, retain: timedelta | TimeLike | None = None
+    ) -> CompactResult:
+        """Rewrite the store's files without erased rows and vectors (see :mod:`aether.engine.compact`).
+
+        Parameters
+        ----------
+        merge_below
+            Merge policy: rewrite only segments smaller than this many rows (merging neighbours),
+            or holding erased or expired rows; others stay as they are. Default: rewrite everything.
+        retain
+            Retention: drop versions the store stopped believing (``tx_to``) before this horizon, a
+            time or a ``timedelta`` back from now. As-of queries before the horizon then see less history.
+        """
         self._check_write()
         from .engine.compact import compact as _compact
 
-        return _compact(self._engine)
+        horizon = None
+        if retain is not None:
+            horizon = (
+                self._engine.clock() - int(retain / timedelta(microseconds=1))
+                if isinstance(retain, timedelta)
+                else to_us(retain, name="retain")
+            )
+        return _compact(self._engine, merge_below=merge_below, retain_after=horizon)
 
     def reindex(
         self,

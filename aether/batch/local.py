@@ -63,6 +63,11 @@ class LocalEngine:
         self.workers = max(1, int(workers or 1))
         self._pool: ProcessPoolExecutor | None = None
 
+    @property
+    def in_process(self) -> bool:
+        """Embeds in the calling process (then ``spec`` may be the embedder object itself)."""
+        return self.workers == 1
+
     def embed_parts(
         self, src: PartSource, parts: Sequence[Part], spec: Any, *, batch_size: int
     ) -> Iterator[tuple[Part, np.ndarray]]:

@@ -79,8 +79,11 @@ def _wait_derived(engine: Engine) -> None:
             wait()  # background index builds must not write files while we delete them
 
 
-def compact(engine: Engine) -> CompactResult:
+def compact(engine: Engine, *, merge_below: int | None = None, retain_after: int | None = None) -> CompactResult:
     """Rewrite the store without its erased rows (see the module docstring).
+
+    With ``merge_below`` (rows) or ``retain_after`` (a transaction time, µs) the segment-merge and
+    retention policy of :mod:`aether.engine.compact_policy` runs instead (rewrites only what needs it).
 
     Raises
     ------
@@ -89,6 +92,10 @@ def compact(engine: Engine) -> CompactResult:
     StorageIOError
         A write failed; the store is left as it was (the old manifest stays in force).
     """
+    if merge_below is not None or retain_after is not None:
+        from .compact_policy import compact_policy
+
+        return compact_policy(engine, merge_below=merge_below, retain_after=retain_after)
     engine._check_writable()
     with engine._wlock:
         engine._check_writable()

@@ -259,7 +259,8 @@ class _Run:
         self._report()
         if not pending:
             return
-        spec = embedder_spec(self.embedder)
+        # In-process engines use the embedder object itself (no second copy of the model to load).
+        spec = self.embedder if getattr(self.batch, "in_process", False) else embedder_spec(self.embedder)
         eng = self.engine
         for part, vecs in self.batch.embed_parts(self.src, pending, spec, batch_size=self.batch_size):
             vecs = np.asarray(vecs, dtype=np.float32)
