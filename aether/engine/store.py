@@ -359,7 +359,7 @@ class Engine:
                 self.checkpoint()
             return result
 
-    def _current_pieces(self, code: int | None, closed: set[int]) -> list[Piece[tuple[str, int]]]:
+    def _current_pieces(self, code: int | None, closed: dict[int, int] | set[int]) -> list[Piece[tuple[str, int]]]:
         if code is None:
             return []
         t = self.table
@@ -392,7 +392,7 @@ class Engine:
         primary: list[int] = []
 
         def pieces(atom_id: str) -> list[Piece[tuple[str, int]]]:
-            cur = self._current_pieces(t.atom_index.get(atom_id), set(closed))
+            cur = self._current_pieces(t.atom_index.get(atom_id), closed)  # no set(closed): O(n^2) per batch
             cur += [
                 Piece(("p", i), pending[i].valid_from, pending[i].valid_to)
                 for i in by_atom.get(atom_id, ())
