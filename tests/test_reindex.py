@@ -279,3 +279,24 @@ def test_reindex_bad_arguments(mem: aether.Memory) -> None:
         mem.reindex(model="no-such-model")
     with aether.open(mem.path, read_only=True) as ro, pytest.raises(aether.errors.ReadOnlyError):
         ro.reindex(embedder=aether.HashingEmbedder(dim=NEW))
+
+
+def test_new_generation_bucket_indexes_are_built_before_the_swap(tmp_path: Path) -> None:
+    from aether.index import find_index, load_recipe, use_recipe
+
+    path = tmp_path / "s"
+    mem = aether.open(path, embedder=aether.HashingEmbedder(dim=OLD))
+    use_recipe(mem._engine, load_recipe("default").with_overrides(tail_rows=100, background=False))
+    _fill(mem, 600)
+    new = aether.HashingEmbedder(dim=NEW)
+    res = mem.reindex(embedder=new)
+    assert res.notes == []
+    catalog = json.loads((path / "index" / "1" / "CATALOG.json").read_text())
+    assert catalog["generation"] == 1 and catalog["dim"] == NEW and catalog["covered_rows"] >= 600
+    idx = find_index(mem._engine)
+    assert idx is not None and idx.generation == 1 and idx.state.covered >= 600
+    assert not any("rebuil" in n for n in idx.notes)  # loaded the pre-built files, rebuilt nothing
+    assert not (path / "index" / "0").exists()
+    for q in QUERIES:
+        assert _same(_hits(mem, q, 7), _exact(mem, new, q, 7))
+    mem.close()

@@ -22,12 +22,13 @@ overlapped a swap (see :meth:`aether.Memory.search`).
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import time
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +39,7 @@ import pyarrow as pa
 from .._resources import data_dir
 from ..batch import BatchEngine, Part, embedder_spec, get_batch_engine
 from ..embed import Embedder
-from ..errors import ConfigError, EmbeddingError, ReindexConflictError
+from ..errors import AetherError, ConfigError, EmbeddingError, ReindexConflictError
 from ..storage._fs import write_atomic
 from ..storage.rows import open_rows, seal_rows
 from ..storage.segments import read_table, write_table
@@ -70,6 +71,8 @@ class ReindexResult:
     resumed_parts: int
     seconds: float
     engine: str
+    #: What happened besides the re-embedding (e.g. an index pre-build that failed and will be redone).
+    notes: list[str] = field(default_factory=list)
 
     @property
     def rows_per_s(self) -> float:
@@ -324,6 +327,9 @@ def reindex(
             if round_ and sum(int(e["rows"]) for e in new) <= FINAL_CATCHUP_ROWS:
                 break
             run.run(run.add(new))
+        # The new generation's bucket indexes, built from the staged parts while the store serves
+        # the old one; rows caught up below join the index's exact tail and are sealed later.
+        notes = _prebuild_index(engine, run, generation, recipe)
         # Under the write lock: nothing can commit between the last catch-up and the swap.
         with engine._wlock:
             engine._check_writable()
@@ -342,6 +348,7 @@ def reindex(
     finally:
         batch.close()
     state.remove()
+    shutil.rmtree(engine.path / "index" / str(generation - 1), ignore_errors=True)  # the old generation's
     return ReindexResult(
         generation=generation,
         model=embedder.identity,
@@ -351,7 +358,50 @@ def reindex(
         resumed_parts=run.resumed,
         seconds=time.perf_counter() - t0,
         engine=batch.name,
+        notes=notes,
     )
+
+
+def _prebuild_index(engine: Engine, run: _Run, generation: int, recipe: str | None) -> list[str]:
+    """Build and persist ``index/<generation>/`` from the staged parts (derived data: failures only note)."""
+    from ..index import BucketedIndex, IndexState, find_index, load_recipe
+    from .table import VersionTable
+
+    assert engine.path is not None
+    shutil.rmtree(engine.path / "index" / str(generation), ignore_errors=True)  # a stale aborted build
+    try:
+        live = find_index(engine)
+        section = engine.manifest.get("index") or {}
+        if recipe is None and live is not None:
+            rec = live.recipe  # what the live index will load the new generation with
+        else:
+            rec = load_recipe(recipe or str(section.get("recipe", "default")))
+            if section.get("bucket"):
+                rec = rec.with_overrides(bucket=str(section["bucket"]))
+        entries = [run.state.done[p.out] for p in run.parts]
+        table = VersionTable(run.embedder.dim, capacity=sum(int(e["rows"]) for e in entries) + 1024)
+        codec = engine.codec
+        if hasattr(codec, "dim"):  # a row-sealing codec opens vectors at the store's (old) dimension
+            codec = copy.copy(codec)
+            codec.dim = run.embedder.dim
+        for e in entries:
+            staged = read_table(run.state.dir, e, codec, engine.store_id)
+            table.append_arrow(open_rows(staged, codec))
+        if table.n < rec.tail_rows:
+            return []  # below one sealed tail: the index scans these rows exactly anyway
+        for e in list(engine.manifest["closings"]):
+            cl = read_table(engine.path, e, engine.codec, engine.store_id)
+            vids = np.asarray(cl.column("version_id").to_numpy(), np.int64)
+            table.tx_to[table.row_index(vids)] = np.asarray(cl.column("tx_to").to_numpy(), np.int64)
+        idx = BucketedIndex(rec)
+        idx.generation = generation
+        idx._engine = engine
+        idx.state = IndexState(table=table)
+        idx._seal(engine, table.n)  # builds every bucket partition and persists them under index/<g>/
+        return []
+    except (AetherError, OSError, KeyError, ValueError) as exc:
+        shutil.rmtree(engine.path / "index" / str(generation), ignore_errors=True)
+        return [f"index pre-build failed ({exc}); the index is rebuilt from the rows after the swap"]
 
 
 def _reindex_in_memory(
