@@ -29,8 +29,10 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from ._time import from_us_strict, to_us
-from .errors import ImportFailedError, InvalidInputError
+from .errors import ImportFailedError, InvalidInputError, InvalidVectorError
 from .storage._fs import write_atomic
 
 if TYPE_CHECKING:
@@ -153,10 +155,13 @@ def to_op(mem: Memory, item: Any) -> PutOp:
     for key in _TIME_KEYS:
         if key in item:
             item[key] = _time(item[key], key)
+    unit = item.pop("vector") if isinstance(item.get("vector"), _Unit) else None
     tags = _json_field(item["tags"], "tags") if "tags" in item else None
     if tags is not None and not isinstance(tags, Mapping):
         raise InvalidInputError("tags must be an object")
-    return mem._put_op(
+    if unit is not None and unit.v.shape[0] != mem._engine.embedder.dim:
+        raise InvalidVectorError(f"expected vectors of dimension {mem._engine.embedder.dim}, got {unit.v.shape[0]}")
+    op = mem._put_op(
         item["content"],
         tags=dict(tags) if tags is not None else None,
         metadata=_json_field(item["metadata"], "metadata") if "metadata" in item else None,
@@ -171,6 +176,9 @@ def to_op(mem: Memory, item: Any) -> PutOp:
         if "content_metadata" in item
         else None,
     )
+    if unit is not None:
+        op.vector = unit.v
+    return op
 
 
 # ---------------------------------------------------------------------------- readers
@@ -214,12 +222,48 @@ def _read_parquet(path: Path, offset: int, batch_rows: int) -> Iterator[_Row]:
             row0 += n
             continue
         for batch in pf.iter_batches(batch_size=batch_rows, row_groups=[rg]):
+            vecs = _vector_rows(batch)
+            if vecs is not None:
+                batch = batch.drop_columns(["vector"])
             recs = batch.to_pylist()
             for i, rec in enumerate(recs):
                 r = row0 + i
                 if r >= offset:
+                    if vecs is not None and vecs[i] is not None:
+                        rec["vector"] = vecs[i]
                     yield _Row(r + 1, rec, r + 1)
             row0 += len(recs)
+
+
+class _Unit:
+    """A vector the reader already validated and normalised in bulk (``to_op`` takes it as it is)."""
+
+    __slots__ = ("v",)
+
+    def __init__(self, v: Any) -> None:
+        self.v = v
+
+
+def _vector_rows(batch: Any) -> list[Any] | None:
+    """The ``vector`` column of a Parquet batch as per-row values, normalised in one numpy pass.
+
+    Fixed-size float lists (the usual layout) become :class:`_Unit` rows; rows that are null, not
+    finite or zero stay raw Python values so that ``to_op`` reports them with their row number.
+    """
+    import pyarrow as pa
+
+    if "vector" not in batch.schema.names:
+        return None
+    col = batch.column("vector")
+    typ = col.type
+    if not (pa.types.is_fixed_size_list(typ) and pa.types.is_floating(typ.value_type)) or col.null_count:
+        return None  # other layouts go through the per-row path
+    n, dim = len(col), typ.list_size
+    arr = np.asarray(col.values.to_numpy(zero_copy_only=False), np.float32).reshape(n, dim)
+    norms = np.linalg.norm(arr, axis=1)
+    ok = np.isfinite(arr).all(axis=1) & (norms > 0) & np.isfinite(norms)
+    unit = arr / np.where(ok, norms, 1.0)[:, None]
+    return [_Unit(unit[i]) if ok[i] else arr[i].tolist() for i in range(n)]
 
 
 def _detect_format(path: Path, fmt: str | None) -> str:
