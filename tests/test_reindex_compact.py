@@ -91,3 +91,17 @@ def test_in_memory_retention() -> None:
     res = mem.compact(retain=timedelta(0))
     assert res.purged == 1 and len(mem.history("x")) == n - 1
     assert all(a.tx_to is None for a in mem.history("x")) and mem.get("x").content.inline == "second"  # type: ignore[union-attr]
+
+
+def test_cli_compact_with_policy(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from aether.cli import app
+
+    mem = _store(tmp_path / "s")
+    n = mem.stats().versions
+    mem.close()
+    res = CliRunner().invoke(app, ["compact", str(tmp_path / "s"), "--merge-below", "100", "--retain-days", "0"])
+    assert res.exit_code == 0, res.output
+    with aether.open(tmp_path / "s") as again:
+        assert again.stats().versions == n - 2 and len(again._engine.manifest["segments"]) == 1

@@ -147,10 +147,19 @@ def cmd_erase(
 def cmd_compact(
     path: Annotated[Path, typer.Argument(help="Store directory.")],
     key_file: KeyFileOpt = None,
+    merge_below: Annotated[
+        int | None, typer.Option("--merge-below", min=1, help="Only rewrite segments under N rows (and merge them).")
+    ] = None,
+    retain_days: Annotated[
+        float | None, typer.Option("--retain-days", min=0, help="Drop versions closed more than DAYS ago.")
+    ] = None,
 ) -> None:
-    """Rewrite the store's segments without erased rows and vectors."""
+    """Rewrite the store's segments without erased rows and vectors (optionally: merge policy, retention)."""
+    from datetime import timedelta
+
     with _open(path, key_file) as mem:
-        c = mem.compact()
+        retain = timedelta(days=retain_days) if retain_days is not None else None
+        c = mem.compact(merge_below=merge_below, retain=retain)
         console.print(
             f"compacted: {c.rows_before} -> {c.rows_after} rows, {c.files_removed} file(s) removed, "
             f"{c.bytes_before} -> {c.bytes_after} bytes"
