@@ -109,27 +109,77 @@ def _check_header(header: Any) -> None:
         raise ValueError("record header has malformed closings")
 
 
-def _valid_frame_after(data: bytes, start: int) -> int | None:
+def _frame_ok(data: bytes, pos: int) -> bool:
+    """A complete frame with a matching checksum starts at ``pos``."""
+    if pos + _FRAME.size + MIN_RECORD > len(data):
+        return False
+    length, crc = _FRAME.unpack_from(data, pos)
+    stop = pos + _FRAME.size + length
+    return length >= MIN_RECORD and stop <= len(data) and crc32c.crc32c(data[pos + _FRAME.size : stop]) == crc
+
+
+def _chains_to_end(buf: Any, end: int, q: np.ndarray) -> np.ndarray:
+    """Candidates whose chain of declared frame lengths ends exactly at the end of the file.
+
+    The frames after a damaged one do; random bytes (or a payload's own integers) almost never
+    do, so only a handful of candidates are left to checksum.
+    """
+    keep = np.zeros(len(q), bool)
+    alive = np.ones(len(q), bool)
+    cur = q.copy()
+    while alive.any():
+        idx = np.flatnonzero(alive)
+        c = cur[idx]
+        room = c + _FRAME.size + MIN_RECORD <= end
+        lengths = np.zeros(len(c), np.int64)
+        cc = c[room]
+        lengths[room] = buf[cc] | (buf[cc + 1] << 8) | (buf[cc + 2] << 16) | (buf[cc + 3] << 24)
+        nxt = c + _FRAME.size + lengths
+        ok = room & (lengths >= MIN_RECORD) & (nxt <= end)
+        finished = ok & (nxt == end)
+        keep[idx[finished]] = True
+        alive[idx[~ok | finished]] = False
+        cur[idx] = nxt
+    return keep
+
+
+def _valid_frame_after(data: bytes, start: int, *, chunk: int = 1 << 20) -> int | None:
     """Offset of the first complete, checksum-valid frame starting after ``start``, if any.
 
     A torn write leaves a prefix of one frame at the end of the file, so nothing valid can
     follow a torn frame; a valid frame after a bad one means the log was damaged in the middle.
+    Scanned in chunks, checksumming only candidates whose frame chain ends the file exactly
+    (bounded time and memory on a large log). Limit: a damaged length in the middle *and* a
+    torn write at the end (two faults) is taken for a torn tail.
     """
     end = len(data)
-    first = start + 1
-    n = end - _FRAME.size - MIN_RECORD - first + 1  # candidate offsets q: q + 8 + MIN_RECORD <= end
-    if n <= 0:
-        return None
-    b = np.frombuffer(data, np.uint8, count=end - first, offset=first).astype(np.uint64)
-    lengths = b[0:n] | (b[1 : n + 1] << 8) | (b[2 : n + 2] << 16) | (b[3 : n + 3] << 24)
-    q = np.arange(first, first + n, dtype=np.uint64)
-    ok = (lengths >= MIN_RECORD) & (q + _FRAME.size + lengths <= end)
-    for cand in np.flatnonzero(ok):
-        pos = first + int(cand)
-        length, crc = _FRAME.unpack_from(data, pos)
-        if crc32c.crc32c(data[pos + _FRAME.size : pos + _FRAME.size + length]) == crc:
-            return pos
+    last = end - _FRAME.size - MIN_RECORD  # the last offset a frame could start at
+    buf = np.frombuffer(data, np.uint8).astype(np.int64) if end <= chunk * 4 else None
+    for lo in range(start + 1, last + 1, chunk):
+        hi = min(lo + chunk, last + 1)  # candidate offsets q in [lo, hi)
+        big = buf if buf is not None else np.frombuffer(data, np.uint8)
+        b = big[lo : hi + 3].astype(np.int64)
+        n = hi - lo
+        lengths = b[:n] | (b[1 : n + 1] << 8) | (b[2 : n + 2] << 16) | (b[3 : n + 3] << 24)
+        q = np.arange(lo, hi, dtype=np.int64)
+        ok = (lengths >= MIN_RECORD) & (q + _FRAME.size + lengths <= end)
+        cand = q[ok]
+        if len(cand):
+            cand = cand[_chains_to_end(big if buf is not None else _Wide(data), end, cand)]
+        for pos in cand:
+            if _frame_ok(data, int(pos)):
+                return int(pos)
     return None
+
+
+class _Wide:
+    """Index bytes of a large buffer as int64 on demand (no full int64 copy of a big log)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._u8 = np.frombuffer(data, np.uint8)
+
+    def __getitem__(self, idx: np.ndarray) -> np.ndarray:
+        return self._u8[idx].astype(np.int64)
 
 
 def scan_frames(path: Path, data: bytes) -> tuple[list[tuple[int, bytes]], int | None]:
@@ -165,11 +215,18 @@ def scan_frames(path: Path, data: bytes) -> tuple[list[tuple[int, bytes]], int |
             elif crc32c.crc32c(data[pos + _FRAME.size : stop]) != crc:
                 bad = "WAL record checksum mismatch"
         if bad:
-            later = _valid_frame_after(data, pos)
-            if later is not None:
-                raise CorruptionError(
-                    f"{bad}, followed by a valid record at offset {later}", path=str(path), offset=pos
-                )
+            if not data[pos:].strip(b"\0"):
+                return frames, pos  # zeros after the last record: a file extended but never written
+            if bad.startswith("WAL record checksum") and stop < end:
+                # A whole frame with more bytes after it: its write had returned (a later
+                # write started only after its fsync), so this is damage, not a torn write.
+                raise CorruptionError(f"{bad}, followed by more data at offset {stop}", path=str(path), offset=pos)
+            if bad.startswith(("implausible", "record runs past")):
+                later = _valid_frame_after(data, pos)
+                if later is not None:
+                    raise CorruptionError(
+                        f"{bad}, followed by a valid record at offset {later}", path=str(path), offset=pos
+                    )
             return frames, pos  # a torn tail from a crash: nothing acknowledged follows it
         frames.append((pos, data[pos + _FRAME.size : stop]))
         pos = stop
