@@ -284,3 +284,45 @@ def test_index_file_damage_is_detected_and_rebuilt(tmp_path: Path) -> None:
             shutil.rmtree(dst)
             trials += 1
     assert trials >= 10
+
+
+# ------------------------------------------------------------------------------- WAL scan rules, directly
+def _frames(n: int, size: int = 300) -> tuple[bytes, list[int]]:
+    import struct
+
+    import crc32c
+
+    from aether.storage.wal import MAGIC
+
+    rng = np.random.default_rng(n)
+    out, offs = bytearray(MAGIC), []
+    for i in range(n):
+        payload = struct.pack("<I", 2) + b"{}" + rng.integers(0, 256, size=size + i, dtype=np.uint8).tobytes()
+        offs.append(len(out))
+        out += struct.pack("<II", len(payload), crc32c.crc32c(payload)) + payload
+    return bytes(out), offs
+
+
+def test_wal_scan_rules() -> None:
+    data, offs = _frames(6)
+    p = Path("x.wal")
+    assert len(scan_frames(p, data)[0]) == 6
+    # A torn last frame (any prefix of it) is cut, whatever its size.
+    for cut in (offs[-1] + 3, offs[-1] + 8, offs[-1] + 100, len(data) - 1):
+        frames, torn = scan_frames(p, data[:cut])
+        assert len(frames) == 5 and torn == offs[-1]
+    # Zeros after the last record (a file extended, never written) are a torn tail too.
+    frames, torn = scan_frames(p, data + b"\0" * 4096)
+    assert len(frames) == 6 and torn == len(data)
+    # A damaged byte anywhere before the last frame: an error, never a silent cut.
+    for off in range(offs[0], offs[-1], 7):
+        b = bytearray(data)
+        b[off] ^= 0x10
+        with pytest.raises(CorruptionError):
+            scan_frames(p, bytes(b))
+    # A damaged length that runs past the end, in the middle: found by the chain of later frames.
+    for i in (0, 2, 4):
+        b = bytearray(data)
+        b[offs[i] + 3] ^= 0x40
+        with pytest.raises(CorruptionError, match="followed by a valid record"):
+            scan_frames(p, bytes(b))
