@@ -178,7 +178,7 @@ class BucketedIndex:
             pos = next((i for i, r in enumerate(ranges) if r[0] <= key <= r[1]), None)
             if pos is None:
                 prev = max((i for i, r in enumerate(ranges) if r[1] < key), key=lambda i: ranges[i][1], default=None)
-                if prev is not None and ranges[prev][2] < self.recipe.partition_rows and not any(
+                if prev is not None and ranges[prev][2] + cnt <= self.recipe.partition_rows and not any(
                     ranges[prev][1] < r[0] < key for r in ranges
                 ):
                     ranges[prev][1] = key
