@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import uuid
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,6 +29,7 @@ from ..errors import (
     InvalidInputError,
     ModelMismatchError,
     ReadOnlyError,
+    StorageIOError,
     StoreClosedError,
     StoreError,
 )
@@ -45,6 +48,8 @@ from .validate import DEFAULT_MAX_CONTENT_BYTES
 
 #: Checkpoint once the WAL grows past this many bytes.
 DEFAULT_CHECKPOINT_BYTES = 64 << 20
+#: Read-only loads retried while a writer's checkpoint makes files look damaged or missing (~2 s).
+_READ_RETRIES = 30
 
 
 @dataclass
@@ -185,7 +190,10 @@ class Engine:
                     embedder = embedder_factory(None)
                 assert embedder is not None
                 self._create(embedder)
-            self._load(embedder, embedder_factory)
+            if self.read_only:
+                self._load_consistent(embedder, embedder_factory)
+            else:
+                self._load(embedder, embedder_factory)
         except BaseException:
             if self._lock is not None:
                 self._lock.release()
@@ -303,16 +311,40 @@ class Engine:
         tmp = self.path / (mf.NAME + ".tmp")
         tmp.unlink(missing_ok=True)
 
+    def _load_consistent(self, embedder: Embedder | None, embedder_factory: Any) -> None:
+        """Read-only open: a writer checkpointing meanwhile (manifest replaced, old WAL files
+        deleted) can make what we read look damaged or missing; reload a few times first."""
+        for attempt in range(_READ_RETRIES):
+            try:
+                self._load(embedder, embedder_factory)
+                return
+            except (CorruptionError, StorageIOError):
+                if attempt == _READ_RETRIES - 1:
+                    raise
+                time.sleep(min(0.1, 0.005 * (attempt + 1)))
+
     def refresh(self) -> None:
         """Read-only stores: pick up transactions committed by the writer since open."""
         self._check_open()
         if self.path is None or not self.read_only:
             return
-        body = mf.load(self.path)
-        if body["checkpoint"] != self.manifest.get("checkpoint") or body["segments"] != self.manifest["segments"]:
-            self._load(self.embedder, None)
-        else:
-            self._replay(repair=False)
+        # The writer may checkpoint (replace the manifest, delete WAL files) while we read:
+        # what we read can then look damaged or missing. Retry from a full reload a few times.
+        for attempt in range(_READ_RETRIES):
+            try:
+                body = mf.load(self.path)
+                if body["checkpoint"] != self.manifest.get("checkpoint") or body["segments"] != self.manifest.get(
+                    "segments"
+                ):
+                    self._load(self.embedder, None)
+                else:
+                    self._replay(repair=False)
+                return
+            except (CorruptionError, StorageIOError):
+                self.manifest = {}  # force a full reload on the next attempt
+                if attempt == _READ_RETRIES - 1:
+                    raise
+                time.sleep(min(0.1, 0.005 * (attempt + 1)))
 
     # ------------------------------------------------------------------ writes
     def _check_open(self) -> None:
@@ -355,8 +387,14 @@ class Engine:
             base = self.table.n
             self._apply(header, rows)
             result = CommitResult(tx, header["seq"], [base + i for i in new_rows])
-            if self._wal is not None and self._wal.size() > self.checkpoint_bytes:
-                self.checkpoint()
+            try:
+                if self._wal is not None and self._wal.size() > self.checkpoint_bytes:
+                    self.checkpoint()
+            except (StorageIOError, OSError) as exc:
+                # The transaction is already durable in the WAL and applied: failing the write
+                # here would make callers retry (and duplicate) it. The checkpoint is retried
+                # at the next write.
+                warnings.warn(f"aether: automatic checkpoint failed, will retry: {exc}", RuntimeWarning, stacklevel=3)
             return result
 
     def _current_pieces(self, code: int | None, closed: dict[int, int] | set[int]) -> list[Piece[tuple[str, int]]]:
