@@ -47,6 +47,7 @@ from .errors import (
     WrongKeyError,
 )
 from .models import BucketPlan, Hit, MemoryAtom, MemoryContent, MemoryModality, SearchPlan, StoreStats
+from .security.verify import VerifyReport, verify
 from .seed import BitemporalMemoryStore, MemoryQuery, StorageResult
 from .state import (
     ChainReport,
@@ -57,7 +58,6 @@ from .state import (
     StatePersistenceManager,
     ValidationResult,
 )
-from .security.verify import VerifyReport, verify
 
 __all__ = [
     "UNSET",

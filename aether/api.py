@@ -20,7 +20,6 @@ from .embed import (
 )
 from .engine import search as _search
 from .engine.compact import CompactResult
-from .security.erase import EraseResult
 from .engine.store import DeleteOp, Engine, Op, PutOp, RetractOp
 from .engine.validate import (
     DEFAULT_MAX_CONTENT_BYTES,
@@ -36,6 +35,7 @@ from .errors import InvalidInputError, InvalidIntervalError, ReadOnlyError
 from .keyword.search import resolve_mode as _resolve_mode
 from .keyword.search import run as _run_keyword
 from .models import Hit, MemoryAtom, SearchPlan, StoreStats, new_atom_id
+from .security.erase import EraseResult
 
 
 class _Unset:

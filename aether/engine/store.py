@@ -159,6 +159,9 @@ class Engine:
 
         try:  # the bucketed ANN index (issue 3) follows the rows from here on
             attach_default(self)
+            from ..keyword import attach_if_present  # the keyword index (issue 8), once a store has one
+
+            attach_if_present(self)
         except BaseException:
             if self._lock is not None:
                 self._lock.release()
@@ -603,10 +606,11 @@ class Engine:
         for op in embedded:
             op.vector = None
         self.embed_missing(ops)
-        for op in ops:
-            if isinstance(op, PutOp) and op.vector is not None and op.vector.shape[-1] != self.embedder.dim:
+        for any_op in ops:
+            if isinstance(any_op, PutOp) and any_op.vector is not None and any_op.vector.shape[-1] != self.embedder.dim:
                 raise InvalidVectorError(
-                    f"the store was re-indexed to dimension {self.embedder.dim}; this vector has {op.vector.shape[-1]}"
+                    f"the store was re-indexed to dimension {self.embedder.dim}; "
+                    f"this vector has {any_op.vector.shape[-1]}"
                 )
 
     def install_generation(self, body: dict[str, Any], embedder: Embedder, moves: list[tuple[Path, Path]]) -> None:

@@ -42,13 +42,13 @@ def dumps(obj: Any) -> str:
 
 
 @lru_cache(maxsize=65536)
-def _dumps_scalar(kind: type, value: Any) -> str:
+def _dumps_scalar(kind: str, value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
 def dumps_tag(value: Any) -> str:
     """JSON of one tag value, cached: tag values repeat a lot (keyed by type, since ``True == 1``)."""
-    return _dumps_scalar(type(value), value)
+    return _dumps_scalar(type(value).__name__, value)
 
 
 @dataclass
