@@ -17,14 +17,13 @@ import binascii
 import contextlib
 import json
 import re
-from datetime import UTC, date, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from .._time import from_us_strict, to_us
 from ..errors import (
     InvalidInputError,
     KeyRequiredError,
@@ -35,6 +34,7 @@ from ..errors import (
 )
 from ..state import StatePersistenceManager
 from ._app import console
+from ._core import parse_time
 
 state_app = typer.Typer(
     name="state",
@@ -44,7 +44,6 @@ state_app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _HEX64 = re.compile(rb"\s*([0-9a-fA-F]{64})\s*")
 
 PathArg = Annotated[Path, typer.Argument(help="Store directory.")]
@@ -54,17 +53,6 @@ KeyOpt = Annotated[
     typer.Option("--key-file", help="Key file (base64 as from `aether keygen`, hex, or raw); default $AETHER_KEY."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-
-
-def _time(text: str, name: str) -> datetime:
-    text = text.strip()
-    if _DATE.fullmatch(text):
-        try:
-            d = date.fromisoformat(text)
-        except ValueError:
-            raise InvalidInputError(f"{name}: {text!r} is not a valid date") from None
-        return datetime(d.year, d.month, d.day, tzinfo=UTC)
-    return from_us_strict(to_us(text, name=name))
 
 
 def _key(path: Path | None) -> bytes | None:
@@ -186,7 +174,7 @@ def cmd_show(
     """Print the agent's latest state (or the one as of a time) as JSON, after checking it."""
     with contextlib.ExitStack() as stack:
         mgr = _manager(path, key_file, stack)
-        state = mgr.restore(agent, as_of=None if as_of is None else _time(as_of, "--as-of"), strict=True)
+        state = mgr.restore(agent, as_of=None if as_of is None else parse_time(as_of, name="--as-of"), strict=True)
     if state is None:
         raise InvalidInputError(f"agent {agent!r} has no state" + (f" as of {as_of}" if as_of else ""))
     typer.echo(state.serialize())
