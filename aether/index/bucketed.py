@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import CorruptionError, StorageIOError
+from ..errors import CorruptionError, InvalidInputError, StorageIOError
 from . import catalog as cat
 from .buckets import bucket_keys, bucket_label
-from .partition import Partition, make_partition, order_rows
+from .partition import Partition, PartitionSpec, make_partition, order_rows
 from .recipes import Recipe, load_recipe
 
 if TYPE_CHECKING:
@@ -50,6 +51,92 @@ def _maps(parts: tuple[Partition, ...], covered: int) -> tuple[np.ndarray, np.nd
         owner[p.rows] = i
         local[p.rows] = np.arange(p.m, dtype=np.int64)
     return owner, local
+
+
+def _assign(keys: np.ndarray, parts: Sequence[Partition], partition_rows: int) -> list[list[Any]]:
+    """Key ranges after adding rows with bucket ``keys``: ``[klo, khi, rows, old partition, added keys]``, by ``klo``.
+
+    Partition key ranges tile the bucket axis; each new key goes to the range holding it,
+    else extends the previous (small) partition, else starts a new one.
+    """
+    ranges: list[list[Any]] = [[p.klo, p.khi, p.m, p, []] for p in parts]
+    uniq, counts = np.unique(keys, return_counts=True)
+    for key, cnt in zip(uniq.tolist(), counts.tolist(), strict=True):
+        pos = next((i for i, r in enumerate(ranges) if r[0] <= key <= r[1]), None)
+        if pos is None:
+            prev = max((i for i, r in enumerate(ranges) if r[1] < key), key=lambda i: ranges[i][1], default=None)
+            if prev is not None and ranges[prev][2] + cnt <= partition_rows and not any(
+                ranges[prev][1] < r[0] < key for r in ranges
+            ):
+                ranges[prev][1] = key
+                pos = prev
+            else:
+                ranges.append([key, key, 0, None, []])
+                pos = len(ranges) - 1
+        ranges[pos][2] += cnt
+        ranges[pos][4].append(key)
+    ranges.sort(key=lambda r: r[0])
+    return ranges
+
+
+def _split(
+    klo: int, khi: int, rows: np.ndarray, valid_from: np.ndarray, recipe: Recipe
+) -> list[tuple[int, int, np.ndarray]]:
+    """Cut ordered ``rows`` at bucket boundaries into runs of at most ~``partition_rows`` rows."""
+    limit = recipe.partition_rows
+    if len(rows) <= limit or klo == khi:
+        return [(klo, khi, rows)]
+    keys = bucket_keys(valid_from[rows], recipe.bucket)
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    out: list[tuple[int, int, np.ndarray]] = []
+    begin = 0
+    for j, st in enumerate(starts.tolist()):
+        nxt = int(starts[j + 1]) if j + 1 < len(starts) else len(rows)
+        if st > begin and nxt - begin > limit:  # adding this bucket would overflow: cut before it
+            out.append((klo if not out else int(keys[begin]), int(keys[st]) - 1, rows[begin:st]))
+            begin = st
+    out.append((klo if not out else int(keys[begin]), khi, rows[begin:]))
+    return out
+
+
+def _specs(klo: int, khi: int, rows: np.ndarray, valid_from: np.ndarray, recipe: Recipe) -> list[PartitionSpec]:
+    """The partitions of key range ``[klo, khi]`` holding ``rows`` (any order)."""
+    ordered = order_rows(rows, valid_from)
+    return [
+        PartitionSpec(klo=a, khi=b, label=_label(a, b, recipe.bucket), rows=chunk, tier=recipe.tier_for(len(chunk)))
+        for a, b, chunk in _split(klo, khi, ordered, valid_from, recipe)
+    ]
+
+
+def _catalog_head(
+    store_id: str, generation: int, dim: int, recipe: Recipe, version_ids: np.ndarray
+) -> dict[str, Any]:
+    """The catalog fields besides ``partitions``; ``version_ids`` are those of the covered rows."""
+    covered = len(version_ids)
+    return {
+        "format": cat.CATALOG_FORMAT,
+        "store_id": store_id,
+        "generation": int(generation),
+        "dim": int(dim),
+        "recipe": recipe.to_dict(),
+        "covered_rows": covered,
+        "covered_version": int(version_ids[covered - 1]) if covered else -1,
+    }
+
+
+def _file_name(generation: int, klo: int, khi: int, covered: int) -> str:
+    return f"index/{int(generation)}/{klo}-{khi}-{covered}.faiss"
+
+
+def _entry_fields(spec: Partition | PartitionSpec, version_ids: np.ndarray) -> dict[str, Any]:
+    return {
+        "klo": spec.klo,
+        "khi": spec.khi,
+        "label": spec.label,
+        "rows": spec.m,
+        "vids_crc": cat.vids_crc(version_ids[spec.rows]),
+        "tier": spec.tier.name,
+    }
 
 
 class BucketedIndex:
@@ -167,61 +254,24 @@ class BucketedIndex:
         table = st.table
         if table is None or target <= st.covered:
             return
-        period = self.recipe.bucket
         new_rows = np.arange(st.covered, target, dtype=np.int64)
-        keys = bucket_keys(table.valid_from[new_rows], period)
-        # Partition key ranges tile the bucket axis; assign each new key to the range holding it,
-        # else extend the previous (small) partition, else start a new one.
-        ranges: list[list[Any]] = [[p.klo, p.khi, p.m, p, []] for p in st.partitions]
-        uniq, counts = np.unique(keys, return_counts=True)
-        for key, cnt in zip(uniq.tolist(), counts.tolist(), strict=True):
-            pos = next((i for i, r in enumerate(ranges) if r[0] <= key <= r[1]), None)
-            if pos is None:
-                prev = max((i for i, r in enumerate(ranges) if r[1] < key), key=lambda i: ranges[i][1], default=None)
-                if prev is not None and ranges[prev][2] + cnt <= self.recipe.partition_rows and not any(
-                    ranges[prev][1] < r[0] < key for r in ranges
-                ):
-                    ranges[prev][1] = key
-                    pos = prev
-                else:
-                    ranges.append([key, key, 0, None, []])
-                    pos = len(ranges) - 1
-            ranges[pos][2] += cnt
-            ranges[pos][4].append(key)
-        ranges.sort(key=lambda r: r[0])
+        keys = bucket_keys(table.valid_from[new_rows], self.recipe.bucket)
         parts: list[Partition] = []
         rebuilt: list[int] = []
-        for klo, khi, _, old, added in ranges:
+        for klo, khi, _, old, added in _assign(keys, st.partitions, self.recipe.partition_rows):
             if not added and old is not None:
                 parts.append(old)
                 continue
             sel = new_rows[(keys >= klo) & (keys <= khi)]
             rows = sel if old is None else np.concatenate([old.rows, sel])
-            rows = order_rows(rows, table.valid_from)
-            for a, b, chunk in self._split(klo, khi, rows, table):
-                tier = self.recipe.tier_for(len(chunk))
+            for spec in _specs(klo, khi, rows, table.valid_from, self.recipe):
                 parts.append(
-                    make_partition(klo=a, khi=b, label=_label(a, b, period), rows=chunk, table=table, tier=tier)
+                    make_partition(
+                        klo=spec.klo, khi=spec.khi, label=spec.label, rows=spec.rows, table=table, tier=spec.tier
+                    )
                 )
                 rebuilt.append(len(parts) - 1)
         self._publish(engine, table, tuple(parts), target, rebuilt)
-
-    def _split(self, klo: int, khi: int, rows: np.ndarray, table: Any) -> list[tuple[int, int, np.ndarray]]:
-        """Cut ordered ``rows`` at bucket boundaries into runs of at most ~``partition_rows`` rows."""
-        limit = self.recipe.partition_rows
-        if len(rows) <= limit or klo == khi:
-            return [(klo, khi, rows)]
-        keys = bucket_keys(table.valid_from[rows], self.recipe.bucket)
-        starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
-        out: list[tuple[int, int, np.ndarray]] = []
-        begin = 0
-        for j, st in enumerate(starts.tolist()):
-            nxt = int(starts[j + 1]) if j + 1 < len(starts) else len(rows)
-            if st > begin and nxt - begin > limit:  # adding this bucket would overflow: cut before it
-                out.append((klo if not out else int(keys[begin]), int(keys[st]) - 1, rows[begin:st]))
-                begin = st
-        out.append((klo if not out else int(keys[begin]), khi, rows[begin:]))
-        return out
 
     def _publish(
         self, engine: Engine, table: Any, parts: tuple[Partition, ...], covered: int, fresh: list[int]
@@ -239,16 +289,8 @@ class BucketedIndex:
 
     # ------------------------------------------------------------------ persistence
     def _catalog_base(self, engine: Engine, st: IndexState) -> dict[str, Any]:
-        t = st.table
-        return {
-            "format": cat.CATALOG_FORMAT,
-            "store_id": engine.store_id,
-            "generation": self.generation,
-            "dim": int(t.dim),
-            "recipe": self.recipe.to_dict(),
-            "covered_rows": st.covered,
-            "covered_version": int(t.version_id[st.covered - 1]) if st.covered else -1,
-        }
+        vids = st.table.version_id[: st.covered]
+        return _catalog_head(engine.store_id, self.generation, int(st.table.dim), self.recipe, vids)
 
     def _persist(self, engine: Engine, fresh: list[int]) -> None:
         assert engine.path is not None
@@ -257,14 +299,14 @@ class BucketedIndex:
         old_files = {(e["klo"], e["khi"], e["rows"], e["vids_crc"]): e for e in old.get("partitions", [])}
         entries = []
         for i, p in enumerate(st.partitions):
-            vcrc = cat.vids_crc(st.table.version_id[p.rows])
-            prev = old_files.get((p.klo, p.khi, p.m, vcrc))
+            fields = _entry_fields(p, st.table.version_id)
+            prev = old_files.get((p.klo, p.khi, p.m, fields["vids_crc"]))
             if prev is not None and i not in fresh:
                 entries.append(prev)
                 continue
-            rel = f"index/{self.generation}/{p.klo}-{p.khi}-{st.covered}.faiss"
+            rel = _file_name(self.generation, p.klo, p.khi, st.covered)
             entry = cat.write_index_file(engine.path, rel, p.index, engine.codec, engine.store_id)
-            entry.update(klo=p.klo, khi=p.khi, label=p.label, rows=p.m, vids_crc=vcrc, tier=p.tier.name)
+            entry.update(fields)
             entries.append(entry)
         body = self._catalog_base(engine, st)
         body["partitions"] = entries
@@ -351,3 +393,87 @@ def use_recipe(engine: Engine, recipe: Recipe) -> BucketedIndex:
         idx = BucketedIndex(recipe)
         engine.attach(idx)
         return idx
+
+
+# ---------------------------------------------------------------------- offline builds (re-index)
+def plan_partitions(valid_from: np.ndarray, recipe: Recipe) -> list[PartitionSpec]:
+    """The partitions that rows ``[0, n)`` with these ``valid_from`` get when sealed into an empty index.
+
+    The same assignment as the live index's sealing, so a :class:`BucketedIndex` with ``recipe``
+    loads files built from this plan (see :func:`install_partitions`) without rebuilding them.
+
+    Parameters
+    ----------
+    valid_from
+        ``valid_from`` of every row, in table order (int64 microseconds UTC).
+    recipe
+        The index recipe (bucket period, ``partition_rows``, size tiers).
+
+    Returns
+    -------
+    list of PartitionSpec
+        In bucket order; each spec's ``rows`` are in index order and every row is in exactly one spec.
+    """
+    vf = np.asarray(valid_from, np.int64)
+    keys = bucket_keys(vf, recipe.bucket)
+    rows = np.arange(len(vf), dtype=np.int64)
+    out: list[PartitionSpec] = []
+    for klo, khi, *_ in _assign(keys, (), recipe.partition_rows):
+        out.extend(_specs(klo, khi, rows[(keys >= klo) & (keys <= khi)], vf, recipe))
+    return out
+
+
+def install_partitions(
+    engine: Engine,
+    generation: int,
+    built: Sequence[tuple[PartitionSpec, np.ndarray]],
+    *,
+    recipe: Recipe,
+    version_ids: np.ndarray,
+    dim: int,
+) -> dict[str, Any]:
+    """Write built partitions and their catalog to ``index/<generation>/`` of the engine's store.
+
+    Each file goes through the store's codec and is written atomically (like the live index's
+    own files); the catalog is written last, so a crash leaves either no catalog or a complete
+    one (the live index rebuilds anything that does not verify). Files of that generation that
+    the catalog does not name are removed. Nothing in memory changes: an index of that
+    generation loads the files when it opens.
+
+    Parameters
+    ----------
+    engine
+        The store (its path, codec and store id are used).
+    generation
+        The index generation directory to write.
+    built
+        ``(spec, serialized)`` pairs: a :func:`plan_partitions` spec and the
+        :func:`~aether.index.partition.build_index_bytes` result for its rows.
+    recipe
+        The recipe the plan was made with (recorded: the live index loads only a matching catalog).
+    version_ids
+        Version ids of the covered rows ``[0, n)``, in table order.
+    dim
+        The vectors' dimension.
+
+    Returns
+    -------
+    dict
+        The catalog body written.
+    """
+    if engine.path is None:
+        raise InvalidInputError("an in-memory store has no index files to install")
+    vids = np.asarray(version_ids, np.int64)
+    if sum(spec.m for spec, _ in built) != len(vids):
+        raise InvalidInputError("the built partitions do not cover the given rows exactly")
+    entries = []
+    for spec, serialized in built:
+        rel = _file_name(generation, spec.klo, spec.khi, len(vids))
+        entry = cat.write_index_bytes(engine.path, rel, serialized, engine.codec, engine.store_id)
+        entry.update(_entry_fields(spec, vids))
+        entries.append(entry)
+    body = _catalog_head(engine.store_id, generation, dim, recipe, vids)
+    body["partitions"] = entries
+    cat.save_catalog(engine.path, generation, body)
+    cat.remove_unlisted(engine.path, generation, {e["file"] for e in entries})
+    return body

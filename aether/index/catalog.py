@@ -45,7 +45,12 @@ def aad(store_id: str, rel: str) -> bytes:
 
 def write_index_file(root: Path, rel: str, index: Any, codec: Codec, store_id: str) -> dict[str, Any]:
     """Serialise ``index`` to ``root/rel`` through the codec; returns ``{file, bytes, crc32c}``."""
-    data = codec.seal(faiss.serialize_index(index).tobytes(), aad(store_id, rel))
+    return write_index_bytes(root, rel, faiss.serialize_index(index), codec, store_id)
+
+
+def write_index_bytes(root: Path, rel: str, serialized: np.ndarray, codec: Codec, store_id: str) -> dict[str, Any]:
+    """Write an already serialised index (``faiss.serialize_index`` output) like :func:`write_index_file`."""
+    data = codec.seal(np.ascontiguousarray(serialized, np.uint8).tobytes(), aad(store_id, rel))
     path = root / rel
     with io_errors("mkdir", path.parent):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -138,5 +143,6 @@ __all__ = [
     "remove_unlisted",
     "save_catalog",
     "vids_crc",
+    "write_index_bytes",
     "write_index_file",
 ]

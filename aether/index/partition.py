@@ -16,6 +16,7 @@ from typing import Any
 import faiss
 import numpy as np
 
+from ..errors import InvalidVectorError
 from .recipes import Tier
 
 #: Quantile of valid-interval lengths below which a row is "regular" (the rest are exceptions).
@@ -91,6 +92,65 @@ def new_index(tier: Tier, dim: int, vecs: np.ndarray) -> Any:
         index.nprobe = int(tier.search.get("nprobe", 8))
     index.add(vecs)
     return index
+
+
+@dataclass(frozen=True)
+class PartitionSpec:
+    """One partition of a build plan: its bucket range, label, size tier and table rows in index order.
+
+    Produced by :func:`aether.index.plan_partitions`; the FAISS index of each spec is built by
+    :func:`build_index_bytes` (anywhere: this process, a worker process, a Ray task) and the
+    results are written by :func:`aether.index.install_partitions`.
+    """
+
+    klo: int
+    khi: int
+    label: str
+    rows: np.ndarray  # int64 table rows in (valid_from, row) order: row i of the index
+    tier: Tier
+
+    @property
+    def m(self) -> int:
+        return len(self.rows)
+
+
+def build_index_bytes(vectors: np.ndarray, tier: Tier, *, threads: int | None = 1) -> np.ndarray:
+    """Build one partition's FAISS index over ``vectors`` and return its serialisation.
+
+    A pure function of its arguments, meant to run in worker processes and Ray tasks: the
+    result is ``faiss.serialize_index`` output (a 1-D ``uint8`` array, FAISS's own format,
+    no pickle), which :func:`aether.index.install_partitions` writes to disk.
+
+    Parameters
+    ----------
+    vectors
+        ``(m, dim)`` float32 unit rows, in the partition's index order.
+    tier
+        The size tier (factory string, build and search parameters) the partition gets.
+    threads
+        OpenMP threads for the build. The default ``1`` makes HNSW builds deterministic: the same
+        vectors in the same order give byte-identical indexes on every engine and machine
+        (a multi-threaded HNSW insert links nodes in a racy order). ``None``: FAISS's default.
+
+    Returns
+    -------
+    numpy.ndarray
+        The serialised index (``uint8``); ``faiss.deserialize_index`` reads it back.
+    """
+    vecs = np.ascontiguousarray(vectors, dtype=np.float32)
+    if vecs.ndim != 2:
+        raise InvalidVectorError(f"partition vectors must be a 2-D array, not shape {vecs.shape}")
+    if threads is None:
+        return np.asarray(faiss.serialize_index(new_index(tier, vecs.shape[1], vecs)), np.uint8)
+    # The OpenMP thread count is per calling thread (libgomp ICV): other threads of this process,
+    # e.g. queries served meanwhile, keep theirs.
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(max(1, int(threads)))
+    try:
+        index = new_index(tier, vecs.shape[1], vecs)
+    finally:
+        faiss.omp_set_num_threads(before)
+    return np.asarray(faiss.serialize_index(index), np.uint8)
 
 
 def make_partition(
