@@ -4,7 +4,15 @@ Reports nDCG@10 and recall@100 on SciFact, Cranfield and CISI (BEIR layout, in
 ``../shared/data/ir/``, or ``$AETHER_IR_DATA``) for:
 
 - ``dense-exact``: brute-force cosine over the document embeddings in numpy (the reference);
-- ``dense``: ``mem.search(mode="dense")``, aether's normal dense path (the bucketed planner);
+- ``dense``: ``mem.search(mode="dense")``, aether's normal dense path (the bucketed planner; on
+  these small collections every partition is below the recipe's HNSW threshold, so this is exact);
+- ``dense-ann``: the same dense search with the ANN path forced: a second (in-memory) store whose
+  recipe is the default one with the flat tier removed and ``exact_rows=0``, so every partition
+  is an HNSW32 index (the default tier: efConstruction 80, efSearch 64) searched through the
+  planner's efSearch policy; ``explain()`` is checked to show strategy ``hnsw`` for every partition.
+  nDCG@10 comes from ``k=10`` searches (efSearch 64, the policy's floor), recall@100 from ``k=100``;
+  ``recall@10_vs_exact`` is the overlap with the exact top 10. ``--ann-ef 32 128`` adds one
+  ``dense-ann-ef<x>`` column per value (the tier's efSearch replaced: how nDCG@10 moves with efSearch);
 - ``keyword``: ``mode="keyword"``, BM25 from the tantivy index;
 - ``hybrid-rrf``: ``mode="hybrid"`` with reciprocal rank fusion (k=60, 100 candidates a side);
 - ``hybrid-w<x>``: ``mode="hybrid", fusion="weighted", dense_weight=x``;
@@ -16,6 +24,7 @@ all-MiniLM-L6-v2 and are cached in ``benchmarks/results/`` (``.npy``), so reruns
 Run::
 
     .venv/bin/python benchmarks/bench_quality.py [--collections scifact cranfield cisi]
+    .venv/bin/python benchmarks/bench_quality.py --dense-only --ann-ef 32 128   # exact vs ANN only, ~30 s
 
 Writes ``benchmarks/results/bench_quality.json`` and prints a table.
 """
@@ -75,7 +84,59 @@ def latency(fn: Any, queries: list[str], n: int) -> dict[str, float]:
     return {"p50_ms": statistics.median(ts), "p95_ms": ts[min(len(ts) - 1, int(0.95 * len(ts)))]}
 
 
-def run_collection(name: str, embedder: Any, weights: list[float], lat_n: int) -> dict[str, Any]:
+def forced_ann_recipe(ef: int | None = None) -> Any:
+    """The default recipe with only its HNSW tier and no exact-scan shortcut: every sealed partition
+    is searched through FAISS HNSW (with the planner's efSearch policy), however small."""
+    from aether.index import load_recipe
+
+    base = load_recipe()
+    hnsw = next(t for t in base.tiers if t.kind == "hnsw")
+    search = dict(hnsw.search) if ef is None else {**hnsw.search, "efSearch": ef}
+    tier = {"name": hnsw.name, "max_rows": None, "factory": hnsw.factory, "build": hnsw.build, "search": search}
+    return base.with_overrides(tail_rows=1, background=False, tiers=[tier], planner={"exact_rows": 0})
+
+
+def run_ann(col: Collection, dvec: np.ndarray, qn: np.ndarray, exact_top: np.ndarray, lat_n: int,
+            ef: int | None) -> dict[str, Any]:
+    """Dense search with the HNSW path forced (see the module docstring), on an in-memory store."""
+    from aether.index import find_index, use_recipe
+
+    mem = aether.open(None, embedder=aether.PrecomputedEmbedder(dvec.shape[1]))
+    try:
+        idx = use_recipe(mem._engine, forced_ann_recipe(ef))
+        t0 = time.perf_counter()
+        mem.add_many([{"content": d, "atom_id": i} for d, i in zip(col.docs, col.doc_ids, strict=True)],
+                     vectors=dvec)
+        idx.seal()
+        build_s = time.perf_counter() - t0
+        assert find_index(mem._engine) is idx and idx.state.covered == mem._engine.snapshot.n
+        plan = mem.explain(qn[0], k=10)
+        strategies = sorted({b.strategy for b in plan.buckets})
+        if strategies != ["hnsw"]:
+            raise AssertionError(f"the ANN path was not taken: plan strategies {strategies}")
+        qs = [q.astype(np.float32) for q in qn]
+        top10 = [mem.search(q, k=10) for q in qs]
+        top100 = mem.search_many(np.stack(qs), k=K_EVAL)
+        ids10 = [[h.atom.atom_id for h in hits] for hits in top10]
+        m = {
+            "ndcg@10": evaluate(col, ids10)["ndcg@10"],
+            "recall@100": evaluate(col, [[h.atom.atom_id for h in hits] for hits in top100])["recall@100"],
+            "recall@10_vs_exact": float(np.mean([
+                len(set(got) & {col.doc_ids[j] for j in ref[:10]}) / 10 for got, ref in zip(ids10, exact_top,
+                                                                                           strict=True)
+            ])),
+            "efSearch": [b.params.get("efSearch") for b in plan.buckets],
+            "partitions": len(plan.buckets),
+            "hnsw_build_s": build_s,
+        }
+        m.update(latency(lambda q: mem.search(q, k=10), qs, lat_n))  # type: ignore[arg-type]
+        return m
+    finally:
+        mem.close()
+
+
+def run_collection(name: str, embedder: Any, weights: list[float], lat_n: int, *, ann_ef: list[int] | None = None,
+                   dense_only: bool = False) -> dict[str, Any]:
     col = load(name)
     t0 = time.perf_counter()
     dvec = embeddings(col, embedder, "docs")
@@ -90,6 +151,12 @@ def run_collection(name: str, embedder: Any, weights: list[float], lat_n: int) -
     sims = qn @ dn.T
     top = np.argsort(-sims, axis=1, kind="stable")[:, :K_EVAL]
     modes["dense-exact"] = evaluate(col, [[col.doc_ids[j] for j in row] for row in top])
+    modes["dense-ann"] = run_ann(col, dvec, qn, top, lat_n, None)
+    for ef in ann_ef or []:
+        modes[f"dense-ann-ef{ef}"] = run_ann(col, dvec, qn, top, lat_n, ef)
+    if dense_only:
+        out["modes"] = modes
+        return out
 
     tmp = Path(tempfile.mkdtemp(prefix="aether-bench-quality-"))
     try:
@@ -159,20 +226,38 @@ def main() -> None:
     ap.add_argument("--collections", nargs="+", default=list(COLLECTIONS), choices=list(COLLECTIONS))
     ap.add_argument("--weights", nargs="*", type=float, default=[0.3, 0.5, 0.7])
     ap.add_argument("--latency-queries", type=int, default=100)
+    ap.add_argument("--ann-ef", nargs="*", type=int, default=[],
+                    help="extra dense-ann columns with the HNSW tier's efSearch set to each value")
+    ap.add_argument("--dense-only", action="store_true",
+                    help="only dense-exact and dense-ann (no aether store with keyword/hybrid; fast)")
     args = ap.parse_args()
     embedder = aether.SentenceTransformerEmbedder()
     report: dict[str, Any] = {"model": embedder.identity, "collections": {}}
     for name in args.collections:
         print(f"== {name}", flush=True)
-        report["collections"][name] = r = run_collection(name, embedder, args.weights, args.latency_queries)
-        print(f"   {r['docs']} docs, {r['queries']} queries; ingest {r['ingest_s']:.1f}s, "
-              f"keyword build {r['keyword_build_s']:.2f}s, rebuild {r['keyword_rebuild_s']:.2f}s, "
-              f"reopen+first search {r['reopen_first_keyword_search_s']:.2f}s", flush=True)
+        report["collections"][name] = r = run_collection(name, embedder, args.weights, args.latency_queries,
+                                                            ann_ef=args.ann_ef, dense_only=args.dense_only)
+        if not args.dense_only:
+            print(f"   {r['docs']} docs, {r['queries']} queries; ingest {r['ingest_s']:.1f}s, "
+                  f"keyword build {r['keyword_build_s']:.2f}s, rebuild {r['keyword_rebuild_s']:.2f}s, "
+                  f"reopen+first search {r['reopen_first_keyword_search_s']:.2f}s", flush=True)
         for label, m in r["modes"].items():
             lat = f"  p50 {m['p50_ms']:.2f} ms  p95 {m['p95_ms']:.2f} ms" if "p50_ms" in m else ""
-            print(f"   {label:12s} nDCG@10 {m['ndcg@10']:.3f}  R@100 {m['recall@100']:.3f}{lat}", flush=True)
+            if "recall@10_vs_exact" in m:
+                lat += f"  R@10 vs exact {m['recall@10_vs_exact']:.4f}  efSearch {m['efSearch']}"
+            print(f"   {label:16s} nDCG@10 {m['ndcg@10']:.3f}  R@100 {m['recall@100']:.3f}{lat}", flush=True)
+    for name, r in report["collections"].items():
+        ex = r["modes"]["dense-exact"]["ndcg@10"]
+        for label, m in r["modes"].items():
+            if label.startswith("dense-ann"):
+                d = m["ndcg@10"] - ex
+                m["ndcg@10_minus_exact"] = d
+                verdict = "met" if abs(d) <= 0.005 else "MISSED"
+                print(f"   {name} {label}: nDCG@10 {m['ndcg@10']:.4f} vs exact {ex:.4f} ({d:+.4f}; "
+                      f"target |d| <= 0.005: {verdict})", flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "bench_quality.json").write_text(json.dumps(report, indent=1))
+    out_name = "bench_quality_dense.json" if args.dense_only else "bench_quality.json"
+    (RESULTS / out_name).write_text(json.dumps(report, indent=1))
     print("\n| collection | mode | nDCG@10 | recall@100 | p50 ms | p95 ms |")
     print("|---|---|---|---|---|---|")
     for name, r in report["collections"].items():
