@@ -5,19 +5,27 @@ The re-indexer (:mod:`aether.engine.reindex`) cuts the store's segments into *pa
 
     parts ──► BatchEngine.embed_parts ──► (part, vectors) in part order ──► new segment files
 
-Two engines share that contract and give identical vectors for the same model:
+and then builds the new generation's per-bucket indexes::
 
-* :class:`~aether.batch.local.LocalEngine`: in-process, or a process pool (``workers > 1``);
+    plan_partitions ──► BatchEngine.build_indexes ──► FAISS bytes per partition ──► install_partitions
+
+Two engines share that contract and give identical results for the same model (index builds
+run single-threaded, which makes even HNSW graphs byte-identical):
+
+* :class:`~aether.batch.local.LocalEngine`: in-process, or a process pool (``workers > 1``)
+  for embedding; index builds on a thread pool of this process;
 * :class:`~aether.batch.ray_engine.RayEngine`: Ray Data reads the Parquet segments and embeds
-  them with an actor pool (extra ``aether[ray]``; imported lazily).
+  them with an actor pool, and each partition's index is built by a Ray task
+  (extra ``aether[ray]``; imported lazily).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -25,10 +33,18 @@ import pyarrow as pa
 from ..embed import Embedder, embedder_from_identity
 from ..errors import AetherError, ConfigError
 
+if TYPE_CHECKING:
+    from ..index.recipes import Tier
+
+#: One index build: a partition's vectors (``(m, dim)`` float32, in index order) and its size tier.
+IndexJob = tuple[np.ndarray, "Tier"]
+
 __all__ = [
     "BatchEngine",
+    "IndexJob",
     "Part",
     "PartSource",
+    "build_indexes_in_process",
     "embedder_from_spec",
     "embedder_spec",
     "get_batch_engine",
@@ -70,6 +86,10 @@ class BatchEngine(Protocol):
         self, src: PartSource, parts: Sequence[Part], spec: Any, *, batch_size: int
     ) -> Iterator[tuple[Part, np.ndarray]]: ...
 
+    def build_indexes(self, jobs: Sequence[IndexJob]) -> list[np.ndarray]:
+        """Serialised FAISS index of each job (:func:`aether.index.build_index_bytes`), in job order."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -107,6 +127,26 @@ def embed_texts(embedder: Embedder, texts: Sequence[str], batch_size: int) -> np
     return out
 
 
+def build_indexes_in_process(jobs: Sequence[IndexJob], *, threads: int = 1) -> list[np.ndarray]:
+    """Build each job's index in this process, on ``threads`` threads; results in job order.
+
+    Every build is single-threaded (deterministic, see :func:`aether.index.build_index_bytes`);
+    parallelism comes from building several partitions at once (FAISS releases the GIL).
+    """
+    from ..index.partition import build_index_bytes
+
+    if threads <= 1 or len(jobs) <= 1:
+        return [build_index_bytes(vecs, tier) for vecs, tier in jobs]
+    out: list[np.ndarray | None] = [None] * len(jobs)
+    # Largest first: the last partitions to finish are small ones, so no thread idles long.
+    order = sorted(range(len(jobs)), key=lambda i: -len(jobs[i][0]))
+    with ThreadPoolExecutor(max_workers=min(threads, len(jobs)), thread_name_prefix="aether-index-build") as pool:
+        futures = {i: pool.submit(build_index_bytes, jobs[i][0], jobs[i][1]) for i in order}
+        for i, fut in futures.items():
+            out[i] = fut.result()
+    return [o for o in out if o is not None]
+
+
 def get_batch_engine(name: str, *, address: str | None = None, workers: int | None = None) -> BatchEngine:
     """A batch engine by name: ``local`` (default) or ``ray``.
 
@@ -117,7 +157,8 @@ def get_batch_engine(name: str, *, address: str | None = None, workers: int | No
     address
         Ray cluster address (``ray`` only); ``None`` starts a local Ray.
     workers
-        Local: worker processes (``None``/``1``: embed in this process). Ray: embedding actors.
+        Local: worker processes (``None``/``1``: embed in this process) and index-build threads
+        (``None``: one per CPU). Ray: embedding actors.
     """
     if name == "local":
         from .local import LocalEngine

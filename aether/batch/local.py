@@ -5,11 +5,16 @@ forward pass over every core, so extra processes only compete for them. A proces
 off for embedders that hold the GIL (pure-Python ones such as the hashing embedder) on a
 machine with spare cores. Either way, parts come back in order and the vectors of a text do
 not depend on which worker embedded it.
+
+Index builds (:meth:`LocalEngine.build_indexes`) run on threads of this process: each build is
+single-threaded and deterministic, FAISS releases the GIL, and the vectors are not copied to
+other processes.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -18,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..embed import Embedder
-from . import Part, PartSource, embed_texts, embedder_from_spec
+from . import IndexJob, Part, PartSource, build_indexes_in_process, embed_texts, embedder_from_spec
 
 _WORKER_EMBEDDER: Embedder | None = None
 
@@ -55,12 +60,14 @@ class LocalEngine:
     ----------
     workers
         Number of worker processes; ``None`` or ``1`` embeds in the calling process.
+        Also the number of index-build threads (``None``: one per CPU).
     """
 
     name = "local"
 
     def __init__(self, *, workers: int | None = None) -> None:
         self.workers = max(1, int(workers or 1))
+        self.build_threads = max(1, int(workers)) if workers else (os.cpu_count() or 1)
         self._pool: ProcessPoolExecutor | None = None
 
     @property
@@ -94,6 +101,10 @@ class LocalEngine:
                 yield p, fut.result()
         finally:
             self.close()
+
+    def build_indexes(self, jobs: Sequence[IndexJob]) -> list[np.ndarray]:
+        """Serialised FAISS index of each job, built on ``build_threads`` threads of this process."""
+        return build_indexes_in_process(jobs, threads=self.build_threads)
 
     def close(self) -> None:
         if self._pool is not None:

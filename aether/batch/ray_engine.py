@@ -10,6 +10,9 @@ Install with ``pip install 'aether[ray]'``. Ray is imported only when this engin
   Each actor embeds only the rows of parts still to do, so a resumed run re-embeds nothing.
 * Order is preserved (``preserve_order``), and every batch carries its ``version_id`` column,
   which the driver checks against the part it fills: a reordering can never go unnoticed.
+* Per-bucket index builds are Ray tasks (:meth:`RayEngine.build_indexes`): each partition's
+  vectors go to the object store, a task builds the FAISS index single-threaded and returns
+  its serialisation (``uint8``), so the files equal the local engine's byte for byte.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import EmbeddingError, MissingDependencyError
-from . import Part, PartSource, embed_texts, embedder_from_spec
+from ..index.partition import build_index_bytes
+from ..index.recipes import Tier
+from . import IndexJob, Part, PartSource, embed_texts, embedder_from_spec
 
 
 def import_ray() -> Any:
@@ -61,6 +66,11 @@ class _Embed:
         texts = [str(t) for t in np.asarray(batch["content"], dtype=object)[keep]]
         vecs = embed_texts(self.embedder, texts, self.batch_size)
         return {"version_id": vids[keep], "vector": vecs}
+
+
+def _build_task(vectors: np.ndarray, tier: Tier) -> np.ndarray:
+    """Body of the index-build Ray task: one partition, single-threaded (deterministic)."""
+    return build_index_bytes(vectors, tier, threads=1)
 
 
 class RayEngine:
@@ -164,6 +174,18 @@ class RayEngine:
                     cur = next(want, None)
         if cur is not None:
             raise EmbeddingError("the Ray engine returned fewer rows than were asked for")
+
+    def build_indexes(self, jobs: Sequence[IndexJob]) -> list[np.ndarray]:
+        """Serialised FAISS index of each job, one Ray task per partition; results in job order."""
+        if not jobs:
+            return []
+        self._init()
+        ray = self.ray
+        task = ray.remote(num_cpus=1)(_build_task)
+        # Largest first, so the small partitions fill in at the end; vectors travel through the object store.
+        order = sorted(range(len(jobs)), key=lambda i: -len(jobs[i][0]))
+        refs = {i: task.remote(ray.put(np.ascontiguousarray(jobs[i][0], np.float32)), jobs[i][1]) for i in order}
+        return [np.asarray(d, np.uint8) for d in ray.get([refs[i] for i in range(len(jobs))])]
 
     def close(self) -> None:
         """Ray stays up for the next call in this process; ``ray.shutdown()`` ends it."""

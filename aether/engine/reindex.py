@@ -37,9 +37,9 @@ import numpy as np
 import pyarrow as pa
 
 from .._resources import data_dir
-from ..batch import BatchEngine, Part, embedder_spec, get_batch_engine
+from ..batch import BatchEngine, Part, build_indexes_in_process, embedder_spec, get_batch_engine
 from ..embed import Embedder
-from ..errors import AetherError, ConfigError, EmbeddingError, ReindexConflictError
+from ..errors import ConfigError, EmbeddingError, ReindexConflictError
 from ..storage._fs import write_atomic
 from ..storage.rows import open_rows, seal_rows
 from ..storage.segments import read_table, write_table
@@ -363,8 +363,12 @@ def reindex(
 
 
 def _prebuild_index(engine: Engine, run: _Run, generation: int, recipe: str | None) -> list[str]:
-    """Build and persist ``index/<generation>/`` from the staged parts (derived data: failures only note)."""
-    from ..index import BucketedIndex, IndexState, find_index, load_recipe
+    """Build and install ``index/<generation>/`` from the staged parts (derived data: failures only note).
+
+    The partition plan is made here; the batch engine builds the partitions' FAISS indexes
+    (threads of this process, or Ray tasks) and returns their serialisations, written here.
+    """
+    from ..index import find_index, install_partitions, load_recipe, plan_partitions
     from .table import VersionTable
 
     assert engine.path is not None
@@ -387,19 +391,25 @@ def _prebuild_index(engine: Engine, run: _Run, generation: int, recipe: str | No
         for e in entries:
             staged = read_table(run.state.dir, e, codec, engine.store_id)
             table.append_arrow(open_rows(staged, codec))
-        if table.n < rec.tail_rows:
+        n = table.n
+        if n < rec.tail_rows:
             return []  # below one sealed tail: the index scans these rows exactly anyway
-        for e in list(engine.manifest["closings"]):
-            cl = read_table(engine.path, e, engine.codec, engine.store_id)
-            vids = np.asarray(cl.column("version_id").to_numpy(), np.int64)
-            table.tx_to[table.row_index(vids)] = np.asarray(cl.column("tx_to").to_numpy(), np.int64)
-        idx = BucketedIndex(rec)
-        idx.generation = generation
-        idx._engine = engine
-        idx.state = IndexState(table=table)
-        idx._seal(engine, table.n)  # builds every bucket partition and persists them under index/<g>/
+        specs = plan_partitions(table.valid_from[:n], rec)
+        jobs = [(np.ascontiguousarray(table.vectors[s.rows]), s.tier) for s in specs]
+        build = getattr(run.batch, "build_indexes", None)  # a custom engine may not build indexes
+        blobs = build(jobs) if build is not None else build_indexes_in_process(jobs)
+        if len(blobs) != len(specs):
+            raise EmbeddingError(f"{run.batch.name} engine returned {len(blobs)} indexes for {len(specs)} partitions")
+        install_partitions(
+            engine,
+            generation,
+            list(zip(specs, blobs, strict=True)),
+            recipe=rec,
+            version_ids=table.version_id[:n],
+            dim=run.embedder.dim,
+        )
         return []
-    except (AetherError, OSError, KeyError, ValueError) as exc:
+    except Exception as exc:  # derived data, whatever failed (e.g. a Ray task): rebuilt from the rows later
         shutil.rmtree(engine.path / "index" / str(generation), ignore_errors=True)
         return [f"index pre-build failed ({exc}); the index is rebuilt from the rows after the swap"]
 
