@@ -201,3 +201,56 @@ def test_pause_defers_sealing_until_resume(tmp_path: Path) -> None:
     idx.resume()
     assert idx.state.covered == 250
     mem.close()
+
+
+def test_offline_build_api_plans_like_sealing_and_installs_loadable_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import faiss
+
+    from aether.batch import build_indexes_in_process
+    from aether.index import build_index_bytes, install_partitions, plan_partitions
+
+    path = tmp_path / "s"
+    x = vectors(N)
+    mem, idx = open_store(path)
+    idx.pause()  # one seal of every row at resume: what a fresh plan must reproduce
+    mem.add_many([{"content": f"m{i}", "atom_id": f"a{i}", "valid_from": T0 + timedelta(days=i % 365),
+                   "valid_to": T0 + timedelta(days=i % 365 + 20)} for i in range(N)], vectors=x)
+    idx.resume()
+    t = mem._engine.table
+    specs = plan_partitions(t.valid_from[: t.n], recipe())
+    live = idx.state.partitions
+    assert [(s.klo, s.khi, s.label, s.tier, s.rows.tolist()) for s in specs] == [
+        (p.klo, p.khi, p.label, p.tier, p.rows.tolist()) for p in live
+    ]
+    assert len(specs) >= 3 and all(s.tier.name == "hnsw" for s in specs)  # real graphs, not flat scans
+    first = answers(mem, x)
+    jobs = [(np.ascontiguousarray(t.vectors[s.rows]), s.tier) for s in specs]
+    vids = t.version_id[: t.n].copy()
+    mem.close()
+
+    threads = faiss.omp_get_max_threads()
+    serial = build_indexes_in_process(jobs)
+    pooled = build_indexes_in_process(jobs, threads=2)
+    assert [b.tobytes() for b in serial] == [b.tobytes() for b in pooled]  # single-threaded builds: deterministic
+    assert serial[0].dtype == np.uint8 and faiss.omp_get_max_threads() == threads  # the caller's threads restored
+    assert build_index_bytes(jobs[-1][0], jobs[-1][1]).tobytes() == serial[-1].tobytes()
+
+    for f in gen_dir(path, 0).iterdir():
+        f.unlink()
+    with aether.open(path, embedder=aether.PrecomputedEmbedder(DIM)) as plain:  # default recipe: seals nothing
+        body = install_partitions(plain._engine, 0, list(zip(specs, serial, strict=True)), recipe=recipe(),
+                                  version_ids=vids, dim=DIM)
+    assert body["covered_rows"] == N and len(body["partitions"]) == len(specs)
+    assert len(index_files(path)) == len(specs)
+
+    def no_build(*a: object, **k: object) -> None:
+        raise AssertionError("index rebuilt instead of loaded")
+
+    monkeypatch.setattr(partition_mod, "new_index", no_build)
+    mem, idx = open_store(path)
+    assert idx.notes == [] and idx.state.covered == N
+    assert [faiss.serialize_index(p.index).tobytes() for p in idx.state.partitions] == [b.tobytes() for b in serial]
+    assert answers(mem, x) == first
+    mem.close()
