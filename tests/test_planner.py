@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -265,3 +266,102 @@ def flat_data() -> Iterator[Data]:
     d = build(None, np.random.default_rng(11), recipe=recipe)
     yield d
     d.mem.close()
+
+
+def _batch_filters(d: Data) -> list[Filters]:
+    snap = d.engine.snapshot
+    a = T0_US + 100 * DAY_US
+    everything = (-(2**62), 2**63 - 1)
+    return [
+        Filters(as_of=snap.last_tx, valid_at=a, valid_during=None, tags=None),  # point: no dedupe
+        Filters(as_of=snap.last_tx, valid_at=None, valid_during=(a, a + DAY_US), tags=None),
+        Filters(as_of=snap.last_tx, valid_at=None, valid_during=(a, a + 200 * DAY_US), tags=None),
+        Filters(as_of=snap.last_tx, valid_at=None, valid_during=everything, tags=None),
+        Filters(as_of=snap.last_tx, valid_at=None, valid_during=everything, tags={"team": "blue"}),
+        Filters(as_of=d.tx_mid, valid_at=None, valid_during=everything, tags=None),
+    ]
+
+
+def _assert_batch_matches_singles(d: Data, qs: np.ndarray, f: Filters, k: int = 10) -> set[str]:
+    eng = d.engine
+    snap = eng.snapshot
+    batch, plan, sel = plan_and_search(eng, snap, qs, k, f)
+    assert len(batch) == len(qs)
+    for q, got in zip(qs, batch, strict=True):
+        one, _, sel1 = plan_and_search(eng, snap, q[None], k, f)
+        assert sel1 == sel
+        # Single queries score with FAISS's SIMD kernels, batches with BLAS: equal up to rounding.
+        assert {r for r, _ in got} == {r for r, _ in one[0]}, f
+        assert np.allclose([s for _, s in got], [s for _, s in one[0]], atol=1e-5)
+        if f.valid_at is None:
+            atoms = [int(eng.table.atom_code[r]) for r, _ in got]
+            assert len(atoms) == len(set(atoms))
+    return {b.strategy for b in plan}
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_batch_equals_single_queries_on_every_path(
+    data: Data, flat_data: Data, monkeypatch: pytest.MonkeyPatch, threads: str
+) -> None:
+    """A shared-filter batch (one mask, one FAISS call, one argpartition per partition) returns what
+    each query returns alone, on the HNSW, exact slice/gather and exception paths, with 1 or 2 threads."""
+    monkeypatch.setenv("AETHER_SEARCH_THREADS", threads)
+    strategies: set[str] = set()
+    for d in (data, flat_data):
+        qs = np.stack([d.query() for _ in range(20)])
+        for f in _batch_filters(d):
+            strategies |= _assert_batch_matches_singles(d, qs, f)
+    assert {"hnsw", "exact"} <= strategies
+    # exact-only tiers: the batch equals the reference scan exactly
+    eng = flat_data.engine
+    qs = np.stack([flat_data.query() for _ in range(12)])
+    for f in _batch_filters(flat_data):
+        got, _, _ = plan_and_search(eng, eng.snapshot, qs, 10, f)
+        ref, _, _ = exact_search(eng, eng.snapshot, qs, 10, f)
+        assert [[r for r, _ in g] for g in got] == [[r for r, _ in g] for g in ref]
+
+
+def test_batch_over_the_tail_and_gathered_rows() -> None:
+    planner = {"exact_rows": 60, "ann_min_fraction": 0.05, "ann_cost_per_ef": 1, "dense_slice_fraction": 0.9}
+    d = build(None, np.random.default_rng(21), recipe=small_recipe(planner=planner))  # sparse masks: gather
+    try:
+        rng = np.random.default_rng(22)
+        xs = clustered(300, rng)  # below tail_rows: stays in the exact tail
+        vf = rng.uniform(0, SPAN_DAYS, 300)
+        d.mem.add_many([{"content": f"late {i}", "valid_from": T0 + timedelta(days=float(vf[i])),
+                         "valid_to": T0 + timedelta(days=float(vf[i]) + 30)} for i in range(300)], vectors=xs)
+        qs = np.stack([d.query() for _ in range(16)])
+        scans: set[str] = set()
+        for f in _batch_filters(d):
+            _assert_batch_matches_singles(d, qs, f)
+            _, plan, _ = plan_and_search(d.engine, d.engine.snapshot, qs, 10, f)
+            scans |= {str(b.params.get("scan")) for b in plan if b.strategy == "exact"}
+            assert plan[-1].bucket == "tail"
+        assert {"slice", "gather"} <= scans
+    finally:
+        d.mem.close()
+
+
+def test_batch_threads_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aether.index import planner
+
+    monkeypatch.delenv(planner.THREADS_ENV, raising=False)
+    assert planner.batch_threads(1) == 1
+    assert 1 <= planner.batch_threads(1000) <= (os.cpu_count() or 1)
+    monkeypatch.setenv(planner.THREADS_ENV, "3")
+    assert planner.batch_threads(1) == 3
+    monkeypatch.setenv(planner.THREADS_ENV, "junk")
+    assert planner.batch_threads(4) == 1
+
+
+def test_batch_restores_thread_settings(data: Data, monkeypatch: pytest.MonkeyPatch) -> None:
+    import faiss
+
+    monkeypatch.setenv("AETHER_SEARCH_THREADS", "1")
+    before = faiss.omp_get_max_threads()
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    blas_before = [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+    qs = np.stack([data.query() for _ in range(10)])
+    plan_and_search(data.engine, data.engine.snapshot, qs, 5, _batch_filters(data)[3])
+    assert faiss.omp_get_max_threads() == before
+    assert [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"] == blas_before

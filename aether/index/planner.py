@@ -6,11 +6,20 @@ the selected rows exactly when they are few (or the partition has no ANN index),
 search the partition's ANN index with a FAISS ``IDSelector`` and ``efSearch`` / ``nprobe``
 raised as the selected fraction falls. The tail (unsealed rows) is scanned exactly.
 Per-partition top-k lists are merged (one best version per atom when deduplicating).
+
+Batches (:func:`search` with many queries, ``Memory.search_many``) share everything that does
+not depend on the query: one mask and one selector per partition, one FAISS call per partition
+for all queries (HNSW / IVF), one matrix product and one vectorised ``argpartition`` for the
+exact scans. Their thread count comes from :func:`batch_threads`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -67,19 +76,22 @@ def search(
     cands: list[list[Cand]] = [[] for _ in range(len(qvecs))]
     plans: list[BucketPlan] = []
     selected = 0
-    for p in st.partitions:
-        plan, got = _search_partition(ctx, p, qvecs)
-        plans.append(plan)
-        selected += plan.selected
-        for i, c in enumerate(got):
-            cands[i].append(c)
     covered = min(st.covered, n)
-    if n > covered:
-        plan, got = _search_tail(ctx, covered, n, qvecs)
-        plans.append(plan)
-        selected += plan.selected
-        for i, c in enumerate(got):
-            cands[i].append(c)
+    # Single queries never start thread teams (see ip_rows); a batch uses batch_threads() of them.
+    threads = batch_threads(len(qvecs)) if len(qvecs) >= _BLAS_MIN_QUERIES else 0
+    with _thread_limit(threads) if threads else contextlib.nullcontext():
+        for p in st.partitions:
+            plan, got = _search_partition(ctx, p, qvecs)
+            plans.append(plan)
+            selected += plan.selected
+            for i, c in enumerate(got):
+                cands[i].append(c)
+        if n > covered:
+            plan, got = _search_tail(ctx, covered, n, qvecs)
+            plans.append(plan)
+            selected += plan.selected
+            for i, c in enumerate(got):
+                cands[i].append(c)
     code = t.atom_code if ctx.dedupe else None
     out: list[list[tuple[int, float]]] = []
     for lists in cands:
@@ -211,20 +223,22 @@ def _exact_partition(
         got = knn_scan(ctx, p.vecs, lo, hi, mask, n_slice, q, p.rows)
         if len(exc):  # the few long-interval rows before the range
             sc = ip_rows(p.vecs, exc, q)
-            got = [(np.concatenate([r, p.rows[exc]]), np.concatenate([g, sc[:, i]])) for i, (r, g) in enumerate(got)]
+            got = [(np.concatenate([r, p.rows[exc]]), np.concatenate([g, sc[i]])) for i, (r, g) in enumerate(got)]
             got = _per_query_merge(ctx, got)
         return got, "scan"
     dense = n_slice >= ctx.params.dense_slice_fraction * (hi - lo)
     if dense:
         pos = np.flatnonzero(mask)
-        sc = ip_slice(p.vecs, lo, hi, q)[pos]
+        sc = ip_slice(p.vecs, lo, hi, q)
+        if len(pos) < hi - lo:
+            sc = sc[:, pos]
         pos = pos + lo
     else:
         pos = np.flatnonzero(mask) + lo
         sc = ip_rows(p.vecs, pos, q)
     if len(exc):
         pos = np.concatenate([pos, exc])
-        sc = np.concatenate([sc, ip_rows(p.vecs, exc, q)])
+        sc = np.concatenate([sc, ip_rows(p.vecs, exc, q)], axis=1)
     rows = p.rows[pos]
     return _per_query_topk(ctx, rows, sc), "slice" if dense else "gather"
 
@@ -280,40 +294,142 @@ def _per_query_merge(ctx: _Ctx, cands: list[Cand]) -> list[Cand]:
 #: a multi-threaded BLAS matrix-vector product is slow and erratic on a busy machine.
 _BLAS_MIN_QUERIES = 8
 
+#: Environment variable: the number of threads one batched search may use (overrides :func:`batch_threads`).
+THREADS_ENV = "AETHER_SEARCH_THREADS"
+
+#: A batch gets at most one thread per this many queries.
+_QUERIES_PER_THREAD = 16
+
+
+def batch_threads(nq: int) -> int:
+    """How many threads one batched search of ``nq`` queries uses (FAISS OpenMP and BLAS alike).
+
+    A thread team pays only on idle cores: when more threads are runnable than there are cores,
+    every team's barrier waits for a descheduled worker. On 2 shared cores a 100-query HNSW batch
+    took 56-72 ms with 2 threads against 46 ms with 1, and a 320-row BLAS product 4.6 ms against
+    0.27 ms (``benchmarks/bench_batch.py``). So a batch uses the cores that the 1-minute load average
+    leaves idle, at most one per 16 queries, at least one. ``AETHER_SEARCH_THREADS`` overrides.
+    """
+    env = os.environ.get(THREADS_ENV)
+    if env:
+        with contextlib.suppress(ValueError):
+            return max(1, int(env))
+    if nq < 2 * _QUERIES_PER_THREAD:
+        return 1
+    try:
+        ncpu = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        ncpu = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        busy = 0.0
+    return max(1, min(ncpu - math.ceil(busy - 0.5), nq // _QUERIES_PER_THREAD))
+
+
+class _BlasLimit:
+    """Limit numpy's BLAS thread pool while batches run (``threadpoolctl``, when installed).
+
+    The pool size is process-global: the first batch to start sets it and the last to finish
+    restores it, so overlapping batches in several threads never leave it changed.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._limiter: Any = None
+        self._ctl: Any = None
+        self._probed = False
+
+    def enter(self, n: int) -> None:
+        with self._lock:
+            self._users += 1
+            if self._users > 1:
+                return
+            if not self._probed:
+                self._probed = True
+                try:
+                    from threadpoolctl import ThreadpoolController
+                except ImportError:  # an optional speed-up only (threadpoolctl comes with scikit-learn)
+                    self._ctl = None
+                else:
+                    self._ctl = ThreadpoolController()
+            if self._ctl is not None:
+                self._limiter = self._ctl.limit(limits=n, user_api="blas")
+
+    def exit(self) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users == 0 and self._limiter is not None:
+                self._limiter.restore_original_limits()
+                self._limiter = None
+
+
+_blas_limit = _BlasLimit()
+
+
+@contextlib.contextmanager
+def _thread_limit(n: int) -> Iterator[None]:
+    """Run a batch with ``n`` FAISS OpenMP threads (set for the calling thread only: OpenMP's
+    thread count is per thread, so concurrent searches and background index builds keep theirs)
+    and ``n`` BLAS threads."""
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(n)
+    _blas_limit.enter(n)
+    try:
+        yield
+    finally:
+        _blas_limit.exit()
+        faiss.omp_set_num_threads(before)
+
 
 def ip_slice(vecs: np.ndarray, lo: int, hi: int, q: np.ndarray) -> np.ndarray:
-    """Inner products of rows ``vecs[lo:hi]`` with every query: an ``(hi - lo, nq)`` matrix."""
+    """Inner products of every query with rows ``vecs[lo:hi]``: an ``(nq, hi - lo)`` matrix
+    (one row per query, so that per-query selection reads contiguous memory)."""
     m = hi - lo
     if len(q) >= _BLAS_MIN_QUERIES or m == 0:
-        return vecs[lo:hi] @ q.T
+        return q @ vecs[lo:hi].T
     out = np.empty((len(q), m), np.float32)
     base = vecs[lo:hi]
     for i in range(len(q)):
         faiss.fvec_inner_products_ny(  # type: ignore[attr-defined]
             faiss.swig_ptr(out[i]), faiss.swig_ptr(q[i]), faiss.swig_ptr(base), vecs.shape[1], m
         )
-    return out.T
+    return out
 
 
 def ip_rows(vecs: np.ndarray, pos: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """Inner products of rows ``vecs[pos]`` with every query: ``(len(pos), nq)``.
+    """Inner products of every query with rows ``vecs[pos]``: ``(nq, len(pos))``.
 
     Single queries avoid both BLAS and ``faiss.fvec_inner_products_by_idx``: each opens an
     OpenMP/BLAS thread team, and on a loaded machine the team's barrier costs milliseconds.
     """
     if len(q) >= _BLAS_MIN_QUERIES or len(pos) == 0:
-        return vecs[pos] @ q.T
-    return np.einsum("ij,qj->iq", vecs[pos], q)
+        return q @ vecs[pos].T
+    return np.einsum("qj,ij->qi", q, vecs[pos])
 
 
 def _per_query_topk(ctx: _Ctx, rows: np.ndarray, sc: np.ndarray) -> list[Cand]:
-    """Per query, keep the best k (distinct atoms when deduplicating) of an exact score matrix."""
+    """Per query, keep the best k (distinct atoms when deduplicating) of an ``(nq, len(rows))`` score matrix.
+
+    One ``argpartition`` over the whole matrix picks every query's best ``k`` (``4k`` when
+    deduplicating, like :func:`_topk`) in C; only those candidates are sorted per query.
+    """
     code = ctx.engine.table.atom_code if ctx.dedupe else None
+    k = ctx.k
+    s = sc.shape[1]
+    kk = min(s, 4 * k if code is not None else k)
+    part = np.argpartition(-sc, kk - 1, axis=1)[:, :kk] if 0 < kk < s else None
     out: list[Cand] = []
-    for i in range(sc.shape[1]):
-        top = _topk(rows, np.ascontiguousarray(sc[:, i]), ctx.k, code)
+    for i in range(sc.shape[0]):
+        if part is None:
+            top = _topk(rows, sc[i], k, code)
+        else:
+            top = _topk(rows[part[i]], sc[i, part[i]], k, code)
+            if code is not None and len(top) < k:  # the best 4k rows hold fewer than k atoms
+                top = _topk(rows, sc[i], k, code)
         out.append((np.fromiter((r for r, _ in top), np.int64, len(top)),
-                    np.fromiter((s for _, s in top), np.float32, len(top))))
+                    np.fromiter((v for _, v in top), np.float32, len(top))))
     return out
 
 
@@ -339,7 +455,9 @@ def _search_tail(ctx: _Ctx, start: int, n: int, q: np.ndarray) -> tuple[BucketPl
         return plan, knn_scan(ctx, t.vectors, start, n, mask, s, q, None)
     pos = np.flatnonzero(mask)
     if s >= ctx.params.dense_slice_fraction * (n - start):
-        sc = ip_slice(t.vectors, start, n, q)[pos]
+        sc = ip_slice(t.vectors, start, n, q)
+        if s < n - start:
+            sc = sc[:, pos]
         plan.params["scan"] = "slice"
     else:
         sc = ip_rows(t.vectors, pos + start, q)
