@@ -52,6 +52,20 @@ _ITEM_KEYS = {
 }
 
 
+def _new_atom_ids(k: int) -> list[str]:
+    """``k`` fresh UUID4 strings (the format of :func:`aether.models.new_atom_id`) from one ``os.urandom``."""
+    if k <= 0:
+        return []
+    raw = np.frombuffer(os.urandom(16 * k), np.uint8).reshape(k, 16).copy()
+    raw[:, 6] = (raw[:, 6] & 0x0F) | 0x40  # version 4
+    raw[:, 8] = (raw[:, 8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = raw.tobytes().hex()
+    return [
+        f"{h[j:j + 8]}-{h[j + 8:j + 12]}-{h[j + 12:j + 16]}-{h[j + 16:j + 20]}-{h[j + 20:j + 32]}"
+        for j in range(0, 32 * k, 32)
+    ]
+
+
 def _opt_time(value: TimeLike | None, name: str) -> int | None:
     return None if value is None else to_us(value, name=name)
 
@@ -201,29 +215,66 @@ class Memory:
             if vecs.shape[0] != len(items):
                 raise InvalidInputError(f"{len(items)} items but {vecs.shape[0]} vectors")
         ops: list[Op] = []
+        # The checks of _put_op, inlined for bulk loads: values that repeat across items
+        # (subject, modality, quality) are validated once; atom ids are drawn in one batch.
+        lim = self._engine.max_content_bytes
+        dim = self._engine.embedder.dim
+        seen_subject: dict[str, str] = {}
+        seen_modality: dict[str, str] = {}
+        fresh = iter(_new_atom_ids(sum(1 for it in items if not isinstance(it, Mapping) or it.get("atom_id") is None)))
         for i, item in enumerate(items):
             if isinstance(item, str):
                 item = {"content": item}
             if not isinstance(item, Mapping):
                 raise InvalidInputError(f"item {i}: expected a str or a dict")
-            unknown = set(item) - _ITEM_KEYS
-            if unknown:
-                raise InvalidInputError(f"item {i}: unknown keys {sorted(unknown)}")
+            if not item.keys() <= _ITEM_KEYS:
+                raise InvalidInputError(f"item {i}: unknown keys {sorted(set(item) - _ITEM_KEYS)}")
             if "content" not in item:
                 raise InvalidInputError(f"item {i}: 'content' is required")
+            get = item.get
             try:
-                op = self._put_op(
-                    item["content"],
-                    tags=item.get("tags"),
-                    metadata=item.get("metadata"),
-                    valid_from=item.get("valid_from"),
-                    valid_to=item.get("valid_to"),
-                    modality=item.get("modality", "text"),
-                    subject=item.get("subject", "default"),
-                    quality_score=item.get("quality_score", 1.0),
-                    atom_id=item.get("atom_id"),
-                    vector=item.get("vector") if vectors is None else None,
-                    content_metadata=item.get("content_metadata"),
+                raw = get("valid_from")
+                vf = None if raw is None else to_us(raw, name="valid_from")
+                raw = get("valid_to")
+                vt = OPEN if raw is None else to_us(raw, name="valid_to")
+                if vf is not None and vt <= vf:
+                    raise InvalidIntervalError("valid_to must be after valid_from")
+                vec = None
+                if vectors is None and get("vector") is not None:
+                    v1 = as_unit_vectors(get("vector"), dim)
+                    if v1.shape[0] != 1:
+                        raise InvalidInputError("vector must be a single vector")
+                    vec = v1[0]
+                aid = get("atom_id")
+                aid = next(fresh) if aid is None else check_atom_id(aid)
+                content = check_content(item["content"], lim)
+                cmeta = get("content_metadata")
+                meta = get("metadata")
+                tags = get("tags")
+                modality = get("modality", "text")
+                mod = seen_modality.get(modality) if type(modality) is str else None
+                if mod is None:
+                    mod = check_modality(modality)
+                    if type(modality) is str:
+                        seen_modality[modality] = mod
+                subject = get("subject", "default")
+                subj = seen_subject.get(subject) if type(subject) is str else None
+                if subj is None:
+                    subj = check_subject(subject)
+                    seen_subject[subj] = subj
+                q = get("quality_score", 1.0)
+                op = PutOp(
+                    atom_id=aid,
+                    content=content,
+                    content_meta="{}" if cmeta is None else check_json(cmeta, "content_metadata"),
+                    tags={} if tags is None else check_tags(tags),
+                    metadata="{}" if meta is None else check_json(meta, "metadata"),
+                    modality=mod,
+                    subject=subj,
+                    quality=1.0 if q == 1.0 and type(q) is float else check_quality(q),
+                    valid_from=vf,
+                    valid_to=vt,
+                    vector=vec,
                 )
             except InvalidInputError as exc:
                 raise type(exc)(f"item {i}: {exc}") from None

@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 
@@ -22,7 +23,9 @@ def decoded_parquet(path: Path) -> bytes:
     out = []
     for name in table.column_names:
         col = table.column(name)
-        if name == "vector":
+        if name == "vector" and col.type.id == pa.binary(4).id:  # segments store vectors as fixed-size binary
+            out.append(b"".join(col.to_pylist()))
+        elif name == "vector":
             vals = col.combine_chunks().values.to_numpy(zero_copy_only=False)
             out.append(np.asarray(vals, np.float32).tobytes())
         else:

@@ -10,13 +10,14 @@ snapshot that could observe the row, so a reader always sees whole transactions.
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..storage.rows import RowBatch, dumps, dumps_tag
+from ..storage.rows import RowBatch, dumps, dumps_tag, row_schema, tags_array
 
 _TAIL_SEAL = 8192  # tail rows kept as Python lists before they are folded into an Arrow chunk
 
@@ -39,8 +40,124 @@ class _Tail:
         return len(self.atom_id)
 
 
+#: The text columns kept per chunk, in the row schema's order.
+_TEXT = ("atom_id", "subject", "modality", "content", "content_meta", "tags", "metadata")
+
+
 def _tag_key(key: str, value: Any) -> tuple[str, str]:
     return key, dumps_tag(value)
+
+
+class _AtomRows:
+    """Rows of each atom code, as a read-only mapping ``code -> ascending row list``.
+
+    Built lazily: rows bulk-loaded from segments are indexed by one stable argsort of the
+    code column (CSR arrays) on first use, not by a million small Python lists at open;
+    rows appended by commits afterwards go to a small dict until it is folded in.
+    """
+
+    __slots__ = ("_csr_n", "_extra", "_extra_rows", "_lock", "_order", "_starts", "_table")
+
+    def __init__(self, table: VersionTable) -> None:
+        self._table = table
+        self._csr_n = 0  # rows [0, _csr_n) are in the CSR arrays
+        self._order = np.zeros(0, np.int64)
+        self._starts = np.zeros(1, np.int64)
+        self._extra: dict[int, list[int]] = {}
+        self._extra_rows = 0
+        self._lock = threading.Lock()
+
+    def _build(self) -> None:
+        t = self._table
+        n = t.n
+        codes = t.atom_code[:n]
+        self._order = np.argsort(codes, kind="stable").astype(np.int64)
+        counts = np.bincount(codes, minlength=len(t.atom_ids)) if n else np.zeros(len(t.atom_ids), np.int64)
+        starts = np.zeros(len(counts) + 1, np.int64)
+        np.cumsum(counts, out=starts[1:])
+        self._starts = starts
+        self._csr_n = n
+        self._extra = {}
+        self._extra_rows = 0
+
+    def stale(self) -> None:
+        """Rows were bulk-appended without per-row bookkeeping: rebuild on next use."""
+        with self._lock:
+            self._csr_n = -1
+
+    def add(self, codes: np.ndarray, start: int) -> None:
+        """Record rows ``start, start+1, ...`` with these codes (commits; the table's ``n`` already counts them)."""
+        with self._lock:
+            if self._csr_n < 0:
+                return  # rebuilt from the code column (which has these rows) on next use
+            extra = self._extra
+            skip = max(0, self._csr_n - start)  # a reader's rebuild may already have covered them
+            for i, c in enumerate(codes[skip:].tolist(), start + skip):
+                lst = extra.get(c)
+                if lst is None:
+                    extra[c] = [i]
+                else:
+                    lst.append(i)
+            self._extra_rows += len(codes) - skip
+            if self._extra_rows > max(1 << 17, self._csr_n):  # fold into the CSR arrays: keeps the dict small
+                self._csr_n = -1
+
+    def get(self, code: int | None, default: Any = None) -> Any:
+        if code is None:
+            return default
+        with self._lock:
+            if self._csr_n < 0:
+                self._build()
+            order, starts, more = self._order, self._starts, self._extra.get(int(code))
+            more = list(more) if more else None
+        out: list[int] = []
+        c = int(code)
+        if 0 <= c < len(starts) - 1:
+            a, b = starts[c], starts[c + 1]
+            if b > a:
+                out = order[a:b].tolist()
+        if more:
+            out = out + more
+        return out if out else default
+
+    def __getitem__(self, code: int) -> list[int]:
+        rows = self.get(code)
+        if rows is None:
+            raise KeyError(code)
+        result: list[int] = rows
+        return result
+
+    def items(self) -> list[tuple[int, list[int]]]:
+        """Every ``(code, rows)`` pair with rows (a full walk: for checks and tools, not hot paths)."""
+        out = []
+        for c in range(len(self._table.atom_ids)):
+            rows = self.get(c)
+            if rows is not None:
+                out.append((c, rows))
+        return out
+
+    def __contains__(self, code: object) -> bool:
+        return isinstance(code, (int, np.integer)) and self.get(int(code)) is not None
+
+
+def _tail_arrow(t: _Tail, a: int = 0, b: int | None = None) -> pa.Table:
+    """Text columns of tail rows ``[a, b)`` as an Arrow table (the chunk schema)."""
+    sl = slice(a, b)
+    return pa.table(
+        {
+            "atom_id": pa.array(t.atom_id[sl], pa.string()),
+            "subject": pa.array(t.subject[sl], pa.string()),
+            "modality": pa.array(t.modality[sl], pa.string()),
+            "content": pa.array(t.content[sl], pa.string()),
+            "content_meta": pa.array(t.content_meta[sl], pa.string()),
+            "tags": tags_array(t.tags[sl]),
+            "metadata": pa.array(t.metadata[sl], pa.string()),
+        }
+    )
+
+
+#: Commits of at least this many rows keep the WAL's Arrow table as their text chunk (no re-encoding).
+_ARROW_CHUNK_MIN = 512
 
 
 class VersionTable:
@@ -61,8 +178,11 @@ class VersionTable:
         self.vectors = np.zeros((cap, dim), np.float32)
         self.atom_ids: list[str] = []
         self.atom_index: dict[str, int] = {}
-        self.atom_rows: dict[int, list[int]] = {}
-        self.tag_rows: dict[tuple[str, str], list[int]] = {}
+        self.atom_rows = _AtomRows(self)
+        # Tag postings, built per (key, JSON value) pair on first query and extended as rows arrive:
+        # pair -> (rows scanned, matching rows).
+        self._postings: dict[tuple[str, str], tuple[int, np.ndarray]] = {}
+        self._plock = threading.Lock()
         self._chunk_starts: list[int] = []
         self._chunks: list[pa.Table | _Tail] = []
         self._tail: _Tail | None = None
@@ -91,9 +211,25 @@ class VersionTable:
             self.atom_index[atom_id] = code
         return code
 
+    def _codes(self, ids: list[str]) -> np.ndarray:
+        """Atom codes of ``ids``, assigning new codes in order of first appearance."""
+        index = self.atom_index
+        if not index:  # first rows: build the id index in C
+            uniq = list(dict.fromkeys(ids))
+            self.atom_ids.extend(uniq)
+            index.update(zip(uniq, range(len(uniq)), strict=True))
+            return np.fromiter((index[a] for a in ids), np.int32, count=len(ids))
+        get = index.get
+        found = [get(a) for a in ids]
+        if None in found:
+            for i, c in enumerate(found):
+                if c is None:
+                    found[i] = self._code(ids[i])
+        return np.asarray(found, np.int32)
+
     # -- appends -----------------------------------------------------------------------
     def append(self, rows: RowBatch) -> None:
-        """Append rows (already version-numbered) as Python-list tail rows."""
+        """Append rows (already version-numbered); text goes to a list tail, or stays in Arrow for big batches."""
         m = len(rows)
         if m == 0:
             return
@@ -107,19 +243,22 @@ class VersionTable:
         self.quality[s:e] = rows.quality
         self.vectors[s:e] = rows.vectors
         self.dead[s:e] = False
+        codes = self._codes(rows.atom_id)
+        self.atom_code[s:e] = codes
+        arrow = rows.extra.get("arrow")  # the WAL encoder's plain Arrow table of these very rows
+        if m >= _ARROW_CHUNK_MIN and isinstance(arrow, pa.Table) and arrow.num_rows == m:
+            self._seal_tail()
+            self._chunk_starts.append(s)
+            self._chunks.append(arrow.select(list(_TEXT)))
+            self.n = e
+            self.atom_rows.add(codes, s)
+            return
         if self._tail is None or len(self._tail) >= _TAIL_SEAL:
             self._seal_tail()
             self._tail = _Tail()
             self._chunk_starts.append(s)
             self._chunks.append(self._tail)
         tail = self._tail
-        for i in range(m):
-            row = s + i
-            code = self._code(rows.atom_id[i])
-            self.atom_code[row] = code
-            self.atom_rows.setdefault(code, []).append(row)
-            for k, v in rows.tags[i].items():
-                self.tag_rows.setdefault(_tag_key(k, v), []).append(row)
         tail.atom_id.extend(rows.atom_id)
         tail.subject.extend(rows.subject)
         tail.modality.extend(rows.modality)
@@ -128,31 +267,18 @@ class VersionTable:
         tail.tags.extend(rows.tags)
         tail.metadata.extend(rows.metadata)
         self.n = e
+        self.atom_rows.add(codes, s)
 
     def _seal_tail(self) -> None:
         """Fold the list tail into an Arrow chunk (compact, and fast for bulk reads)."""
         if self._tail is None or not len(self._tail):
             return
         idx = self._chunks.index(self._tail)
-        t = self._tail
-        self._chunks[idx] = pa.table(
-            {
-                "atom_id": t.atom_id,
-                "subject": t.subject,
-                "modality": t.modality,
-                "content": t.content,
-                "content_meta": t.content_meta,
-                "tags": pa.array(
-                    [[(k, dumps_tag(v)) for k, v in sorted(d.items())] for d in t.tags],
-                    type=pa.map_(pa.string(), pa.string()),
-                ),
-                "metadata": t.metadata,
-            }
-        )
+        self._chunks[idx] = _tail_arrow(self._tail)
         self._tail = None
 
     def append_arrow(self, table: pa.Table) -> None:
-        """Bulk-append a loaded segment, keeping its text columns in Arrow form."""
+        """Bulk-append a loaded segment, keeping its text columns in Arrow form (no per-row Python)."""
         m = table.num_rows
         if m == 0:
             return
@@ -169,44 +295,27 @@ class VersionTable:
         self.tx_from[s:e] = ints("tx_from")
         self.tx_to[s:e] = ints("tx_to")
         self.quality[s:e] = table.column("quality").to_numpy()
-        vec = table.column("vector").combine_chunks()
-        self.vectors[s:e] = vec.values.to_numpy(zero_copy_only=False).reshape(m, self.dim)
+        pos = s
+        for chunk in table.column("vector").chunks:  # chunk by chunk: no combined copy of all vectors
+            k = len(chunk)
+            if k:
+                flat = chunk.values.to_numpy(zero_copy_only=False)
+                off = chunk.offset * self.dim
+                self.vectors[pos : pos + k] = flat[off : off + k * self.dim].reshape(k, self.dim)
+            pos += k
         self.dead[s:e] = False
-        # Atom codes: dictionary-encode in Arrow, then map the (few) new ids in Python.
+        # Atom codes: dictionary-encode in Arrow, then map the unique ids (a C-level dict build
+        # when the table is empty, as on open).
         enc = table.column("atom_id").combine_chunks().dictionary_encode()
         uniq = enc.dictionary.to_pylist()
         local = np.asarray(enc.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
-        mapping = np.array([self._code(a) for a in uniq], dtype=np.int32)
-        codes = mapping[local] if len(uniq) else np.zeros(0, np.int32)
-        self.atom_code[s:e] = codes
-        order = np.argsort(codes, kind="stable")
-        sorted_codes = codes[order]
-        bounds = np.flatnonzero(np.diff(sorted_codes)) + 1
-        for group in np.split(order, bounds):
-            if len(group):
-                self.atom_rows.setdefault(int(codes[group[0]]), []).extend((group + s).tolist())
-        # Tag postings: flatten the map column and group rows by (key, value).
-        tags = table.column("tags").combine_chunks()
-        if len(tags.keys):
-            offsets = np.asarray(tags.offsets.to_numpy(), dtype=np.int64)
-            counts = np.diff(offsets)
-            row_of_entry = np.repeat(np.arange(m, dtype=np.int64), counts) + s
-            # Join key and value with NUL (invalid in neither, absent from JSON text) to encode pairs.
-            joined = pc.binary_join_element_wise(tags.keys, tags.items, "\x00").dictionary_encode()
-            pairs = [p.split("\x00", 1) for p in joined.dictionary.to_pylist()]
-            keys = [p[0] for p in pairs]
-            vals = [p[1] for p in pairs]
-            pidx = np.asarray(joined.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
-            order = np.argsort(pidx, kind="stable")
-            bounds = np.flatnonzero(np.diff(pidx[order])) + 1
-            for group in np.split(order, bounds):
-                if len(group):
-                    j = int(pidx[group[0]])
-                    self.tag_rows.setdefault((keys[j], vals[j]), []).extend(row_of_entry[group].tolist())
-        text = table.select(["atom_id", "subject", "modality", "content", "content_meta", "tags", "metadata"])
+        mapping = self._codes(uniq) if uniq else np.zeros(0, np.int32)
+        self.atom_code[s:e] = mapping[local] if len(uniq) else np.zeros(m, np.int32)
+        text = table.select(list(_TEXT))
         self._chunk_starts.append(s)
         self._chunks.append(text)
         self.n = e
+        self.atom_rows.stale()
 
     # -- reads -------------------------------------------------------------------------
     def row_index(self, version_ids: np.ndarray) -> np.ndarray:
@@ -305,15 +414,96 @@ class VersionTable:
             vectors=self.vectors[sl].copy(),
         )
 
+    def _posting(self, key: tuple[str, str], n: int) -> np.ndarray:
+        """Rows (of at least the first ``n``) whose tags hold ``key`` (a (name, JSON value) pair).
+
+        Scanned columnar per chunk on first use and cached; later calls scan only newer rows.
+        Chunks are never changed in place (a sealed tail has the same content), so cached rows stay valid.
+        """
+        with self._plock:
+            done, rows = self._postings.get(key, (0, np.zeros(0, np.int64)))
+            if done >= n:
+                return rows
+            name, want = key
+            found = [rows]
+            for c, cstart in enumerate(self._chunk_starts):
+                chunk = self._chunks[c]
+                clen = len(chunk) if isinstance(chunk, _Tail) else chunk.num_rows
+                lo, hi = max(done, cstart), min(n, cstart + clen)
+                if lo >= hi:
+                    continue
+                a, b = lo - cstart, hi - cstart
+                if isinstance(chunk, _Tail):
+                    hit = [
+                        i
+                        for i, d in enumerate(chunk.tags[a:b], lo)
+                        if name in d and _same_tag(d[name], want)
+                    ]
+                    found.append(np.asarray(hit, np.int64))
+                else:
+                    col = chunk.column("tags").slice(a, b - a).combine_chunks()
+                    if not len(col.keys):
+                        continue
+                    entry = pc.and_(pc.equal(col.keys, name), pc.equal(col.items, want))
+                    ent = np.flatnonzero(np.asarray(entry.to_numpy(zero_copy_only=False), np.bool_))
+                    if len(ent):
+                        offsets = np.asarray(col.offsets.to_numpy(), np.int64)
+                        owner = np.searchsorted(offsets, ent, side="right") - 1
+                        found.append(np.unique(owner).astype(np.int64) + lo)
+            rows = np.concatenate(found) if len(found) > 1 else rows
+            self._postings[key] = (n, rows)
+            return rows
+
     def tag_mask(self, tags: dict[str, Any], n: int) -> np.ndarray:
         """Rows (of the first ``n``) whose tags contain every ``key == value`` pair."""
         mask = np.ones(n, np.bool_)
         for k, v in tags.items():
-            posting = self.tag_rows.get(_tag_key(k, v))
-            if not posting:
+            rows = self._posting(_tag_key(k, v), n)
+            if not len(rows):
                 return np.zeros(n, np.bool_)
             sel = np.zeros(n, np.bool_)
-            rows = np.asarray(posting[: len(posting)], dtype=np.int64)
             sel[rows[rows < n]] = True
             mask &= sel
         return mask
+
+    def arrow_range(self, start: int, end: int) -> pa.Table:
+        """Rows ``[start, end)`` as a row-schema Arrow table (text from the chunks, no per-row Python
+        for Arrow chunks; times, quality and vectors from the live columns, so closings are included)."""
+        parts: list[pa.Table] = []
+        for c, cstart in enumerate(self._chunk_starts):
+            chunk = self._chunks[c]
+            clen = len(chunk) if isinstance(chunk, _Tail) else chunk.num_rows
+            lo, hi = max(start, cstart), min(end, cstart + clen)
+            if lo >= hi:
+                continue
+            a, b = lo - cstart, hi - cstart
+            part = _tail_arrow(chunk, a, b) if isinstance(chunk, _Tail) else chunk.slice(a, b - a).select(list(_TEXT))
+            parts.append(part.cast(_TEXT_SCHEMA) if part.schema != _TEXT_SCHEMA else part)
+        text = pa.concat_tables(parts) if parts else _TEXT_SCHEMA.empty_table()
+        sl = slice(start, end)
+        m = end - start
+        flat = pa.array(np.ascontiguousarray(self.vectors[sl]).reshape(-1), type=pa.float32())
+        cols = {name: text.column(name) for name in _TEXT}
+        cols.update(
+            version_id=pa.array(self.version_id[sl], pa.int64()),
+            quality=pa.array(self.quality[sl], pa.float64()),
+            valid_from=pa.array(self.valid_from[sl], pa.int64()),
+            valid_to=pa.array(self.valid_to[sl], pa.int64()),
+            tx_from=pa.array(self.tx_from[sl], pa.int64()),
+            tx_to=pa.array(self.tx_to[sl], pa.int64()),
+            vector=pa.FixedSizeListArray.from_arrays(flat, self.dim)
+            if m
+            else pa.array([], pa.list_(pa.float32(), self.dim)),
+        )
+        schema = row_schema(self.dim)
+        return pa.Table.from_arrays([cols[f.name] for f in schema], schema=schema)
+
+
+def _same_tag(value: Any, want: str) -> bool:
+    try:
+        return dumps_tag(value) == want
+    except TypeError:  # an unhashable value (not a valid tag) matches nothing
+        return False
+
+
+_TEXT_SCHEMA = pa.schema([row_schema(1).field(name) for name in _TEXT])

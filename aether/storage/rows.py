@@ -51,6 +51,31 @@ def dumps_tag(value: Any) -> str:
     return _dumps_scalar(type(value).__name__, value)
 
 
+_MAP = pa.map_(pa.string(), pa.string())
+
+
+def tags_array(tags: list[dict[str, Any]]) -> pa.Array:
+    """Tag dicts as the ``tags`` map column (keys sorted, values JSON), built from flat lists."""
+    offsets = [0]
+    keys: list[str] = []
+    vals: list[str] = []
+    for d in tags:
+        if d:
+            if len(d) == 1:
+                for k, v in d.items():
+                    keys.append(k)
+                    vals.append(dumps_tag(v))
+            else:
+                for k in sorted(d):
+                    keys.append(k)
+                    vals.append(dumps_tag(d[k]))
+        offsets.append(len(keys))
+    arr = pa.MapArray.from_arrays(
+        pa.array(offsets, pa.int32()), pa.array(keys, pa.string()), pa.array(vals, pa.string())
+    )
+    return arr if arr.type == _MAP else arr.cast(_MAP)
+
+
 @dataclass
 class RowBatch:
     """A batch of version rows in columnar form."""
@@ -82,10 +107,7 @@ class RowBatch:
     def to_arrow(self) -> pa.Table:
         dim = self.vectors.shape[1]
         flat = pa.array(np.ascontiguousarray(self.vectors, dtype=np.float32).reshape(-1), type=pa.float32())
-        tags = pa.array(
-            [[(k, dumps_tag(v)) for k, v in sorted(t.items())] for t in self.tags],
-            type=pa.map_(pa.string(), pa.string()),
-        )
+        tags = tags_array(self.tags)
         cols = [
             pa.array(self.version_id, pa.int64()),
             pa.array(self.atom_id, pa.string()),

@@ -19,17 +19,30 @@ from . import _fs
 from ._fs import io_errors
 from .codec import Codec
 
+#: Columns written without compression (float vectors, sealed ciphertext: incompressible).
+_PLAIN = frozenset({"vector", "sealed"})
+#: Columns worth dictionary-encoding (few distinct values).
+_DICT = frozenset({"subject", "modality", "tags", "content_meta", "metadata", "key_id"})
+
 CLOSINGS_SCHEMA = pa.schema([("version_id", pa.int64()), ("tx_to", pa.int64())])
 
 
 def write_table(root: Path, rel: str, table: pa.Table, codec: Codec, store_id: str) -> dict[str, Any]:
     """Write ``table`` as Parquet (zstd) at ``root/rel``; returns its manifest entry."""
     sink = pa.BufferOutputStream()
+    table = _vectors_as_binary(table)
+    names = table.schema.names
+    # Float vectors barely compress (a few %) but cost most of the write and read time under zstd:
+    # they are stored plain. Dictionary encoding only where values repeat (not ids, text or vectors).
+    comp: dict[str, str] = {c: ("none" if c in _PLAIN else "zstd") for c in names}
+    levels = {c: 1 for c in names if c not in _PLAIN}
     pq.write_table(
         table,
         sink,
-        compression="zstd",
-        compression_level=3,
+        compression=comp,
+        compression_level=levels,
+        use_dictionary=[c for c in names if c in _DICT],
+        write_statistics=[c for c in names if c not in _PLAIN],  # min/max of vector bytes: useless, slow
         write_page_checksum=True,
         row_group_size=65536,
     )
@@ -58,12 +71,56 @@ def read_table(root: Path, entry: dict[str, Any], codec: Codec, store_id: str) -
     except TamperedError as exc:
         raise CorruptionError(f"fails authentication: {exc}", path=str(path)) from None
     try:
-        table = pq.read_table(pa.BufferReader(plain))
+        table = pq.read_table(pa.BufferReader(plain), use_threads=True, pre_buffer=True)
     except Exception as exc:
         raise CorruptionError(f"not a readable Parquet file: {exc}", path=str(path)) from None
     if table.num_rows != entry["rows"]:
         raise CorruptionError("row count differs from the manifest", path=str(path))
-    return table
+    return _vectors_as_lists(table)
+
+
+def _vectors_as_binary(table: pa.Table) -> pa.Table:
+    """Store the ``vector`` column as fixed-size binary (the float32 bytes of each row).
+
+    Parquet writes and reads a nested fixed-size list element by element (levels, statistics):
+    ~20x slower than the same bytes as one fixed-size binary value per row. Zero-copy both ways.
+    """
+    if "vector" not in table.schema.names:
+        return table
+    typ = table.schema.field("vector").type
+    if not (pa.types.is_fixed_size_list(typ) and typ.value_type == pa.float32()):
+        return table
+    dim = typ.list_size
+    chunks = []
+    for chunk in table.column("vector").chunks:
+        k = len(chunk)
+        flat = chunk.values.to_numpy(zero_copy_only=False)[chunk.offset * dim : (chunk.offset + k) * dim]
+        buf = pa.py_buffer(np.ascontiguousarray(flat, np.float32))
+        chunks.append(pa.Array.from_buffers(pa.binary(4 * dim), k, [None, buf]))
+    col = pa.chunked_array(chunks, pa.binary(4 * dim))
+    i = table.schema.get_field_index("vector")
+    return table.set_column(i, pa.field("vector", pa.binary(4 * dim)), col)
+
+
+def _vectors_as_lists(table: pa.Table) -> pa.Table:
+    """Inverse of :func:`_vectors_as_binary` (segments written before it keep their list column)."""
+    if "vector" not in table.schema.names:
+        return table
+    typ = table.schema.field("vector").type
+    if not pa.types.is_fixed_size_binary(typ) or typ.byte_width % 4:
+        return table
+    dim = typ.byte_width // 4
+    if table.column("vector").null_count:
+        raise CorruptionError("a segment has a missing vector")
+    ltype = pa.list_(pa.float32(), dim)
+    chunks = []
+    for chunk in table.column("vector").chunks:
+        k = len(chunk)
+        vals = pa.Array.from_buffers(pa.float32(), k * dim, [None, chunk.buffers()[1]], offset=chunk.offset * dim)
+        chunks.append(pa.FixedSizeListArray.from_arrays(vals, dim))
+    col = pa.chunked_array(chunks, ltype)
+    i = table.schema.get_field_index("vector")
+    return table.set_column(i, pa.field("vector", ltype), col)
 
 
 def closings_table(version_ids: np.ndarray, tx_to: np.ndarray) -> pa.Table:

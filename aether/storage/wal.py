@@ -62,7 +62,9 @@ def encode_payload(header: dict[str, Any], rows: RowBatch | None, codec: Codec |
     hdr = json.dumps(header, separators=(",", ":")).encode()
     body = b""
     if rows is not None and len(rows):
-        table = seal_rows(rows.to_arrow(), codec)
+        plain = rows.to_arrow()
+        rows.extra["arrow"] = plain  # the in-memory table keeps it as the rows' text chunk (no second encoding)
+        table = seal_rows(plain, codec)
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, table.schema) as writer:
             writer.write_table(table)
