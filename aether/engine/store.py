@@ -13,6 +13,7 @@ import time
 import uuid
 import warnings
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -238,8 +239,20 @@ class Engine:
         self.store_id = body["store_id"]
         dim = int(body["model"]["dim"])
         table = VersionTable(dim, capacity=sum(s["rows"] for s in body["segments"]) + 1024)
-        for entry in body["segments"]:
-            table.append_arrow(open_rows(read_table(self.path, entry, self.codec, self.store_id), self.codec))
+        segs = list(body["segments"])
+        root = self.path
+
+        def read_seg(entry: dict[str, Any]) -> Any:
+            return open_rows(read_table(root, entry, self.codec, self.store_id), self.codec)
+
+        # Plain stores read the next segment (Parquet decode, checksum: no GIL) while this one is copied in.
+        with ThreadPoolExecutor(1 if not self.codec.encrypted else None) as pool:
+            nxt = pool.submit(read_seg, segs[0]) if segs and not self.codec.encrypted else None
+            for i, entry in enumerate(segs):
+                seg = nxt.result() if nxt is not None else read_seg(entry)
+                nxt = pool.submit(read_seg, segs[i + 1]) if nxt is not None and i + 1 < len(segs) else None
+                table.append_arrow(seg, defer_codes=True)
+        table.finish_codes()
         for entry in body["closings"]:
             cl = read_table(self.path, entry, self.codec, self.store_id)
             vids = np.asarray(cl.column("version_id").to_numpy(), np.int64)

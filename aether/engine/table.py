@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -46,6 +47,75 @@ _TEXT = ("atom_id", "subject", "modality", "content", "content_meta", "tags", "m
 
 def _tag_key(key: str, value: Any) -> tuple[str, str]:
     return key, dumps_tag(value)
+
+
+class _AtomIndex:
+    """``atom id -> code``, a dict over ``atom_ids`` built on first use.
+
+    Opening a store with a million atoms need not hash a million strings into a dict before
+    the first write or point lookup (searches never use it).
+    """
+
+    __slots__ = ("_arrow", "_d", "_ids", "_lock", "_scans")
+
+    def __init__(self, ids: list[str]) -> None:
+        self._ids = ids
+        self._d: dict[str, int] | None = {}
+        self._lock = threading.Lock()
+        self._arrow: pa.Array | None = None  # the ids as Arrow while the dict is not built
+        self._scans = 0
+
+    def dict(self) -> dict[str, int]:
+        d = self._d
+        if d is None:
+            with self._lock:
+                if self._d is None:
+                    self._d = dict(zip(self._ids, range(len(self._ids)), strict=True))
+                    self._arrow = None
+                d = self._d
+        return d
+
+    def reset(self, ids: pa.Array) -> None:
+        """``atom_ids`` is exactly ``ids`` (codes in order), set in bulk: build the dict on demand."""
+        self._d = None
+        self._arrow = ids
+        self._scans = 0
+
+    def get(self, key: str, default: Any = None) -> Any:
+        arrow = self._arrow
+        if self._d is None and arrow is not None and self._scans < 16:
+            # A few point lookups (open-time hooks, a first get) scan the Arrow ids instead of
+            # hashing them all into a dict; repeated lookups build the dict.
+            self._scans += 1
+            if not isinstance(key, str):
+                return default
+            pos = pc.index(arrow, pa.scalar(key, pa.string())).as_py()
+            return default if pos is None or pos < 0 else pos
+        return self.dict().get(key, default)
+
+    def __getitem__(self, key: str) -> int:
+        return self.dict()[key]
+
+    def __setitem__(self, key: str, code: int) -> None:
+        self.dict()[key] = code
+
+    def __contains__(self, key: object) -> bool:
+        return self.get(key) is not None if isinstance(key, str) else key in self.dict()
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._ids))  # ids are unique and in code order, like the dict's keys
+
+    def keys(self) -> list[str]:
+        return list(self._ids)
+
+    def items(self) -> list[tuple[str, int]]:
+        return list(zip(list(self._ids), range(len(self._ids)), strict=True))
+
+    def update(self, pairs: Any) -> None:
+        self.dict().update(pairs)
 
 
 class _AtomRows:
@@ -177,7 +247,7 @@ class VersionTable:
         self.dead = np.zeros(cap, np.bool_)
         self.vectors = np.zeros((cap, dim), np.float32)
         self.atom_ids: list[str] = []
-        self.atom_index: dict[str, int] = {}
+        self.atom_index = _AtomIndex(self.atom_ids)
         self.atom_rows = _AtomRows(self)
         # Tag postings, built per (key, JSON value) pair on first query and extended as rows arrive:
         # pair -> (rows scanned, matching rows).
@@ -186,6 +256,7 @@ class VersionTable:
         self._chunk_starts: list[int] = []
         self._chunks: list[pa.Table | _Tail] = []
         self._tail: _Tail | None = None
+        self._uncoded: list[tuple[int, int, pa.ChunkedArray]] = []
 
     # -- growth ------------------------------------------------------------------------
     def _reserve(self, extra: int) -> None:
@@ -213,7 +284,7 @@ class VersionTable:
 
     def _codes(self, ids: list[str]) -> np.ndarray:
         """Atom codes of ``ids``, assigning new codes in order of first appearance."""
-        index = self.atom_index
+        index = self.atom_index.dict()
         if not index:  # first rows: build the id index in C
             uniq = list(dict.fromkeys(ids))
             self.atom_ids.extend(uniq)
@@ -221,10 +292,12 @@ class VersionTable:
             return np.fromiter((index[a] for a in ids), np.int32, count=len(ids))
         get = index.get
         found = [get(a) for a in ids]
-        if None in found:
-            for i, c in enumerate(found):
-                if c is None:
-                    found[i] = self._code(ids[i])
+        if None in found:  # new ids: codes assigned in bulk, in order of first appearance
+            new = list(dict.fromkeys(a for a, c in zip(ids, found, strict=True) if c is None))
+            base = len(self.atom_ids)
+            self.atom_ids.extend(new)
+            index.update(zip(new, range(base, base + len(new)), strict=True))
+            found = [get(a) for a in ids]
         return np.asarray(found, np.int32)
 
     # -- appends -----------------------------------------------------------------------
@@ -277,8 +350,12 @@ class VersionTable:
         self._chunks[idx] = _tail_arrow(self._tail)
         self._tail = None
 
-    def append_arrow(self, table: pa.Table) -> None:
-        """Bulk-append a loaded segment, keeping its text columns in Arrow form (no per-row Python)."""
+    def append_arrow(self, table: pa.Table, *, defer_codes: bool = False) -> None:
+        """Bulk-append a loaded segment, keeping its text columns in Arrow form (no per-row Python).
+
+        With ``defer_codes`` the atom codes are left for :meth:`finish_codes` (one pass over all
+        segments of an open instead of a Python dict lookup per row and segment).
+        """
         m = table.num_rows
         if m == 0:
             return
@@ -304,17 +381,45 @@ class VersionTable:
                 self.vectors[pos : pos + k] = flat[off : off + k * self.dim].reshape(k, self.dim)
             pos += k
         self.dead[s:e] = False
-        # Atom codes: dictionary-encode in Arrow, then map the unique ids (a C-level dict build
-        # when the table is empty, as on open).
+        text = table.select(list(_TEXT))
+        self._chunk_starts.append(s)
+        self._chunks.append(text)
+        if defer_codes:
+            self._uncoded.append((s, e, text.column("atom_id")))
+            self.n = e
+            self.atom_rows.stale()
+            return
+        # Atom codes: dictionary-encode in Arrow, then map the unique ids.
         enc = table.column("atom_id").combine_chunks().dictionary_encode()
         uniq = enc.dictionary.to_pylist()
         local = np.asarray(enc.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
         mapping = self._codes(uniq) if uniq else np.zeros(0, np.int32)
         self.atom_code[s:e] = mapping[local] if len(uniq) else np.zeros(m, np.int32)
-        text = table.select(list(_TEXT))
-        self._chunk_starts.append(s)
-        self._chunks.append(text)
         self.n = e
+        self.atom_rows.stale()
+
+    def finish_codes(self) -> None:
+        """Assign the atom codes of rows appended with ``defer_codes`` (all at once, hashed in Arrow)."""
+        pending, self._uncoded = self._uncoded, []
+        if not pending:
+            return
+        if self.atom_index:  # codes exist already: map segment by segment
+            for s, e, col in pending:
+                enc = col.combine_chunks().dictionary_encode()
+                uniq = enc.dictionary.to_pylist()
+                local = np.asarray(enc.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+                self.atom_code[s:e] = self._codes(uniq)[local] if uniq else 0
+            self.atom_rows.stale()
+            return
+        allids = pa.chunked_array([c for _, _, col in pending for c in col.chunks], pa.string()).combine_chunks()
+        enc = allids.dictionary_encode()  # one hash pass: unique ids (first-appearance order) and codes
+        self.atom_ids.extend(enc.dictionary.to_pylist())
+        self.atom_index.reset(enc.dictionary)
+        flat = np.asarray(enc.indices.to_numpy(zero_copy_only=False), np.int32)
+        pos = 0
+        for s, e, _ in pending:
+            self.atom_code[s:e] = flat[pos : pos + (e - s)]
+            pos += e - s
         self.atom_rows.stale()
 
     # -- reads -------------------------------------------------------------------------
