@@ -2,6 +2,16 @@
 
 Run: .venv/bin/python benchmarks/bench_core.py [--n-model 1000] [--n-vec 10000]
 The raw model's own throughput is measured in the same run, as the baseline for the model ingest rate.
+
+Storage-path modes (issue 3 targets: durable pre-embedded ingest >= 50k atoms/s, open of a 1M store <= 3 s):
+
+    .venv/bin/python benchmarks/bench_core.py --ingest-only [--n-ingest 100000] [--batch 10000] [--pause-index]
+    .venv/bin/python benchmarks/bench_core.py --open-only --n-open 1000000 [--store DIR]
+
+``--ingest-only`` times ``add_many(items, vectors=...)`` in batches (one fsynced transaction each) into a
+fresh store with ``PrecomputedEmbedder(384)``, checkpoints included. ``--open-only`` builds a store of
+``--n-open`` atoms (index builds disabled: this measures the storage path) unless ``--store`` already
+holds one, then times ``aether.open`` in a fresh subprocess and reports its RSS.
 """
 
 from __future__ import annotations
@@ -40,12 +50,118 @@ def pct(a: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(a) * 1000, q))
 
 
+def _vec_items(s: int, e: int) -> list[dict[str, object]]:
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+    return [
+        {"content": f"memory {i} about topic {i % 97}", "tags": {"topic": i % 10},
+         "valid_from": t0 + timedelta(minutes=i)}
+        for i in range(s, e)
+    ]
+
+
+def ingest_only(n: int, batch: int, pause_index: bool) -> dict[str, float]:
+    """Durable pre-embedded ingest rate (items built before the clock starts)."""
+    from aether.index import find_index
+
+    rng = np.random.default_rng(0)
+    vecs = rng.normal(size=(n, 384)).astype(np.float32)
+    items = _vec_items(0, n)
+    tmp = Path(tempfile.mkdtemp(prefix="aether-bench-"))
+    try:
+        with aether.open(tmp / "s", embedder=aether.PrecomputedEmbedder(384, "bench")) as mem:
+            idx = find_index(mem._engine)
+            if pause_index and idx is not None:
+                idx.pause()
+            mem.add_many(items[:10], vectors=vecs[:10])  # first write: lazy imports, WAL file creation
+            t = time.perf_counter()
+            for i in range(10, n, batch):
+                mem.add_many(items[i : i + batch], vectors=vecs[i : i + batch])
+            dt = time.perf_counter() - t
+        return {"ingest_vectors_atoms_per_s": (n - 10) / dt, "ingest_seconds": dt}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+_OPEN_CHILD = """
+import sys, time, resource
+import aether
+from aether.index import bucketed
+bucketed.BucketedIndex._schedule = lambda self, engine: None  # storage path only: no background index build
+def rss():
+    return int(open('/proc/self/status').read().split('VmRSS:')[1].split()[0]) / 1024
+r0 = rss()
+t = time.perf_counter()
+mem = aether.open(sys.argv[1], embedder=aether.PrecomputedEmbedder(384, 'bench'))
+dt = time.perf_counter() - t
+n = mem._engine.table.n
+t = time.perf_counter()
+mem.get(mem._engine.table.atom_ids[n // 2])
+g = time.perf_counter() - t
+print(f'{dt} {rss() - r0} {rss()} {g} {n}')
+mem.close()
+"""
+
+
+def open_only(n: int, store: Path | None) -> dict[str, float]:
+    """Time ``aether.open`` of an ``n``-atom store (built here unless ``store`` exists)."""
+    import subprocess
+    import sys
+
+    from aether.index import bucketed
+
+    tmp = None
+    if store is None:
+        tmp = Path(tempfile.mkdtemp(prefix="aether-bench-"))
+        store = tmp / "s"
+    res: dict[str, float] = {}
+    try:
+        if not store.exists():
+            sched = bucketed.BucketedIndex._schedule
+            bucketed.BucketedIndex._schedule = lambda self, engine: None  # type: ignore[method-assign]
+            try:
+                rng = np.random.default_rng(0)
+                t = time.perf_counter()
+                with aether.open(store, embedder=aether.PrecomputedEmbedder(384, "bench")) as mem:
+                    for s in range(0, n, 50_000):
+                        e = min(n, s + 50_000)
+                        mem.add_many(_vec_items(s, e), vectors=rng.normal(size=(e - s, 384)).astype(np.float32))
+                res["build_atoms_per_s"] = n / (time.perf_counter() - t)
+            finally:
+                bucketed.BucketedIndex._schedule = sched  # type: ignore[method-assign]
+        for run in range(2):  # the first run may read from disk, the second from the page cache
+            out = subprocess.run([sys.executable, "-c", _OPEN_CHILD, str(store)], capture_output=True, text=True,
+                                 check=True).stdout.split()
+            res[f"open_s_run{run + 1}"] = float(out[0])
+            res["open_rss_delta_mb"] = float(out[1])
+            res["open_rss_mb"] = float(out[2])
+            res["first_get_s"] = float(out[3])
+            res["atoms"] = float(out[4])
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n-model", type=int, default=1000)
     ap.add_argument("--n-vec", type=int, default=10_000)
     ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--ingest-only", action="store_true", help="only the durable pre-embedded ingest rate")
+    ap.add_argument("--n-ingest", type=int, default=100_000)
+    ap.add_argument("--batch", type=int, default=10_000)
+    ap.add_argument("--pause-index", action="store_true", help="no index sealing during ingest (storage path)")
+    ap.add_argument("--open-only", action="store_true", help="only the open time of a large store")
+    ap.add_argument("--n-open", type=int, default=1_000_000)
+    ap.add_argument("--store", type=Path, default=None, help="store for --open-only (built if missing, kept)")
     args = ap.parse_args()
+    if args.ingest_only or args.open_only:
+        out = ingest_only(args.n_ingest, args.batch, args.pause_index) if args.ingest_only else {}
+        if args.open_only:
+            out.update(open_only(args.n_open, args.store))
+        for k, v in out.items():
+            print(f"{k:45s} {v:10.2f}")
+        return
     tmp = Path(tempfile.mkdtemp(prefix="aether-bench-"))
     res: dict[str, float] = {}
     try:
