@@ -71,6 +71,35 @@ def _gc_paused(pause: bool) -> Iterator[None]:
         gc.enable()
 
 
+class _IdPool:
+    """Fresh atom ids drawn a few thousand at a time."""
+
+    __slots__ = ("_ids",)
+
+    def __init__(self) -> None:
+        self._ids: list[str] = []
+
+    def next(self) -> str:
+        if not self._ids:
+            self._ids = _new_atom_ids(4096)
+            self._ids.reverse()
+        return self._ids.pop()
+
+
+def _checked_tags(tags: Any, seen: set[tuple[str, type, Any]]) -> dict[str, Any]:
+    """``check_tags``, remembering valid one-pair dicts (bulk loads repeat a few tag values)."""
+    if type(tags) is dict and len(tags) == 1:
+        ((k, v),) = tags.items()
+        if type(v) in (str, int, bool):  # hashable, and equal keys mean the same check result
+            key = (k, type(v), v)
+            if key in seen:
+                return {k: v}
+            out = check_tags(tags)
+            seen.add(key)
+            return out
+    return check_tags(tags)
+
+
 def _new_atom_ids(k: int) -> list[str]:
     """``k`` fresh UUID4 strings (the format of :func:`aether.models.new_atom_id`) from one ``os.urandom``."""
     if k <= 0:
@@ -244,7 +273,8 @@ class Memory:
         dim = self._engine.embedder.dim
         seen_subject: dict[str, str] = {}
         seen_modality: dict[str, str] = {}
-        fresh = iter(_new_atom_ids(sum(1 for it in items if not isinstance(it, Mapping) or it.get("atom_id") is None)))
+        fresh = _IdPool()
+        tags_ok: set[tuple[str, type, Any]] = set()  # single-pair tag dicts already validated
         for i, item in enumerate(items):
             if isinstance(item, str):
                 item = {"content": item}
@@ -269,7 +299,7 @@ class Memory:
                         raise InvalidInputError("vector must be a single vector")
                     vec = v1[0]
                 aid = get("atom_id")
-                aid = next(fresh) if aid is None else check_atom_id(aid)
+                aid = fresh.next() if aid is None else check_atom_id(aid)
                 content = check_content(item["content"], lim)
                 cmeta = get("content_metadata")
                 meta = get("metadata")
@@ -290,7 +320,7 @@ class Memory:
                     atom_id=aid,
                     content=content,
                     content_meta="{}" if cmeta is None else check_json(cmeta, "content_metadata"),
-                    tags={} if tags is None else check_tags(tags),
+                    tags={} if tags is None else _checked_tags(tags, tags_ok),
                     metadata="{}" if meta is None else check_json(meta, "metadata"),
                     modality=mod,
                     subject=subj,

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from .._time import OPEN, Clock, check_interval, from_us, from_us_strict, now_us
+from .._time import MIN_US, OPEN, Clock, check_interval, from_us, from_us_strict, now_us
 from ..embed import Embedder, as_unit_vectors, embed_queries
 from ..errors import (
     AtomNotFoundError,
@@ -437,8 +437,52 @@ class Engine:
             "quality": float(t.quality[r]),
         }
 
+    def _plan_new_atoms(self, ops: list[Op], tx: int) -> RowBatch | None:
+        """The rows of a batch that only inserts brand-new atoms (bulk ingest), built column by column.
+
+        ``None`` when the batch is anything else (an existing or repeated atom id, a correction, a
+        retraction, an invalid interval...): :meth:`_plan` then takes its general path, which raises the
+        same errors as always.
+        """
+        if len(ops) < 64 or any(type(op) is not PutOp or op.must_exist for op in ops):
+            return None
+        puts: list[PutOp] = ops  # type: ignore[assignment]
+        ids = [op.atom_id for op in puts]
+        if len(set(ids)) != len(ids) or not self.table.atom_index.dict().keys().isdisjoint(ids):
+            return None
+        if any(op.content is None or op.vector is None for op in puts):
+            return None
+        try:
+            vf = np.fromiter((tx if op.valid_from is None else op.valid_from for op in puts), np.int64, count=len(puts))
+            vt = np.fromiter((op.valid_to for op in puts), np.int64, count=len(puts))
+        except (OverflowError, TypeError):
+            return None
+        if bool((vf < MIN_US).any() or (vt <= vf).any()):
+            return None  # (valid_to > OPEN cannot be: int64) the general path raises the exact error
+        m = len(puts)
+        vid0 = self._next_vid
+        return RowBatch(
+            version_id=np.arange(vid0, vid0 + m, dtype=np.int64),
+            atom_id=ids,
+            subject=["default" if op.subject is None else op.subject for op in puts],
+            modality=["text" if op.modality is None else op.modality for op in puts],
+            content=[op.content for op in puts],  # type: ignore[misc]
+            content_meta=["{}" if op.content_meta is None else op.content_meta for op in puts],
+            tags=[{} if op.tags is None else op.tags for op in puts],
+            metadata=["{}" if op.metadata is None else op.metadata for op in puts],
+            quality=np.fromiter((1.0 if op.quality is None else op.quality for op in puts), np.float64, count=m),
+            valid_from=vf,
+            valid_to=vt,
+            tx_from=np.full(m, tx, np.int64),
+            tx_to=np.full(m, OPEN, np.int64),
+            vectors=np.stack([op.vector for op in puts]).astype(np.float32, copy=False),  # type: ignore[misc]
+        )
+
     def _plan(self, ops: list[Op], tx: int, snap: Snapshot) -> tuple[dict[str, Any], RowBatch | None, list[int]]:
         """Turn operations into closings and new rows; raises before anything is written."""
+        fast = self._plan_new_atoms(ops, tx)
+        if fast is not None:
+            return {"kind": "tx", "close": []}, fast, list(range(len(fast)))
         t = self.table
         closed: dict[int, int] = {}
         pending: list[_Pending] = []
@@ -486,7 +530,7 @@ class Engine:
                 f, v = sources[p.key]
                 add_pending(dict(f), v, p.valid_from, p.valid_to)
 
-        index = t.atom_index
+        index = t.atom_index.dict()
         for op in ops:
             if type(op) is PutOp and not op.must_exist and op.atom_id not in by_atom and op.atom_id not in index:
                 # A brand-new atom (the bulk-ingest case): nothing to cut, no defaults to inherit.

@@ -46,7 +46,9 @@ def write_table(root: Path, rel: str, table: pa.Table, codec: Codec, store_id: s
         write_page_checksum=True,
         row_group_size=65536,
     )
-    data = codec.seal(sink.getvalue().to_pybytes(), f"file|{store_id}|{rel}".encode())
+    buf = sink.getvalue()
+    # Plain stores write the Arrow buffer as is (no extra copy of a segment's bytes; read_table mirrors this).
+    data = buf if not codec.encrypted else codec.seal(buf.to_pybytes(), f"file|{store_id}|{rel}".encode())
     path = root / rel
     with io_errors("mkdir", path.parent):
         path.parent.mkdir(parents=True, exist_ok=True)
