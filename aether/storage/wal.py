@@ -59,17 +59,23 @@ class WalRecord:
 
 def encode_payload(header: dict[str, Any], rows: RowBatch | None, codec: Codec | None = None) -> bytes:
     """Header JSON plus the inserted rows as an Arrow IPC stream."""
+    out = _encode_buffer(header, rows, codec)
+    return out if isinstance(out, bytes) else out.to_pybytes()
+
+
+def _encode_buffer(header: dict[str, Any], rows: RowBatch | None, codec: Codec | None) -> Any:
+    """:func:`encode_payload` as bytes or an Arrow buffer (bulk records: written once, never copied)."""
     hdr = json.dumps(header, separators=(",", ":")).encode()
-    body = b""
-    if rows is not None and len(rows):
-        plain = rows.to_arrow()
-        rows.extra["arrow"] = plain  # the in-memory table keeps it as the rows' text chunk (no second encoding)
-        table = seal_rows(plain, codec)
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, table.schema) as writer:
-            writer.write_table(table)
-        body = sink.getvalue().to_pybytes()
-    return struct.pack("<I", len(hdr)) + hdr + body
+    if rows is None or not len(rows):
+        return struct.pack("<I", len(hdr)) + hdr
+    plain = rows.to_arrow()
+    rows.extra["arrow"] = plain  # the in-memory table keeps it as the rows' text chunk (no second encoding)
+    table = seal_rows(plain, codec)
+    sink = pa.BufferOutputStream()
+    sink.write(struct.pack("<I", len(hdr)) + hdr)
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue()
 
 
 def decode_payload(
@@ -318,7 +324,10 @@ class WriteAheadLog:
         self.ensure_open()
         assert self._fh is not None and self.path is not None, "WAL not open for append"
         offset = self._end
-        payload = self.codec.seal(encode_payload(header, rows, self.codec), self._aad(self.path, offset))
+        raw = _encode_buffer(header, rows, self.codec)
+        if self.codec.encrypted and not isinstance(raw, bytes):
+            raw = raw.to_pybytes()
+        payload = self.codec.seal(raw, self._aad(self.path, offset))
         self.last_payload = payload  # the security layer's hash chain records its digest
         frame = _FRAME.pack(len(payload), crc32c.crc32c(payload)) + payload
         try:
