@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..storage.rows import RowBatch, dumps, dumps_tag, row_schema, tags_array
+from ..storage.rows import RowBatch, dumps, dumps_tag, np_array, row_schema, tags_array
 
 _TAIL_SEAL = 8192  # tail rows kept as Python lists before they are folded into an Arrow chunk
 
@@ -587,15 +587,15 @@ class VersionTable:
         text = pa.concat_tables(parts) if parts else _TEXT_SCHEMA.empty_table()
         sl = slice(start, end)
         m = end - start
-        flat = pa.array(np.ascontiguousarray(self.vectors[sl]).reshape(-1), type=pa.float32())
+        flat = np_array(self.vectors[sl].reshape(-1), pa.float32())
         cols = {name: text.column(name) for name in _TEXT}
         cols.update(
-            version_id=pa.array(self.version_id[sl], pa.int64()),
-            quality=pa.array(self.quality[sl], pa.float64()),
-            valid_from=pa.array(self.valid_from[sl], pa.int64()),
-            valid_to=pa.array(self.valid_to[sl], pa.int64()),
-            tx_from=pa.array(self.tx_from[sl], pa.int64()),
-            tx_to=pa.array(self.tx_to[sl], pa.int64()),
+            version_id=np_array(self.version_id[sl], pa.int64()),
+            quality=np_array(self.quality[sl], pa.float64()),
+            valid_from=np_array(self.valid_from[sl], pa.int64()),
+            valid_to=np_array(self.valid_to[sl], pa.int64()),
+            tx_from=np_array(self.tx_from[sl], pa.int64()),
+            tx_to=np_array(self.tx_to[sl], pa.int64()),
             vector=pa.FixedSizeListArray.from_arrays(flat, self.dim)
             if m
             else pa.array([], pa.list_(pa.float32(), self.dim)),

@@ -54,6 +54,12 @@ def dumps_tag(value: Any) -> str:
 _MAP = pa.map_(pa.string(), pa.string())
 
 
+def np_array(values: np.ndarray, typ: pa.DataType) -> pa.Array:
+    """A primitive Arrow array over a numpy array (zero-copy when already contiguous and typed)."""
+    arr = np.ascontiguousarray(values, dtype=typ.to_pandas_dtype())
+    return pa.Array.from_buffers(typ, len(arr), [None, pa.py_buffer(arr)])
+
+
 def tags_array(tags: list[dict[str, Any]]) -> pa.Array:
     """Tag dicts as the ``tags`` map column (keys sorted, values JSON), built from flat lists."""
     offsets = [0]
@@ -106,10 +112,10 @@ class RowBatch:
 
     def to_arrow(self) -> pa.Table:
         dim = self.vectors.shape[1]
-        flat = pa.array(np.ascontiguousarray(self.vectors, dtype=np.float32).reshape(-1), type=pa.float32())
+        flat = np_array(np.ascontiguousarray(self.vectors, dtype=np.float32).reshape(-1), pa.float32())
         tags = tags_array(self.tags)
         cols = [
-            pa.array(self.version_id, pa.int64()),
+            np_array(self.version_id, pa.int64()),
             pa.array(self.atom_id, pa.string()),
             pa.array(self.subject, pa.string()),
             pa.array(self.modality, pa.string()),
@@ -117,11 +123,11 @@ class RowBatch:
             pa.array(self.content_meta, pa.string()),
             tags,
             pa.array(self.metadata, pa.string()),
-            pa.array(self.quality, pa.float64()),
-            pa.array(self.valid_from, pa.int64()),
-            pa.array(self.valid_to, pa.int64()),
-            pa.array(self.tx_from, pa.int64()),
-            pa.array(self.tx_to, pa.int64()),
+            np_array(self.quality, pa.float64()),
+            np_array(self.valid_from, pa.int64()),
+            np_array(self.valid_to, pa.int64()),
+            np_array(self.tx_from, pa.int64()),
+            np_array(self.tx_to, pa.int64()),
             pa.FixedSizeListArray.from_arrays(flat, dim),
         ]
         return pa.Table.from_arrays(cols, schema=row_schema(dim))
