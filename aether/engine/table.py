@@ -531,7 +531,9 @@ class VersionTable:
                 return rows
             name, want = key
             found = [rows]
-            for c, cstart in enumerate(self._chunk_starts):
+            for c, cstart in enumerate(list(self._chunk_starts)):
+                if cstart >= n:
+                    break  # a chunk a writer is adding now: not in the reader's snapshot
                 chunk = self._chunks[c]
                 clen = len(chunk) if isinstance(chunk, _Tail) else chunk.num_rows
                 lo, hi = max(done, cstart), min(n, cstart + clen)
