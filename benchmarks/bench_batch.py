@@ -12,11 +12,10 @@ median over ``--rounds`` is reported.
 
 Run::
 
-    .venv/bin/python benchmarks/bench_batch.py [--n 30000] [--queries 100] [--disk]
+    .venv/bin/python benchmarks/bench_batch.py [--n 30000] [--queries 100]
 
-``--disk`` builds the store on disk and reopens it (indexes loaded from their files, memory-mapped
-where FAISS allows) before measuring; ``--cold`` then measures the first batch before any single
-query, as ``bench_filtered.py`` does. Writes ``benchmarks/results/batch_<n>.json``.
+The store is in memory: a reopened store would attach its manifest's (default) recipe, not this
+one. Writes ``benchmarks/results/batch_<n>.json``.
 """
 
 from __future__ import annotations
@@ -24,10 +23,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shutil
+import os
 import statistics
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -77,114 +75,103 @@ def main() -> None:
     ap.add_argument("--partition-rows", type=int, default=12_000)
     ap.add_argument("--flat-rows", type=int, default=2_000)
     ap.add_argument("--ef-construction", type=int, default=40)
-    ap.add_argument("--disk", action="store_true", help="build on disk and reopen before measuring")
-    ap.add_argument("--cold", action="store_true", help="with --disk: time one batch before anything else")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="threads per batch (sets AETHER_SEARCH_THREADS; default: the planner's policy)")
     ap.add_argument("--profile", action="store_true", help="cProfile the engine-level batches after measuring")
     args = ap.parse_args()
+    if args.threads is not None:
+        os.environ["AETHER_SEARCH_THREADS"] = str(args.threads)
     rng = np.random.default_rng(args.seed)
     n, dim, k = args.n, args.dim, args.k
     x = clustered(n, dim, rng)
     vf = rng.uniform(0, SPAN_DAYS, n)
     dur = np.exp(rng.uniform(np.log(1 / 1440), np.log(3), n))
-    work = Path(tempfile.mkdtemp(prefix="aether-bench-batch-"))
-    path = work / "store" if args.disk else None
     report: dict[str, Any] = {"n": n, "dim": dim, "k": k, "queries": args.queries, "rounds": args.rounds,
-                              "faiss_omp_threads": faiss.omp_get_max_threads(), "sets": {}}
-    try:
-        mem = aether.open(path, embedder=aether.PrecomputedEmbedder(dim))
-        idx = use_recipe(mem._engine, recipe(args))
-        t = time.perf_counter()
-        items = [{"content": f"atom {i}", "atom_id": f"a{i}", "valid_from": T0 + timedelta(days=float(vf[i])),
-                  "valid_to": T0 + timedelta(days=float(vf[i] + dur[i]))} for i in range(n)]
-        for s in range(0, n, 10_000):
-            mem.add_many(items[s : s + 10_000], vectors=x[s : s + 10_000])
-        corr = rng.choice(n, n // 10, replace=False)
-        mem.add_many([{**items[i], "content": f"atom {i} v2"} for i in corr], vectors=clustered(len(corr), dim, rng))
-        idx.seal()
-        report["build_s"] = time.perf_counter() - t
-        if path is not None:
-            mem.close()
-            mem = aether.open(path, embedder=aether.PrecomputedEmbedder(dim))
-            idx = use_recipe(mem._engine, recipe(args))  # same recipe: the persisted files are loaded
-        ix = find_index(mem._engine)
-        assert ix is not None
-        report["partitions"] = [(p.label, p.m, p.tier.name) for p in ix.state.partitions]
-        print(f"# bench_batch n={n} (+{len(corr)} corrections) dim={dim}: built in {report['build_s']:.1f}s, "
-              f"partitions {report['partitions']}, FAISS OpenMP threads {report['faiss_omp_threads']}", flush=True)
-        eng = mem._engine
-        snap = eng.snapshot
-        q = x[rng.integers(0, n, args.queries)] + rng.normal(scale=0.6 / math.sqrt(dim), size=(args.queries, dim))
-        q = (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
-        sets: list[tuple[str, Filters, dict[str, Any]]] = []
-        for frac in (0.01, 0.1, 1.0):
-            if frac >= 1.0:
-                f = Filters(as_of=snap.last_tx, valid_at=None, valid_during=(-(2**62), 2**63 - 1), tags=None)
-                api: dict[str, Any] = {"valid_during": (None, None)}
-            else:
-                a = T0_US + int(300 * DAY_US)
-                b = a + int(frac * SPAN_DAYS * DAY_US)
-                f = Filters(as_of=snap.last_tx, valid_at=None, valid_during=(a, b), tags=None)
-                api = {"valid_during": (T0 + timedelta(days=300), T0 + timedelta(days=300 + frac * SPAN_DAYS))}
-            sets.append((f"valid-time {frac:g}", f, api))
-        at = T0 + timedelta(days=400)
-        sets.append(("valid_at (point)", Filters(as_of=snap.last_tx, valid_at=T0_US + 400 * DAY_US, valid_during=None,
-                                                 tags=None), {"valid_at": at}))
-        if args.cold:
-            f0 = sets[-2][1]
+                              "faiss_omp_threads": faiss.omp_get_max_threads(),
+                              "search_threads_env": os.environ.get("AETHER_SEARCH_THREADS"), "sets": {}}
+    mem = aether.open(None, embedder=aether.PrecomputedEmbedder(dim))
+    idx = use_recipe(mem._engine, recipe(args))
+    t = time.perf_counter()
+    items = [{"content": f"atom {i}", "atom_id": f"a{i}", "valid_from": T0 + timedelta(days=float(vf[i])),
+              "valid_to": T0 + timedelta(days=float(vf[i] + dur[i]))} for i in range(n)]
+    for s in range(0, n, 10_000):
+        mem.add_many(items[s : s + 10_000], vectors=x[s : s + 10_000])
+    corr = rng.choice(n, n // 10, replace=False)
+    mem.add_many([{**items[i], "content": f"atom {i} v2"} for i in corr], vectors=clustered(len(corr), dim, rng))
+    idx.seal()
+    report["build_s"] = time.perf_counter() - t
+    ix = find_index(mem._engine)
+    assert ix is not None
+    report["partitions"] = [(p.label, p.m, p.tier.name) for p in ix.state.partitions]
+    print(f"# bench_batch n={n} (+{len(corr)} corrections) dim={dim}: built in {report['build_s']:.1f}s, "
+          f"partitions {report['partitions']}, FAISS OpenMP threads {report['faiss_omp_threads']}, "
+          f"AETHER_SEARCH_THREADS={report['search_threads_env']}", flush=True)
+    eng = mem._engine
+    snap = eng.snapshot
+    q = x[rng.integers(0, n, args.queries)] + rng.normal(scale=0.6 / math.sqrt(dim), size=(args.queries, dim))
+    q = (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+    sets: list[tuple[str, Filters, dict[str, Any]]] = []
+    for frac in (0.01, 0.1, 1.0):
+        if frac >= 1.0:
+            f = Filters(as_of=snap.last_tx, valid_at=None, valid_during=(-(2**62), 2**63 - 1), tags=None)
+            api: dict[str, Any] = {"valid_during": (None, None)}
+        else:
+            a = T0_US + int(300 * DAY_US)
+            b = a + int(frac * SPAN_DAYS * DAY_US)
+            f = Filters(as_of=snap.last_tx, valid_at=None, valid_during=(a, b), tags=None)
+            api = {"valid_during": (T0 + timedelta(days=300), T0 + timedelta(days=300 + frac * SPAN_DAYS))}
+        sets.append((f"valid-time {frac:g}", f, api))
+    at = T0 + timedelta(days=400)
+    sets.append(("valid_at (point)", Filters(as_of=snap.last_tx, valid_at=T0_US + 400 * DAY_US, valid_during=None,
+                                             tags=None), {"valid_at": at}))
+    for name, f, api in sets:
+        _, plan, sel = plan_and_search(eng, snap, q[:1], k, f)
+        strategies = sorted({b.strategy for b in plan})
+        es: list[float] = []
+        eb: list[float] = []
+        as_: list[float] = []
+        ab: list[float] = []
+        for _ in range(args.rounds):
             t = time.perf_counter()
-            plan_and_search(eng, snap, q, k, f0)
-            report["cold_first_batch_ms_per_query"] = (time.perf_counter() - t) * 1000 / len(q)
-            print(f"  cold first batch (100%): {report['cold_first_batch_ms_per_query']:.3f} ms/query", flush=True)
-        for name, f, api in sets:
-            _, plan, sel = plan_and_search(eng, snap, q[:1], k, f)
-            strategies = sorted({b.strategy for b in plan})
-            es: list[float] = []
-            eb: list[float] = []
-            as_: list[float] = []
-            ab: list[float] = []
-            for _ in range(args.rounds):
-                t = time.perf_counter()
-                singles = [plan_and_search(eng, snap, v[None], k, f)[0][0] for v in q]
-                es.append((time.perf_counter() - t) * 1000 / len(q))
-                t = time.perf_counter()
-                batch = plan_and_search(eng, snap, q, k, f)[0]
-                eb.append((time.perf_counter() - t) * 1000 / len(q))
-                t = time.perf_counter()
-                for v in q:
-                    mem.search(v, k=k, **api)
-                as_.append((time.perf_counter() - t) * 1000 / len(q))
-                t = time.perf_counter()
-                mem.search_many(q, k=k, **api)
-                ab.append((time.perf_counter() - t) * 1000 / len(q))
-            same = float(np.mean([[r for r, _ in a] == [r for r, _ in b] for a, b in zip(singles, batch, strict=True)]))
-            row = {"selected": sel, "strategies": strategies,
-                   "engine_single_ms_per_q": statistics.median(es), "engine_batch_ms_per_q": statistics.median(eb),
-                   "api_single_ms_per_q": statistics.median(as_), "api_batch_ms_per_q": statistics.median(ab),
-                   "batch_equals_single": same}
-            row["engine_ratio"] = row["engine_batch_ms_per_q"] / row["engine_single_ms_per_q"]
-            row["api_ratio"] = row["api_batch_ms_per_q"] / row["api_single_ms_per_q"]
-            report["sets"][name] = row
-            print(f"  {name:18s} sel={sel:6d} {','.join(strategies):22s} engine single "
-                  f"{row['engine_single_ms_per_q']:.3f} batch {row['engine_batch_ms_per_q']:.3f} ms/q "
-                  f"(x{row['engine_ratio']:.2f}) | API single {row['api_single_ms_per_q']:.3f} batch "
-                  f"{row['api_batch_ms_per_q']:.3f} ms/q (x{row['api_ratio']:.2f}) | same results {same:.2f}",
-                  flush=True)
-        if args.profile:
-            import cProfile
-            import pstats
+            singles = [plan_and_search(eng, snap, v[None], k, f)[0][0] for v in q]
+            es.append((time.perf_counter() - t) * 1000 / len(q))
+            t = time.perf_counter()
+            batch = plan_and_search(eng, snap, q, k, f)[0]
+            eb.append((time.perf_counter() - t) * 1000 / len(q))
+            t = time.perf_counter()
+            for v in q:
+                mem.search(v, k=k, **api)
+            as_.append((time.perf_counter() - t) * 1000 / len(q))
+            t = time.perf_counter()
+            mem.search_many(q, k=k, **api)
+            ab.append((time.perf_counter() - t) * 1000 / len(q))
+        same = float(np.mean([[r for r, _ in a] == [r for r, _ in b] for a, b in zip(singles, batch, strict=True)]))
+        row = {"selected": sel, "strategies": strategies,
+               "engine_single_ms_per_q": statistics.median(es), "engine_batch_ms_per_q": statistics.median(eb),
+               "api_single_ms_per_q": statistics.median(as_), "api_batch_ms_per_q": statistics.median(ab),
+               "batch_equals_single": same}
+        row["engine_ratio"] = row["engine_batch_ms_per_q"] / row["engine_single_ms_per_q"]
+        row["api_ratio"] = row["api_batch_ms_per_q"] / row["api_single_ms_per_q"]
+        report["sets"][name] = row
+        print(f"  {name:18s} sel={sel:6d} {','.join(strategies):22s} engine single "
+              f"{row['engine_single_ms_per_q']:.3f} batch {row['engine_batch_ms_per_q']:.3f} ms/q "
+              f"(x{row['engine_ratio']:.2f}) | API single {row['api_single_ms_per_q']:.3f} batch "
+              f"{row['api_batch_ms_per_q']:.3f} ms/q (x{row['api_ratio']:.2f}) | same results {same:.2f}",
+              flush=True)
+    if args.profile:
+        import cProfile
+        import pstats
 
-            for name, f, _ in sets:
-                pr = cProfile.Profile()
-                pr.enable()
-                for _ in range(5):
-                    plan_and_search(eng, snap, q, k, f)
-                pr.disable()
-                print(f"== profile: batch, {name}")
-                pstats.Stats(pr).sort_stats("tottime").print_stats(12)
-        mem.close()
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        for name, f, _ in sets:
+            pr = cProfile.Profile()
+            pr.enable()
+            for _ in range(5):
+                plan_and_search(eng, snap, q, k, f)
+            pr.disable()
+            print(f"== profile: batch, {name}")
+            pstats.Stats(pr).sort_stats("tottime").print_stats(12)
+    mem.close()
     out = ROOT / "benchmarks" / "results" / f"batch_{n}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))

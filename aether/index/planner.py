@@ -302,67 +302,70 @@ _QUERIES_PER_THREAD = 16
 
 
 def batch_threads(nq: int) -> int:
-    """How many threads one batched search of ``nq`` queries uses (FAISS OpenMP and BLAS alike).
+    """How many FAISS (OpenMP) threads one batched HNSW / IVF search of ``nq`` queries uses:
+    one per 16 queries, at most one per core, at least one; ``AETHER_SEARCH_THREADS`` overrides.
 
-    A thread team pays only on idle cores: when more threads are runnable than there are cores,
-    every team's barrier waits for a descheduled worker. On 2 shared cores a 100-query HNSW batch
-    took 56-72 ms with 2 threads against 46 ms with 1, and a 320-row BLAS product 4.6 ms against
-    0.27 ms (``benchmarks/bench_batch.py``). So a batch uses the cores that the 1-minute load average
-    leaves idle, at most one per 16 queries, at least one. ``AETHER_SEARCH_THREADS`` overrides.
+    Measured on 2 shared cores (``benchmarks/bench_batch.py``, 100 queries over 100k rows in four
+    HNSW partitions): 2 threads 0.37 ms/query against 0.6 ms with 1 at load average ~1.9; only under
+    heavy load (5.6) did 2 threads lose (56-72 ms against 46 ms per 100-query HNSW batch). Exact
+    scans inside a batch use one BLAS thread (see :func:`_thread_limit`): there a thread team on a
+    busy core cost up to 10x (100 queries x 320 rows: 4.6 ms with 2 threads against 0.27 ms).
     """
     env = os.environ.get(THREADS_ENV)
     if env:
         with contextlib.suppress(ValueError):
             return max(1, int(env))
-    if nq < 2 * _QUERIES_PER_THREAD:
-        return 1
     try:
         ncpu = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         ncpu = os.cpu_count() or 1
-    try:
-        busy = os.getloadavg()[0]
-    except (AttributeError, OSError):
-        busy = 0.0
-    return max(1, min(ncpu - math.ceil(busy - 0.5), nq // _QUERIES_PER_THREAD))
+    return max(1, min(ncpu, nq // _QUERIES_PER_THREAD))
 
 
 class _BlasLimit:
-    """Limit numpy's BLAS thread pool while batches run (``threadpoolctl``, when installed).
+    """Limit numpy's BLAS thread pool while batches run (via ``threadpoolctl``, when installed).
 
-    The pool size is process-global: the first batch to start sets it and the last to finish
-    restores it, so overlapping batches in several threads never leave it changed.
+    Only pthreads-based BLAS libraries are touched: OpenMP-based ones (FAISS's own OpenBLAS) follow
+    the calling thread's OpenMP setting already. The pool size is process-global: the first batch
+    to start sets it and the last to finish restores it, so overlapping batches never leave it changed.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._users = 0
-        self._limiter: Any = None
-        self._ctl: Any = None
-        self._probed = False
+        self._libs: list[Any] | None = None
+        self._saved: list[tuple[Any, int]] = []
+
+    def _find(self) -> list[Any]:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:  # an optional speed-up only (threadpoolctl comes with scikit-learn)
+            return []
+        return [
+            lc for lc in ThreadpoolController().lib_controllers
+            if lc.user_api == "blas" and getattr(lc, "threading_layer", None) != "openmp"
+        ]
 
     def enter(self, n: int) -> None:
         with self._lock:
             self._users += 1
             if self._users > 1:
                 return
-            if not self._probed:
-                self._probed = True
-                try:
-                    from threadpoolctl import ThreadpoolController
-                except ImportError:  # an optional speed-up only (threadpoolctl comes with scikit-learn)
-                    self._ctl = None
-                else:
-                    self._ctl = ThreadpoolController()
-            if self._ctl is not None:
-                self._limiter = self._ctl.limit(limits=n, user_api="blas")
+            if self._libs is None:
+                self._libs = self._find()
+            self._saved = [(lc, int(lc.num_threads)) for lc in self._libs]
+            for lc, before in self._saved:
+                if before != n:
+                    lc.set_num_threads(n)
 
     def exit(self) -> None:
         with self._lock:
             self._users -= 1
-            if self._users == 0 and self._limiter is not None:
-                self._limiter.restore_original_limits()
-                self._limiter = None
+            if self._users == 0:
+                for lc, before in self._saved:
+                    if int(lc.num_threads) != before:
+                        lc.set_num_threads(before)
+                self._saved = []
 
 
 _blas_limit = _BlasLimit()
@@ -372,15 +375,19 @@ _blas_limit = _BlasLimit()
 def _thread_limit(n: int) -> Iterator[None]:
     """Run a batch with ``n`` FAISS OpenMP threads (set for the calling thread only: OpenMP's
     thread count is per thread, so concurrent searches and background index builds keep theirs)
-    and ``n`` BLAS threads."""
+    and one BLAS thread."""
     before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(n)
-    _blas_limit.enter(n)
+    if n != before:  # only when needed: batches measured slower after a set even to the same count
+        faiss.omp_set_num_threads(n)
+    # numpy's BLAS runs single-threaded inside a batch: the products the planner hands it are at most
+    # a flat partition or the tail, too small for a thread team to pay on a shared machine.
+    _blas_limit.enter(1)
     try:
         yield
     finally:
         _blas_limit.exit()
-        faiss.omp_set_num_threads(before)
+        if n != before:
+            faiss.omp_set_num_threads(before)
 
 
 def ip_slice(vecs: np.ndarray, lo: int, hi: int, q: np.ndarray) -> np.ndarray:
