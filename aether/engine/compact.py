@@ -26,7 +26,6 @@ import numpy as np
 from ..security import engine_hooks as hooks
 from ..storage import manifest as mf
 from ..storage.segments import write_table
-from .table import VersionTable
 
 if TYPE_CHECKING:
     from .store import Engine
@@ -103,18 +102,9 @@ def compact(engine: Engine, *, merge_below: int | None = None, retain_after: int
         t = engine.table
         n_before = engine._snap.n
         if engine.path is None:
-            alive = np.flatnonzero(~t.dead[:n_before])
-            new = VersionTable(t.dim, capacity=len(alive) + 1024)
-            if len(alive):
-                new.append(hooks.take(t.batch_range(0, n_before), alive))
-            engine.table = new
-            engine._snap = type(engine._snap)(new.n, engine._snap.last_tx, engine._snap.last_seq)
-            engine._ckpt_n = 0
-            engine._pending_closings = []
-            hooks.state(engine).erased.clear()
-            hooks.state(engine).placeholders_done = 0
-            _reload(engine, None)
-            return CompactResult(n_before, new.n, n_before - new.n, 0, 0, 0)
+            from .compact_policy import compact_in_memory  # (it imports this module)
+
+            return compact_in_memory(engine, None)
 
         root = engine.path
         engine.checkpoint()

@@ -82,7 +82,7 @@ def compact_policy(
     with engine._wlock:
         engine._check_writable()
         if engine.path is None:
-            return _in_memory(engine, retain_after)
+            return compact_in_memory(engine, retain_after)
         root = engine.path
         before = _disk_bytes(root)
         engine.checkpoint()
@@ -171,7 +171,7 @@ def _full_compact(engine: Engine) -> CompactResult:
     return compact(engine)
 
 
-def _in_memory(engine: Engine, retain_after: int | None) -> CompactResult:
+def compact_in_memory(engine: Engine, retain_after: int | None) -> CompactResult:
     """In-memory stores have no segments: purge erased rows and apply retention to the table."""
     t = engine.table
     n = engine._snap.n
