@@ -9,7 +9,6 @@ does not verify is rebuilt from the version rows: never a silent wrong answer.
 from __future__ import annotations
 
 import contextlib
-import json
 import mmap
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import faiss
 import numpy as np
 
 from ..errors import CorruptionError, TamperedError
+from ..storage import checked_json
 from ..storage._fs import io_errors, write_atomic
 from ..storage.codec import Codec, PlainCodec
 
@@ -30,8 +30,6 @@ def gen_dir(root: Path, generation: int) -> Path:
     return root / "index" / str(int(generation))
 
 
-def _checksum(body: dict[str, Any]) -> int:
-    return crc32c.crc32c(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
 
 
 def vids_crc(version_ids: np.ndarray) -> int:
@@ -100,27 +98,20 @@ def _read_mapped(path: Path, entry: dict[str, Any]) -> Any:
 
 
 def save_catalog(root: Path, generation: int, body: dict[str, Any]) -> None:
-    doc = dict(body)
-    doc["checksum"] = _checksum(body)
     d = gen_dir(root, generation)
     with io_errors("mkdir", d):
         d.mkdir(parents=True, exist_ok=True)
-    write_atomic(d / CATALOG, json.dumps(doc, indent=1, sort_keys=True).encode())
+    write_atomic(d / CATALOG, checked_json.dumps(body))
 
 
 def load_catalog(root: Path, generation: int) -> dict[str, Any] | None:
     """The verified catalog, or ``None`` if it is missing or damaged (the index is then rebuilt)."""
     path = gen_dir(root, generation) / CATALOG
     try:
-        doc = json.loads(path.read_bytes())
-    except (OSError, ValueError, UnicodeDecodeError):
+        body = checked_json.loads(path.read_bytes(), path=str(path), what="index catalog")
+    except (OSError, CorruptionError):
         return None
-    if not isinstance(doc, dict) or "checksum" not in doc:
-        return None
-    body = {k: v for k, v in doc.items() if k != "checksum"}
-    if _checksum(body) != doc["checksum"] or body.get("format") != CATALOG_FORMAT:
-        return None
-    return body
+    return body if body.get("format") == CATALOG_FORMAT else None
 
 
 def remove_unlisted(root: Path, generation: int, keep: set[str]) -> None:

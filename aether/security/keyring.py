@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import os
 import secrets
 import struct
@@ -30,12 +29,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import crc32c
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ..errors import CorruptionError, KeyRequiredError, TamperedError, WrongKeyError
-from ..storage import _fs
+from ..storage import _fs, checked_json
 from ..storage._fs import io_errors
 
 REL = "keys/keyring.json"
@@ -56,8 +54,6 @@ def _unb64(text: Any, path: str) -> bytes:
         raise CorruptionError("keyring entry is not base64", path=path) from None
 
 
-def _checksum(body: dict[str, Any]) -> int:
-    return crc32c.crc32c(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
 
 
 def seal(aead: AESGCM, data: bytes, aad: bytes) -> bytes:
@@ -173,13 +169,11 @@ class Keyring:
         if self.root is None:
             return
         body = self._doc()
-        doc = dict(body)
-        doc["checksum"] = _checksum(body)
         path = self.path_of(self.root)
         with io_errors("mkdir", path.parent):
             path.parent.mkdir(parents=True, exist_ok=True)
             os.chmod(path.parent, 0o700)
-        _fs.write_atomic(path, json.dumps(doc, indent=1, sort_keys=True).encode())
+        _fs.write_atomic(path, checked_json.dumps(body))
         with io_errors("chmod", path):
             os.chmod(path, 0o600)
 
@@ -258,18 +252,7 @@ class Keyring:
 
 def parse(data: bytes, path: str) -> dict[str, Any]:
     """Parse and checksum-verify keyring bytes (no key needed)."""
-    try:
-        doc = json.loads(data)
-        if not isinstance(doc, dict) or "checksum" not in doc:
-            raise CorruptionError("keyring has no checksum", path=path)
-        body = {k: v for k, v in doc.items() if k != "checksum"}
-        ok = _checksum(body) == doc["checksum"]
-    except CorruptionError:
-        raise
-    except (ValueError, TypeError, RecursionError) as exc:
-        raise CorruptionError(f"keyring is not valid JSON: {exc}", path=path) from None
-    if not ok:
-        raise CorruptionError("keyring checksum mismatch", path=path)
+    body = checked_json.loads(data, path=path, what="keyring")
     if body.get("format") != FORMAT or not isinstance(body.get("store_id"), str):
         raise CorruptionError("keyring has an unknown format", path=path)
     if not isinstance(body.get("keys"), dict) or not isinstance(body.get("check"), str):

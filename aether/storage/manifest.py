@@ -7,39 +7,20 @@ Its own CRC32C covers every other field, so a damaged manifest is never half-tru
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-import crc32c
-
 from ..errors import CorruptionError, FormatVersionError, StoreNotFoundError
-from . import _fs
+from . import _fs, checked_json
 from ._fs import io_errors
 
 FORMAT_VERSION = 1
 NAME = "MANIFEST.json"
 
 
-def _checksum(body: dict[str, Any]) -> int:
-    canon = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-    return crc32c.crc32c(canon)
-
-
 def parse(data: bytes, path: str = NAME) -> dict[str, Any]:
     """Parse and verify manifest bytes; only typed errors escape."""
-    try:
-        doc = json.loads(data)
-        if not isinstance(doc, dict) or "checksum" not in doc:
-            raise CorruptionError("manifest has no checksum", path=path)
-        body = {k: v for k, v in doc.items() if k != "checksum"}
-        ok = _checksum(body) == doc["checksum"]
-    except CorruptionError:
-        raise
-    except (ValueError, TypeError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
-        raise CorruptionError(f"manifest is not valid JSON: {exc}", path=path) from None
-    if not ok:
-        raise CorruptionError("manifest checksum mismatch", path=path)
+    body = checked_json.loads(data, path=path, what="manifest")
     version = body.get("format_version")
     if not isinstance(version, int):
         raise CorruptionError("manifest has no format_version", path=path)
@@ -94,7 +75,5 @@ def load(root: Path) -> dict[str, Any]:
 
 
 def save(root: Path, body: dict[str, Any]) -> None:
-    doc = dict(body)
-    doc["checksum"] = _checksum(body)
     with io_errors("write manifest", root / NAME):
-        _fs.write_atomic(root / NAME, json.dumps(doc, indent=1, sort_keys=True).encode())
+        _fs.write_atomic(root / NAME, checked_json.dumps(body))
