@@ -22,7 +22,8 @@ from .embed import (
 )
 from .engine import search as _search
 from .engine.compact import CompactResult
-from .engine.store import DeleteOp, Engine, Op, PutOp, RetractOp
+from .engine.store import Engine
+from .engine.txplan import DeleteOp, Op, PutOp, RetractOp
 from .engine.validate import (
     DEFAULT_MAX_CONTENT_BYTES,
     check_atom_id,

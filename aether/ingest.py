@@ -37,7 +37,7 @@ from .storage._fs import write_atomic
 
 if TYPE_CHECKING:
     from .api import Memory
-    from .engine.store import Op, PutOp
+    from .engine.txplan import Op, PutOp
 
 #: Rows per transaction (and per embedding call).
 DEFAULT_BATCH_ROWS = 1024

@@ -1,0 +1,294 @@
+"""Planning a transaction: which current versions a batch of operations closes, and the new rows.
+
+Pure with respect to the store: it reads the engine's table and raises (typed errors) before
+anything is written; ``Engine.commit`` then makes the result durable and applies it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .._time import MIN_US, OPEN, check_interval
+from ..errors import AtomNotFoundError, InvalidInputError
+from ..storage.rows import RowBatch, dumps
+from ..temporal import Piece, plan_put, plan_retract
+
+if TYPE_CHECKING:
+    from .store import Engine, Snapshot
+
+
+@dataclass
+class PutOp:
+    """Insert a version of ``atom_id`` (validated fields; ``None`` times mean "now" / open)."""
+
+    atom_id: str
+    content: str | None
+    content_meta: str | None
+    tags: dict[str, Any] | None
+    metadata: str | None
+    modality: str | None
+    subject: str | None
+    quality: float | None
+    valid_from: int | None
+    valid_to: int
+    vector: np.ndarray | None
+    must_exist: bool = False
+
+
+@dataclass
+class RetractOp:
+    atom_id: str
+    at: int | None
+
+
+@dataclass
+class DeleteOp:
+    atom_id: str
+
+
+Op = PutOp | RetractOp | DeleteOp
+
+
+@dataclass
+class _Pending:
+    fields: dict[str, Any]
+    vector: np.ndarray
+    valid_from: int
+    valid_to: int
+    live: bool = True
+
+
+
+def current_pieces(engine: Engine, code: int | None, closed: dict[int, int] | set[int]) -> list[Piece[tuple[str, int]]]:
+    if code is None:
+        return []
+    t = engine.table
+    out = []
+    for r in t.atom_rows.get(code, ()):
+        if t.tx_to[r] == OPEN and not t.dead[r] and r not in closed:
+            out.append(Piece(("r", r), int(t.valid_from[r]), int(t.valid_to[r])))
+    return out
+
+def row_fields(engine: Engine, r: int) -> dict[str, Any]:
+    t = engine.table
+    txt = t.text(r)
+    return {
+        "atom_id": txt["atom_id"],
+        "subject": txt["subject"],
+        "modality": txt["modality"],
+        "content": txt["content"],
+        "content_meta": dumps(txt["content_meta"]),
+        "tags": txt["tags"],
+        "metadata": dumps(txt["metadata"]),
+        "quality": float(t.quality[r]),
+    }
+
+def plan_new_atoms(engine: Engine, ops: list[Op], tx: int) -> RowBatch | None:
+    """The rows of a batch that only inserts brand-new atoms (bulk ingest), built column by column.
+
+    ``None`` when the batch is anything else (an existing or repeated atom id, a correction, a
+    retraction, an invalid interval...): :func:`plan` then takes its general path, which raises the
+    same errors as always.
+    """
+    if len(ops) < 64 or any(type(op) is not PutOp or op.must_exist for op in ops):
+        return None
+    puts: list[PutOp] = ops  # type: ignore[assignment]
+    ids = [op.atom_id for op in puts]
+    if len(set(ids)) != len(ids) or not engine.table.atom_index.dict().keys().isdisjoint(ids):
+        return None
+    if any(op.content is None or op.vector is None for op in puts):
+        return None
+    try:
+        vf = np.fromiter((tx if op.valid_from is None else op.valid_from for op in puts), np.int64, count=len(puts))
+        vt = np.fromiter((op.valid_to for op in puts), np.int64, count=len(puts))
+    except (OverflowError, TypeError):
+        return None
+    if bool((vf < MIN_US).any() or (vt <= vf).any()):
+        return None  # (valid_to > OPEN cannot be: int64) the general path raises the exact error
+    m = len(puts)
+    vid0 = engine._next_vid
+    return RowBatch(
+        version_id=np.arange(vid0, vid0 + m, dtype=np.int64),
+        atom_id=ids,
+        subject=["default" if op.subject is None else op.subject for op in puts],
+        modality=["text" if op.modality is None else op.modality for op in puts],
+        content=[op.content for op in puts],  # type: ignore[misc]
+        content_meta=["{}" if op.content_meta is None else op.content_meta for op in puts],
+        tags=[{} if op.tags is None else op.tags for op in puts],
+        metadata=["{}" if op.metadata is None else op.metadata for op in puts],
+        quality=np.fromiter((1.0 if op.quality is None else op.quality for op in puts), np.float64, count=m),
+        valid_from=vf,
+        valid_to=vt,
+        tx_from=np.full(m, tx, np.int64),
+        tx_to=np.full(m, OPEN, np.int64),
+        vectors=np.stack([op.vector for op in puts]).astype(np.float32, copy=False),  # type: ignore[misc]
+    )
+
+def plan(engine: Engine, ops: list[Op], tx: int, snap: Snapshot) -> tuple[dict[str, Any], RowBatch | None, list[int]]:
+    """Turn operations into closings and new rows; raises before anything is written."""
+    fast = plan_new_atoms(engine, ops, tx)
+    if fast is not None:
+        return {"kind": "tx", "close": []}, fast, list(range(len(fast)))
+    t = engine.table
+    closed: dict[int, int] = {}
+    pending: list[_Pending] = []
+    by_atom: dict[str, list[int]] = {}
+    primary: list[int] = []
+
+    def pieces(atom_id: str) -> list[Piece[tuple[str, int]]]:
+        cur = current_pieces(engine, t.atom_index.get(atom_id), closed)  # no set(closed): O(n^2) per batch
+        cur += [
+            Piece(("p", i), pending[i].valid_from, pending[i].valid_to)
+            for i in by_atom.get(atom_id, ())
+            if pending[i].live
+        ]
+        return cur
+
+    def known(atom_id: str) -> bool:
+        code = t.atom_index.get(atom_id)
+        return (code is not None and any(not t.dead[r] for r in t.atom_rows.get(code, ()))) or bool(
+            by_atom.get(atom_id)
+        )
+
+    def source(key: tuple[str, int]) -> tuple[dict[str, Any], np.ndarray]:
+        kind, i = key
+        if kind == "r":
+            return row_fields(engine, i), t.vectors[i]
+        return pending[i].fields, pending[i].vector
+
+    def close(key: tuple[str, int]) -> None:
+        kind, i = key
+        if kind == "r":
+            closed[i] = tx
+        else:
+            pending[i].live = False
+
+    def add_pending(fields: dict[str, Any], vec: np.ndarray, vf: int, vt: int) -> int:
+        pending.append(_Pending(fields, vec, vf, vt))
+        by_atom.setdefault(fields["atom_id"], []).append(len(pending) - 1)
+        return len(pending) - 1
+
+    def apply_cut(close_keys: list[Any], keep: list[Piece[Any]]) -> None:
+        sources = {k: source(k) for k in close_keys}
+        for k in close_keys:
+            close(k)
+        for p in keep:
+            f, v = sources[p.key]
+            add_pending(dict(f), v, p.valid_from, p.valid_to)
+
+    index = t.atom_index.dict()
+    for op in ops:
+        if type(op) is PutOp and not op.must_exist and op.atom_id not in by_atom and op.atom_id not in index:
+            # A brand-new atom (the bulk-ingest case): nothing to cut, no defaults to inherit.
+            vf = tx if op.valid_from is None else op.valid_from
+            check_interval(vf, op.valid_to)
+            if op.content is None:
+                raise InvalidInputError("content is required")
+            assert op.vector is not None
+            fields = {
+                "atom_id": op.atom_id,
+                "subject": "default" if op.subject is None else op.subject,
+                "modality": "text" if op.modality is None else op.modality,
+                "content": op.content,
+                "content_meta": "{}" if op.content_meta is None else op.content_meta,
+                "tags": {} if op.tags is None else op.tags,
+                "metadata": "{}" if op.metadata is None else op.metadata,
+                "quality": 1.0 if op.quality is None else op.quality,
+            }
+            primary.append(len(pending))
+            by_atom[op.atom_id] = [len(pending)]
+            pending.append(_Pending(fields, op.vector, vf, op.valid_to))
+            continue
+        if isinstance(op, PutOp):
+            if op.must_exist and not known(op.atom_id):
+                raise AtomNotFoundError(f"no atom {op.atom_id!r} to correct")
+            vf = tx if op.valid_from is None else op.valid_from
+            check_interval(vf, op.valid_to)
+            cur = pieces(op.atom_id)
+            base: dict[str, Any] | None = None
+            if op.must_exist:  # a correction inherits what it does not restate
+                latest = latest_fields(engine, op.atom_id, pending, by_atom)
+                base = latest
+            close_keys, keep = plan_put(cur, vf, op.valid_to)
+            apply_cut(close_keys, keep)
+            fields = {
+                "atom_id": op.atom_id,
+                "subject": op.subject if op.subject is not None else (base or {}).get("subject", "default"),
+                "modality": op.modality if op.modality is not None else (base or {}).get("modality", "text"),
+                "content": op.content if op.content is not None else (base or {}).get("content"),
+                "content_meta": op.content_meta
+                if op.content_meta is not None
+                else (base or {}).get("content_meta", "{}"),
+                "tags": op.tags if op.tags is not None else (base or {}).get("tags", {}),
+                "metadata": op.metadata if op.metadata is not None else (base or {}).get("metadata", "{}"),
+                "quality": op.quality if op.quality is not None else (base or {}).get("quality", 1.0),
+            }
+            if fields["content"] is None:
+                raise InvalidInputError("content is required")
+            vec = op.vector
+            if vec is None:
+                vec = (base or {}).get("_vector")
+            assert vec is not None
+            primary.append(add_pending(fields, vec, vf, op.valid_to))
+        elif isinstance(op, RetractOp):
+            if not known(op.atom_id):
+                raise AtomNotFoundError(f"no atom {op.atom_id!r}")
+            at = tx if op.at is None else op.at
+            close_keys, keep = plan_retract(pieces(op.atom_id), at)
+            apply_cut(close_keys, keep)
+        else:
+            if not known(op.atom_id):
+                raise AtomNotFoundError(f"no atom {op.atom_id!r}")
+            close_keys = [p.key for p in pieces(op.atom_id)]
+            for k in close_keys:
+                close(k)
+
+    live = [i for i, p in enumerate(pending) if p.live]
+    remap = {old: new for new, old in enumerate(live)}
+    rows = None
+    if live:
+        vid0 = engine._next_vid
+        m = len(live)
+        ps = [pending[i] for i in live]
+        rows = RowBatch(
+            version_id=np.arange(vid0, vid0 + m, dtype=np.int64),
+            atom_id=[p.fields["atom_id"] for p in ps],
+            subject=[p.fields["subject"] for p in ps],
+            modality=[p.fields["modality"] for p in ps],
+            content=[p.fields["content"] for p in ps],
+            content_meta=[p.fields["content_meta"] for p in ps],
+            tags=[p.fields["tags"] for p in ps],
+            metadata=[p.fields["metadata"] for p in ps],
+            quality=np.asarray([p.fields["quality"] for p in ps], np.float64),
+            valid_from=np.asarray([p.valid_from for p in ps], np.int64),
+            valid_to=np.asarray([p.valid_to for p in ps], np.int64),
+            tx_from=np.full(m, tx, np.int64),
+            tx_to=np.full(m, OPEN, np.int64),
+            vectors=np.stack([p.vector for p in ps]).astype(np.float32, copy=False),
+        )
+    header: dict[str, Any] = {
+        "kind": "tx",
+        "close": [[int(t.version_id[r]), txv] for r, txv in sorted(closed.items())],
+    }
+    new_rows = [remap[i] for i in primary if i in remap]
+    return header, rows, new_rows
+
+def latest_fields(
+    engine: Engine, atom_id: str, pending: list[_Pending], by_atom: dict[str, list[int]]
+) -> dict[str, Any]:
+    """Fields of the atom's most recently written version (for a correction's defaults)."""
+    for i in reversed(by_atom.get(atom_id, [])):
+        f = dict(pending[i].fields)
+        f["_vector"] = pending[i].vector
+        return f
+    t = engine.table
+    code = t.atom_index[atom_id]
+    rows = [r for r in t.atom_rows[code] if not t.dead[r]]
+    r = max(rows, key=lambda x: (t.tx_from[x], x))
+    f = row_fields(engine, r)
+    f["_vector"] = t.vectors[r]
+    return f
+
