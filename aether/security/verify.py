@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -177,14 +178,17 @@ def _check_keyring(v: _V, body: dict[str, Any], master: bytes | None) -> Codec |
     return codec
 
 
-def _check_segments(v: _V, body: dict[str, Any], codec: Codec | None) -> set[int]:
-    vids: set[int] = set()
-    last = -1
-    for entry in body["segments"]:
+def _tables(v: _V, body: dict[str, Any], kind: str, codec: Codec | None) -> Iterator[tuple[Any, dict[str, Any], Any]]:
+    """Each ``segments`` / ``closings`` file whose CRC holds and which decodes: ``(path, entry, table)``.
+
+    Files are counted; a failure is reported and the file skipped. Without a codec (no key given for
+    an encrypted store) only the CRCs are checked.
+    """
+    for entry in body[kind]:
         p = v.root / entry["file"]
         if not _crc_ok(v, entry):
             continue
-        v.r._count("segments")
+        v.r._count(kind)
         if codec is None:
             continue
         try:
@@ -192,6 +196,13 @@ def _check_segments(v: _V, body: dict[str, Any], codec: Codec | None) -> set[int
         except CorruptionError as exc:
             v.bad(p, None, str(exc))
             continue
+        yield p, entry, table
+
+
+def _check_segments(v: _V, body: dict[str, Any], codec: Codec | None) -> set[int]:
+    vids: set[int] = set()
+    last = -1
+    for p, entry, table in _tables(v, body, "segments", codec):
         ids = np.asarray(table.column("version_id").to_numpy(), np.int64)
         if len(ids):
             if np.any(np.diff(ids) <= 0) or ids[0] <= last:
@@ -214,18 +225,7 @@ def _check_segments(v: _V, body: dict[str, Any], codec: Codec | None) -> set[int
 
 
 def _check_closings(v: _V, body: dict[str, Any], codec: Codec | None, vids: set[int]) -> None:
-    for entry in body["closings"]:
-        p = v.root / entry["file"]
-        if not _crc_ok(v, entry):
-            continue
-        v.r._count("closings")
-        if codec is None:
-            continue
-        try:
-            table = read_table(v.root, entry, codec, body["store_id"])
-        except CorruptionError as exc:
-            v.bad(p, None, str(exc))
-            continue
+    for p, _entry, table in _tables(v, body, "closings", codec):
         for i, vid in enumerate(table.column("version_id").to_pylist()):
             if vids and vid not in vids:
                 v.bad(p, i, f"row {i}: closes version {vid}, which no segment holds")
