@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from aether.cli import main
-from aether.cli._core import parse_jsonl_line, parse_tag_value, parse_tags, parse_time
+from aether.cli._core import parse_tag_value, parse_tags, parse_time
 from aether.errors import InvalidInputError, InvalidTagError, NaiveDatetimeError
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200", "NO_COLOR": "1"}
@@ -110,20 +110,6 @@ def test_parse_tags() -> None:
     for bad in ("novalue", "=v"):
         with pytest.raises(InvalidTagError):
             parse_tags([bad])
-
-
-def test_parse_jsonl_line() -> None:
-    assert parse_jsonl_line("   \n", 1) is None
-    item = parse_jsonl_line('{"content": "x", "valid_from": "2024-01-01", "valid_to": "2024-02-01T00:00:00Z"}', 7)
-    assert item is not None
-    assert item["valid_from"] == datetime(2024, 1, 1, tzinfo=UTC)
-    assert item["valid_to"] == datetime(2024, 2, 1, tzinfo=UTC)
-    with pytest.raises(InvalidInputError, match="line 7"):
-        parse_jsonl_line("[1, 2]", 7)
-    with pytest.raises(InvalidInputError, match="line 8"):
-        parse_jsonl_line("{oops", 8)
-    with pytest.raises(NaiveDatetimeError, match="line 9"):
-        parse_jsonl_line('{"content": "x", "valid_from": "2024-01-01T10:00"}', 9)
 
 
 # ---------------------------------------------------------------- commands

@@ -1,4 +1,4 @@
-"""Core commands: ``init``, ``add``, ``import``, ``search``, ``get``, ``history``, ``stats``, ``demo``.
+"""Core commands: ``init``, ``add``, ``search``, ``get``, ``history``, ``stats``, ``demo``.
 
 Every command takes the store directory as its first argument. Times (``--valid-at``, ``--as-of``,
 ``--valid-from``, ``--valid-to``) are ISO-8601 with an offset (``2024-03-01T12:00:00+02:00``, or ``Z``
@@ -8,15 +8,16 @@ for UTC); a bare date ``YYYY-MM-DD`` means midnight UTC that day; a time without
 Only ``init`` and ``demo`` create stores; the other commands need an existing one (a mistyped path then
 fails loudly instead of creating an empty store and silently loading a model).
 
-The parsing helpers (:func:`parse_time`, :func:`parse_tags`, :func:`parse_jsonl_line`,
-:func:`read_jsonl`, :func:`import_items`) are plain functions so that other commands can reuse them.
+The parsing helpers (:func:`parse_time`, :func:`parse_tags`, :func:`parse_json_object`) are plain
+functions so that other commands can reuse them. ``aether import`` lives in ``_maintenance``
+(streaming, resumable; see :mod:`aether.ingest`).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -31,8 +32,6 @@ from ..models import MemoryAtom
 from ._app import console
 
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-_ITEM_ERR = re.compile(r"item (\d+): (.*)", re.DOTALL)
-_TIME_KEYS = ("valid_from", "valid_to")
 
 # ---------------------------------------------------------------------------- parsing helpers
 
@@ -104,73 +103,6 @@ def parse_json_object(text: str, name: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidInputError(f"{name}: expected a JSON object, got {type(value).__name__}")
     return value
-
-
-def parse_jsonl_line(text: str, lineno: int) -> dict[str, Any] | None:
-    """One JSONL line to an :meth:`aether.Memory.add_many` item; ``None`` for a blank line.
-
-    The keys are those of :meth:`aether.Memory.add` (``content``, ``tags``, ``metadata``, ``valid_from``,
-    ``valid_to``, ``atom_id``, ``subject``, ...). Times may be ISO-8601 with an offset or bare dates.
-
-    Raises
-    ------
-    InvalidInputError
-        If the line is not a JSON object or a time in it is invalid; the message names the line.
-    """
-    if not text.strip():
-        return None
-    try:
-        item = json.loads(text)
-    except ValueError as exc:
-        raise InvalidInputError(f"line {lineno}: malformed JSON ({exc})") from None
-    if not isinstance(item, dict):
-        raise InvalidInputError(f"line {lineno}: expected a JSON object, got {type(item).__name__}")
-    for key in _TIME_KEYS:
-        value = item.get(key)
-        if isinstance(value, str):
-            try:
-                item[key] = parse_time(value, name=key)
-            except InvalidInputError as exc:
-                raise type(exc)(f"line {lineno}: {exc}") from None
-    return item
-
-
-def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """``(line number, item)`` for every non-blank line of a JSONL file.
-
-    Raises
-    ------
-    InvalidInputError
-        If the file cannot be read or a line does not parse.
-    """
-    try:
-        fh = path.open(encoding="utf-8")
-    except OSError as exc:
-        raise InvalidInputError(f"cannot read {path}: {exc.strerror or exc}") from None
-    with fh:
-        try:
-            for lineno, line in enumerate(fh, start=1):
-                item = parse_jsonl_line(line, lineno)
-                if item is not None:
-                    yield lineno, item
-        except UnicodeDecodeError as exc:
-            raise InvalidInputError(f"{path}: not UTF-8 text ({exc.reason})") from None
-        except OSError as exc:
-            raise InvalidInputError(f"cannot read {path}: {exc.strerror or exc}") from None
-
-
-def import_items(mem: Any, items: Sequence[Mapping[str, Any]], linenos: Sequence[int]) -> list[str]:
-    """Write ``items`` in one atomic ``add_many`` transaction; an invalid item's error names its line."""
-    try:
-        return list(mem.add_many(items))
-    except InvalidInputError as exc:
-        m = _ITEM_ERR.fullmatch(str(exc))
-        if m and int(m.group(1)) < len(linenos):
-            raise type(exc)(f"line {linenos[int(m.group(1))]}: {m.group(2)}") from None
-        raise
-
-
-# ---------------------------------------------------------------------------- store + output helpers
 
 
 def _open_store(path: Path, *, read_only: bool = False) -> Any:
@@ -335,33 +267,6 @@ def cmd_add(
         console.print(_atom_table(atom, title="added"))
 
 
-def cmd_import(
-    path: StoreArg,
-    file: Annotated[Path, typer.Argument(help="JSONL file, one memory per line.", show_default=False, metavar="FILE")],
-    as_json: JsonOpt = False,
-) -> None:
-    """Import a JSONL file into the store at PATH as ONE atomic transaction.
-
-    Each line is an object with the keys of Memory.add: content (required), tags, metadata,
-    valid_from, valid_to, atom_id, subject, modality, quality_score, vector. A bad line is
-    reported with its line number and nothing is written. The store must exist (`aether init`).
-    """
-    if not file.is_file():
-        raise InvalidInputError(f"{file}: no such file")
-    linenos: list[int] = []
-    items: list[dict[str, Any]] = []
-    for lineno, item in read_jsonl(file):
-        linenos.append(lineno)
-        items.append(item)
-    with _open_store(path) as mem:
-        ids = import_items(mem, items, linenos)
-        last = mem.last_commit
-    if as_json:
-        _emit_json({"imported": len(ids), "atom_ids": ids, "tx": last.isoformat() if last and ids else None})
-    else:
-        console.print(f"Imported {len(ids)} memories from {file} into {path}", highlight=False)
-
-
 def cmd_search(
     path: StoreArg,
     query: Annotated[
@@ -488,7 +393,6 @@ def register(app: typer.Typer) -> None:
     """Add the core commands to the ``aether`` app."""
     app.command("init")(cmd_init)
     app.command("add")(cmd_add)
-    # ``import`` is registered by ``_maintenance`` (streaming, resumable; ``cmd_import`` here is the simple one).
     app.command("search")(cmd_search)
     app.command("get")(cmd_get)
     app.command("history")(cmd_history)
@@ -498,12 +402,9 @@ def register(app: typer.Typer) -> None:
 
 __all__ = [
     "history_table",
-    "import_items",
     "parse_json_object",
-    "parse_jsonl_line",
     "parse_tag_value",
     "parse_tags",
     "parse_time",
-    "read_jsonl",
     "register",
 ]
