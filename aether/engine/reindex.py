@@ -424,8 +424,7 @@ def _reindex_in_memory(
     with engine._wlock:
         old = engine.table
         n = old.n
-        rows = np.arange(n)
-        batch = old.batch(rows)
+        batch = old.batch_range(0, n)
         if progress is not None:
             progress(0, n)
         batch.vectors = embed_texts(embedder, batch.content, batch_size) if n else np.zeros((0, embedder.dim))

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..storage.rows import RowBatch, dumps, dumps_tag, np_array, row_schema, tags_array
+from ..storage.rows import RowBatch, dumps_tag, np_array, row_schema, tags_array
 
 _TAIL_SEAL = 8192  # tail rows kept as Python lists before they are folded into an Arrow chunk
 
@@ -458,26 +458,6 @@ class VersionTable:
             "tags": {k: json.loads(v) for k, v in (rec["tags"] or [])},
             "metadata": json.loads(rec["metadata"]),
         }
-
-    def batch(self, rows: np.ndarray) -> RowBatch:
-        """Full rows (text and vectors) as a ``RowBatch``, e.g. to write a segment."""
-        texts = [self.text(int(r)) for r in rows]
-        return RowBatch(
-            version_id=self.version_id[rows].copy(),
-            atom_id=[t["atom_id"] for t in texts],
-            subject=[t["subject"] for t in texts],
-            modality=[t["modality"] for t in texts],
-            content=[t["content"] for t in texts],
-            content_meta=[dumps(t["content_meta"]) for t in texts],
-            tags=[t["tags"] for t in texts],
-            metadata=[dumps(t["metadata"]) for t in texts],
-            quality=self.quality[rows].copy(),
-            valid_from=self.valid_from[rows].copy(),
-            valid_to=self.valid_to[rows].copy(),
-            tx_from=self.tx_from[rows].copy(),
-            tx_to=self.tx_to[rows].copy(),
-            vectors=self.vectors[rows].copy(),
-        )
 
     def batch_range(self, start: int, end: int) -> RowBatch:
         """Rows ``[start, end)`` as a ``RowBatch``, read chunk by chunk (columnar, no per-row lookups)."""
