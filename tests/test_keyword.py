@@ -435,8 +435,13 @@ def test_damaged_index_files_are_rebuilt_not_trusted(tmp_path: Path, embedder: a
                 f.unlink()
             with aether.open(path, embedder=embedder) as mem:
                 idx = kw.get_index(mem._engine)
-                # .managed.json is tantivy's list of files to garbage-collect: not index data
-                assert idx.stats["rebuilds"] == (kind != "managed.json"), (name, damage)
+                if kind == "managed.json":
+                    # tantivy's list of files to garbage-collect, not index data: a damaged copy may be
+                    # tolerated or rejected (whether the flipped byte breaks the JSON depends on the random
+                    # segment names), so either outcome is fine as long as the answers below are right.
+                    assert idx.stats["rebuilds"] in (0, 1), (name, damage)
+                else:
+                    assert idx.stats["rebuilds"] == 1, (name, damage)
                 assert [h.atom.content.inline for h in mem.search("skua", mode="keyword")] == ["a lone skua"]
                 assert len(mem.search("tern", k=50, mode="keyword")) == 30
     with aether.open(path, embedder=embedder) as mem:  # and the rebuilt index is trusted again
