@@ -51,8 +51,13 @@ def as_unit_vectors(vectors: object, dim: int) -> np.ndarray:
         raise InvalidVectorError(f"expected vectors of dimension {dim}, got shape {tuple(arr.shape)}")
     if not np.isfinite(arr).all():
         raise InvalidVectorError("vector contains NaN or infinity")
-    # float64: the norm of large float32 values (e.g. 3e38) would overflow to inf in float32 and
-    # silently turn the vector into zeros.
+    sq = np.einsum("ij,ij->i", arr, arr)
+    # float32 squares overflow above ~1e19 and underflow below ~1e-19 (a tiny but non-zero vector
+    # would look like zero): such rows are normalised in float64 instead.
+    ok = np.isfinite(sq) & (sq > 1e-30)
+    if ok.all():
+        out = arr / np.sqrt(sq)[:, None]
+        return np.ascontiguousarray(out, dtype=np.float32)
     wide = arr.astype(np.float64)
     norms = np.linalg.norm(wide, axis=1)
     if arr.shape[0] and (norms == 0).any():

@@ -13,6 +13,7 @@ import time
 import uuid
 import warnings
 from collections import OrderedDict
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,9 +43,10 @@ from ..storage.rows import RowBatch, open_rows, seal_rows
 from ..storage.segments import closings_table, read_table, write_table
 from ..storage.wal import WriteAheadLog
 from ..temporal import visible_mask
+from .columns import ColumnsPut
 from .derived import DerivedIndex
 from .table import VersionTable
-from .txplan import Op, PutOp, plan
+from .txplan import AnyOp, PutOp, plan
 from .validate import DEFAULT_MAX_CONTENT_BYTES
 
 #: Checkpoint once the WAL grows past this many bytes.
@@ -331,17 +333,22 @@ class Engine:
         if self.read_only:
             raise ReadOnlyError("this store was opened read-only")
 
-    def embed_missing(self, ops: list[Op]) -> list[PutOp]:
+    def embed_missing(self, ops: Sequence[AnyOp]) -> list[PutOp | ColumnsPut]:
         """Embed the content of put operations that came without a vector (outside the write lock)."""
         todo = [op for op in ops if isinstance(op, PutOp) and op.vector is None and op.content is not None]
+        done: list[PutOp | ColumnsPut] = list(todo)
         if todo:
             vecs = self.embedder.embed([op.content for op in todo if op.content is not None])
             vecs = as_unit_vectors(vecs, self.embedder.dim)
             for op, v in zip(todo, vecs, strict=True):
                 op.vector = v
-        return todo
+        for cols in ops:
+            if isinstance(cols, ColumnsPut) and cols.vectors is None:
+                cols.vectors = as_unit_vectors(self.embedder.embed(cols.content), self.embedder.dim)
+                done.append(cols)
+        return done
 
-    def commit(self, ops: list[Op]) -> CommitResult:
+    def commit(self, ops: Sequence[AnyOp]) -> CommitResult:
         """Apply ``ops`` as one atomic, durable transaction."""
         self._check_writable()
         gen = self.gen_seq
@@ -413,17 +420,20 @@ class Engine:
                 d.on_checkpoint(self)
             return True
 
-    def _reembed(self, ops: list[Op], embedded: list[PutOp]) -> None:
+    def _reembed(self, ops: Sequence[AnyOp], embedded: list[PutOp | ColumnsPut]) -> None:
         from ..errors import InvalidVectorError
 
         for op in embedded:
-            op.vector = None
+            if isinstance(op, PutOp):
+                op.vector = None
+            else:
+                op.vectors = None
         self.embed_missing(ops)
         for any_op in ops:
-            if isinstance(any_op, PutOp) and any_op.vector is not None and any_op.vector.shape[-1] != self.embedder.dim:
+            v = any_op.vectors if isinstance(any_op, ColumnsPut) else getattr(any_op, "vector", None)
+            if v is not None and v.shape[-1] != self.embedder.dim:
                 raise InvalidVectorError(
-                    f"the store was re-indexed to dimension {self.embedder.dim}; "
-                    f"this vector has {any_op.vector.shape[-1]}"
+                    f"the store was re-indexed to dimension {self.embedder.dim}; this vector has {v.shape[-1]}"
                 )
 
     def install_generation(self, body: dict[str, Any], embedder: Embedder, moves: list[tuple[Path, Path]]) -> None:

@@ -9,6 +9,7 @@ snapshot that could observe the row, so a reader always sees whole transactions.
 
 from __future__ import annotations
 
+import bisect
 import json
 import threading
 from collections.abc import Iterator
@@ -20,6 +21,8 @@ import pyarrow.compute as pc
 
 from ..storage.rows import RowBatch, dumps_tag, np_array, row_schema, tags_array
 
+#: At most this many bulk runs in ``_AtomRows`` before they are folded into its CSR arrays.
+_MAX_RUNS = 4096
 _TAIL_SEAL = 8192  # tail rows kept as Python lists before they are folded into an Arrow chunk
 
 
@@ -126,7 +129,7 @@ class _AtomRows:
     rows appended by commits afterwards go to a small dict until it is folded in.
     """
 
-    __slots__ = ("_csr_n", "_extra", "_extra_rows", "_lock", "_order", "_starts", "_table")
+    __slots__ = ("_csr_n", "_extra", "_extra_rows", "_lock", "_order", "_run_codes", "_runs", "_starts", "_table")
 
     def __init__(self, table: VersionTable) -> None:
         self._table = table
@@ -135,6 +138,10 @@ class _AtomRows:
         self._starts = np.zeros(1, np.int64)
         self._extra: dict[int, list[int]] = {}
         self._extra_rows = 0
+        # Bulk batches of brand-new atoms: codes [c, c + m) are rows [r, r + m), one (c, m, r) per batch
+        # (no per-row Python); ``_run_codes`` holds each run's first code, for bisection.
+        self._runs: list[tuple[int, int, int]] = []
+        self._run_codes: list[int] = []
         self._lock = threading.Lock()
 
     def _build(self) -> None:
@@ -149,19 +156,32 @@ class _AtomRows:
         self._csr_n = n
         self._extra = {}
         self._extra_rows = 0
+        self._runs = []
+        self._run_codes = []
 
     def stale(self) -> None:
         """Rows were bulk-appended without per-row bookkeeping: rebuild on next use."""
         with self._lock:
             self._csr_n = -1
 
-    def add(self, codes: np.ndarray, start: int) -> None:
-        """Record rows ``start, start+1, ...`` with these codes (commits; the table's ``n`` already counts them)."""
+    def add(self, codes: np.ndarray, start: int, *, fresh: bool = False) -> None:
+        """Record rows ``start, start+1, ...`` with these codes (commits; the table's ``n`` already counts them).
+
+        ``fresh``: the codes were just assigned, one per row in increasing order (new atoms only).
+        """
         with self._lock:
             if self._csr_n < 0:
                 return  # rebuilt from the code column (which has these rows) on next use
             extra = self._extra
             skip = max(0, self._csr_n - start)  # a reader's rebuild may already have covered them
+            m = len(codes)
+            if (
+                fresh and skip == 0 and m >= 64 and len(self._runs) < _MAX_RUNS
+                and int(codes[-1]) - int(codes[0]) == m - 1
+            ):
+                self._runs.append((int(codes[0]), m, start))
+                self._run_codes.append(int(codes[0]))
+                return
             for i, c in enumerate(codes[skip:].tolist(), start + skip):
                 lst = extra.get(c)
                 if lst is None:
@@ -180,6 +200,12 @@ class _AtomRows:
                 self._build()
             order, starts, more = self._order, self._starts, self._extra.get(int(code))
             more = list(more) if more else None
+            if self._runs:
+                j = bisect.bisect_right(self._run_codes, int(code)) - 1
+                if j >= 0:
+                    c0, m, r0 = self._runs[j]
+                    if int(code) < c0 + m:  # the atom was new in a bulk batch: that row, then any later ones
+                        more = [r0 + int(code) - c0] + (more or [])
         out: list[int] = []
         c = int(code)
         if 0 <= c < len(starts) - 1:
@@ -282,23 +308,28 @@ class VersionTable:
             self.atom_index[atom_id] = code
         return code
 
-    def _codes(self, ids: list[str]) -> np.ndarray:
-        """Atom codes of ``ids``, assigning new codes in order of first appearance."""
+    def _codes(self, ids: list[str], *, new: bool = False) -> tuple[np.ndarray, bool]:
+        """Atom codes of ``ids``, assigning new codes in order of first appearance; and whether every
+        id was new and distinct (codes ``base, base + 1, ...``). ``new``: the caller checked that already."""
         index = self.atom_index.dict()
-        if not index:  # first rows: build the id index in C
-            uniq = list(dict.fromkeys(ids))
+        base = len(self.atom_ids)
+        if new or not index:  # new ids only, or first rows: build the id index in C
+            uniq = ids if new else list(dict.fromkeys(ids))
             self.atom_ids.extend(uniq)
-            index.update(zip(uniq, range(len(uniq)), strict=True))
-            return np.fromiter((index[a] for a in ids), np.int32, count=len(ids))
+            index.update(zip(uniq, range(base, base + len(uniq)), strict=True))
+            if len(uniq) == len(ids):
+                return np.arange(base, base + len(ids), dtype=np.int32), True
+            return np.fromiter((index[a] for a in ids), np.int32, count=len(ids)), False
         get = index.get
         found = [get(a) for a in ids]
+        fresh = False
         if None in found:  # new ids: codes assigned in bulk, in order of first appearance
-            new = list(dict.fromkeys(a for a, c in zip(ids, found, strict=True) if c is None))
-            base = len(self.atom_ids)
-            self.atom_ids.extend(new)
-            index.update(zip(new, range(base, base + len(new)), strict=True))
+            new_ids = list(dict.fromkeys(a for a, c in zip(ids, found, strict=True) if c is None))
+            self.atom_ids.extend(new_ids)
+            index.update(zip(new_ids, range(base, base + len(new_ids)), strict=True))
+            fresh = len(new_ids) == len(ids)
             found = [get(a) for a in ids]
-        return np.asarray(found, np.int32)
+        return np.asarray(found, np.int32), fresh
 
     # -- appends -----------------------------------------------------------------------
     def append(self, rows: RowBatch) -> None:
@@ -316,7 +347,7 @@ class VersionTable:
         self.quality[s:e] = rows.quality
         self.vectors[s:e] = rows.vectors
         self.dead[s:e] = False
-        codes = self._codes(rows.atom_id)
+        codes, fresh = self._codes(rows.atom_id, new=bool(rows.extra.get("new_atoms")))
         self.atom_code[s:e] = codes
         arrow = rows.extra.get("arrow")  # the WAL encoder's plain Arrow table of these very rows
         if m >= _ARROW_CHUNK_MIN and isinstance(arrow, pa.Table) and arrow.num_rows == m:
@@ -324,7 +355,7 @@ class VersionTable:
             self._chunk_starts.append(s)
             self._chunks.append(arrow.select(list(_TEXT)))
             self.n = e
-            self.atom_rows.add(codes, s)
+            self.atom_rows.add(codes, s, fresh=fresh)
             return
         if self._tail is None or len(self._tail) >= _TAIL_SEAL:
             self._seal_tail()
@@ -340,7 +371,7 @@ class VersionTable:
         tail.tags.extend(rows.tags)
         tail.metadata.extend(rows.metadata)
         self.n = e
-        self.atom_rows.add(codes, s)
+        self.atom_rows.add(codes, s, fresh=fresh)
 
     def _seal_tail(self) -> None:
         """Fold the list tail into an Arrow chunk (compact, and fast for bulk reads)."""
@@ -393,7 +424,7 @@ class VersionTable:
         enc = table.column("atom_id").combine_chunks().dictionary_encode()
         uniq = enc.dictionary.to_pylist()
         local = np.asarray(enc.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
-        mapping = self._codes(uniq) if uniq else np.zeros(0, np.int32)
+        mapping = self._codes(uniq)[0] if uniq else np.zeros(0, np.int32)
         self.atom_code[s:e] = mapping[local] if len(uniq) else np.zeros(m, np.int32)
         self.n = e
         self.atom_rows.stale()
@@ -408,7 +439,7 @@ class VersionTable:
                 enc = col.combine_chunks().dictionary_encode()
                 uniq = enc.dictionary.to_pylist()
                 local = np.asarray(enc.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
-                self.atom_code[s:e] = self._codes(uniq)[local] if uniq else 0
+                self.atom_code[s:e] = self._codes(uniq)[0][local] if uniq else 0
             self.atom_rows.stale()
             return
         allids = pa.chunked_array([c for _, _, col in pending for c in col.chunks], pa.string()).combine_chunks()

@@ -6,8 +6,9 @@ anything is written; ``Engine.commit`` then makes the result durable and applies
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 
@@ -17,6 +18,7 @@ from ..storage.rows import RowBatch, dumps
 from ..temporal import Piece, plan_put, plan_retract
 
 if TYPE_CHECKING:
+    from .columns import ColumnsPut
     from .store import Engine, Snapshot
 
 
@@ -50,6 +52,8 @@ class DeleteOp:
 
 
 Op = PutOp | RetractOp | DeleteOp
+#: What :meth:`Engine.commit` takes: operations, or one column batch (``engine/columns.py``).
+AnyOp: TypeAlias = "Op | ColumnsPut"
 
 
 @dataclass
@@ -125,10 +129,24 @@ def plan_new_atoms(engine: Engine, ops: list[Op], tx: int) -> RowBatch | None:
         tx_from=np.full(m, tx, np.int64),
         tx_to=np.full(m, OPEN, np.int64),
         vectors=np.stack([op.vector for op in puts]).astype(np.float32, copy=False),  # type: ignore[misc]
+        extra={"new_atoms": True},  # checked above: the table skips its id look-ups
     )
 
-def plan(engine: Engine, ops: list[Op], tx: int, snap: Snapshot) -> tuple[dict[str, Any], RowBatch | None, list[int]]:
+def plan(
+    engine: Engine, any_ops: Sequence[AnyOp], tx: int, snap: Snapshot
+) -> tuple[dict[str, Any], RowBatch | None, list[int]]:
     """Turn operations into closings and new rows; raises before anything is written."""
+    from .columns import ColumnsPut
+
+    if len(any_ops) == 1 and isinstance(any_ops[0], ColumnsPut):  # Memory.add_columns
+        bulk = any_ops[0].rows(engine, tx)
+        if bulk is not None:
+            return {"kind": "tx", "close": []}, bulk, list(range(len(bulk)))
+        ops: list[Op] = list(any_ops[0].to_puts())  # existing or repeated ids: the general path
+    else:
+        ops = [op for op in any_ops if not isinstance(op, ColumnsPut)]
+        if len(ops) != len(any_ops):
+            raise InvalidInputError("a column batch must be a transaction of its own")
     fast = plan_new_atoms(engine, ops, tx)
     if fast is not None:
         return {"kind": "tx", "close": []}, fast, list(range(len(fast)))

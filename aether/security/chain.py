@@ -171,16 +171,18 @@ class ChainLog:
                 self.head_seq, self.head_hash = int(last["seq"]), str(last["hash"])
 
     def append(
-        self, seq: int, tx: int, kind: str, payload: bytes, extra: dict[str, Any] | None = None
+        self, seq: int, tx: int, kind: str, payload: bytes, extra: dict[str, Any] | None = None, *,
+        digest: str | None = None,
     ) -> None:
-        """Record one committed transaction (after its WAL record is durable)."""
+        """Record one committed transaction (after its WAL record is durable); ``digest``, when
+        given, is ``payload_digest(payload)`` computed already."""
         if seq <= self.head_seq:
             return  # already recorded (replayed on open)
         entry: dict[str, Any] = {
             "seq": seq,
             "tx": tx,
             "kind": kind,
-            "payload": payload_digest(payload),
+            "payload": payload_digest(payload) if digest is None else digest,
             "prev": self.head_hash,
         }
         if extra:

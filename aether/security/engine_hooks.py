@@ -200,9 +200,12 @@ def after_append(engine: Engine, header: dict[str, Any]) -> None:
     if st.chain is None or wal is None:
         return
     payload = getattr(wal, "last_payload", b"")
+    digest = wal.last_observed if wal.observer is payload_digest else None
+    wal.observer = payload_digest  # from now on the WAL hashes each payload while writing it
     try:
         st.chain.append(
-            int(header["seq"]), int(header["tx"]), str(header.get("kind", "tx")), payload, _extra(header)
+            int(header["seq"]), int(header["tx"]), str(header.get("kind", "tx")), payload, _extra(header),
+            digest=digest,
         )
     except StorageIOError as exc:
         # The transaction is durable; its entry is rebuilt from the WAL on the next open.

@@ -20,7 +20,9 @@ from __future__ import annotations
 import contextlib
 import json
 import struct
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -241,6 +243,20 @@ def scan_frames(path: Path, data: bytes) -> tuple[list[tuple[int, bytes]], int |
     return frames, None
 
 
+#: Payloads at least this large run the observer on a helper thread, overlapping the write and fsync.
+_OBSERVE_ASIDE = 1 << 20
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _observer_pool() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(1, thread_name_prefix="aether-wal")
+        return _pool
+
+
 class WriteAheadLog:
     """Appends transaction records to the current WAL file and replays them on open."""
 
@@ -253,6 +269,10 @@ class WriteAheadLog:
         #: End of the last acknowledged frame of ``path``; bytes past it are never acknowledged.
         self._end = 0
         self.last_payload = b""
+        #: Run on each record's payload while it is written and fsynced (the hash chain's digest:
+        #: hashing and the disk both release the GIL); its result is ``last_observed``.
+        self.observer: Callable[[bytes], Any] | None = None
+        self.last_observed: Any = None
 
     def files(self) -> list[Path]:
         """WAL files in replay order."""
@@ -330,6 +350,9 @@ class WriteAheadLog:
         payload = self.codec.seal(raw, self._aad(self.path, offset))
         self.last_payload = payload  # the security layer's hash chain records its digest
         frame = _FRAME.pack(len(payload), crc32c.crc32c(payload)) + payload
+        obs = self.observer
+        self.last_observed = None
+        side = _observer_pool().submit(obs, payload) if obs is not None and len(payload) >= _OBSERVE_ASIDE else None
         try:
             with io_errors("WAL append", self.path):
                 _fs.write_all(self._fh, frame)
@@ -337,7 +360,13 @@ class WriteAheadLog:
         except BaseException:
             # Leave no partial frame behind: the record was not acknowledged.
             self._rollback(offset)
+            if side is not None:
+                side.cancel()
             raise
+        if side is not None:
+            self.last_observed = side.result()
+        elif obs is not None:
+            self.last_observed = obs(payload)
         self._end = offset + len(frame)
         return offset
 

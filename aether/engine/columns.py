@@ -1,0 +1,360 @@
+"""Column-wise bulk writes (``Memory.add_columns``): validate whole columns, then build the rows in one go.
+
+``add_many`` takes one dict per item and pays per-item Python for every field. Here each
+column is checked once: scalars (one modality, one tags dict...) are validated a single time
+and broadcast, arrays (numpy ``datetime64``, Arrow timestamps, float vectors) are converted
+and range-checked vectorised, and strings go through Arrow, which rejects non-strings and
+lone surrogates in C. When every atom id is new the transaction's rows are assembled directly
+from the columns; otherwise (an id that already exists or repeats inside the batch: a new
+version, as with ``add``) the batch is expanded into ordinary :class:`PutOp` operations and
+takes the general planning path, with identical semantics.
+
+Every error names the offending row, and nothing is written when any row is invalid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .._time import MAX_US, MIN_US, OPEN, to_us
+from ..embed.base import as_unit_vectors
+from ..errors import (
+    AetherError,
+    InvalidContentError,
+    InvalidInputError,
+    InvalidIntervalError,
+    NaiveDatetimeError,
+)
+from ..storage.rows import RowBatch
+from .txplan import PutOp
+from .validate import (
+    check_atom_id,
+    check_content,
+    check_json,
+    check_modality,
+    check_quality,
+    check_subject,
+    check_tags,
+)
+
+if TYPE_CHECKING:
+    from .store import Engine
+
+
+@dataclass
+class ColumnsPut:
+    """Many brand-new-or-updated atoms given column-wise (validated; see :func:`build`)."""
+
+    atom_id: list[str]
+    content: list[str]
+    content_meta: list[str]
+    tags: list[dict[str, Any]]
+    metadata: list[str]
+    modality: list[str]
+    subject: list[str]
+    quality: np.ndarray
+    valid_from: np.ndarray  # int64 microseconds; rows flagged in ``vf_now`` take the commit time
+    vf_now: np.ndarray | None
+    valid_to: np.ndarray  # int64 microseconds, OPEN for open-ended
+    vectors: np.ndarray | None  # (n, dim) unit rows; None until the engine embeds the content
+
+    def __len__(self) -> int:
+        return len(self.atom_id)
+
+    def rows(self, engine: Engine, tx: int) -> RowBatch | None:
+        """The new rows when every atom id is new and distinct, else ``None`` (use :meth:`to_puts`)."""
+        ids = self.atom_id
+        if len(set(ids)) != len(ids) or not engine.table.atom_index.dict().keys().isdisjoint(ids):
+            return None
+        assert self.vectors is not None
+        m = len(ids)
+        vf = self.valid_from
+        if self.vf_now is not None:
+            vf = np.where(self.vf_now, np.int64(tx), vf)
+        _check_order(vf, self.valid_to)
+        vid0 = engine._next_vid
+        return RowBatch(
+            version_id=np.arange(vid0, vid0 + m, dtype=np.int64),
+            atom_id=ids,
+            subject=self.subject,
+            modality=self.modality,
+            content=self.content,
+            content_meta=self.content_meta,
+            tags=self.tags,
+            metadata=self.metadata,
+            quality=self.quality,
+            valid_from=vf,
+            valid_to=self.valid_to,
+            tx_from=np.full(m, tx, np.int64),
+            tx_to=np.full(m, OPEN, np.int64),
+            vectors=self.vectors,
+            extra={"new_atoms": True},  # checked above: the table skips its id look-ups
+        )
+
+    def to_puts(self) -> list[PutOp]:
+        """The same batch as per-row operations (for the general planner)."""
+        now = self.vf_now
+        vecs = self.vectors
+        return [
+            PutOp(
+                atom_id=self.atom_id[i],
+                content=self.content[i],
+                content_meta=self.content_meta[i],
+                tags=self.tags[i],
+                metadata=self.metadata[i],
+                modality=self.modality[i],
+                subject=self.subject[i],
+                quality=float(self.quality[i]),
+                valid_from=None if now is not None and now[i] else int(self.valid_from[i]),
+                valid_to=int(self.valid_to[i]),
+                vector=None if vecs is None else vecs[i],
+            )
+            for i in range(len(self.atom_id))
+        ]
+
+
+def _check_order(vf: np.ndarray, vt: np.ndarray) -> None:
+    bad = np.flatnonzero(vt <= vf)
+    if len(bad):
+        raise InvalidIntervalError(f"row {int(bad[0])}: valid_to must be after valid_from")
+
+
+def _row_error(i: int, exc: AetherError) -> AetherError:
+    return type(exc)(f"row {i}: {exc}")
+
+
+def _as_list(values: Any, n: int | None, what: str) -> list[Any]:
+    """A column as a Python list (Arrow arrays, numpy arrays, any sized iterable)."""
+    if isinstance(values, (pa.Array, pa.ChunkedArray)):
+        out = values.to_pylist()
+    elif isinstance(values, np.ndarray):
+        if values.ndim != 1:
+            raise InvalidInputError(f"{what} must be one-dimensional, got shape {values.shape}")
+        out = values.tolist()
+    elif isinstance(values, (str, bytes, Mapping)) or not isinstance(values, (Sequence, Iterable)):
+        raise InvalidInputError(f"{what} must be a sequence, got {type(values).__name__}")
+    else:
+        out = list(values)
+    if n is not None and len(out) != n:
+        raise InvalidInputError(f"{what} has {len(out)} values for {n} rows")
+    return out
+
+
+def _strings(values: list[Any], check: Callable[[Any], str], what: str) -> list[str]:
+    """Check a string column: types and lone surrogates in one Arrow conversion, rules per distinct
+    failure only (the per-row check runs just to find and name the bad row)."""
+    try:
+        pa.array(values, pa.string())
+        ok = all(type(v) is str for v in values)
+    except (pa.ArrowException, UnicodeError, TypeError, ValueError):
+        ok = False
+    if not ok:
+        for i, v in enumerate(values):
+            try:
+                check(v)
+            except AetherError as exc:
+                raise _row_error(i, exc) from None
+        raise InvalidInputError(f"{what}: every value must be a str")  # pragma: no cover - check() raised
+    return values
+
+
+def _content(values: list[Any], limit: int) -> list[str]:
+    _strings(values, lambda v: check_content(v, limit), "content")
+    for i, v in enumerate(values):
+        if not v.strip():
+            raise _row_error(i, InvalidContentError("content is empty"))
+    sizes = pc.binary_length(pa.array(values, pa.string()))
+    big = np.flatnonzero(sizes.to_numpy(zero_copy_only=False) > limit)
+    if len(big):
+        i = int(big[0])
+        raise _row_error(i, InvalidContentError(
+            f"content is {sizes[i].as_py()} bytes; the limit is {limit} (max_content_bytes)"
+        ))
+    return values
+
+
+def _atom_ids(values: Any, n: int, fresh: Callable[[int], list[str]]) -> list[str]:
+    if values is None:
+        return fresh(n)
+    ids = _as_list(values, n, "atom_id")
+    _strings(ids, check_atom_id, "atom_id")
+    for i, a in enumerate(ids):
+        if not a or len(a) > 256:
+            raise _row_error(i, InvalidInputError("atom_id must be a non-empty str of at most 256 chars"))
+    return ids
+
+
+def _times(values: Any, n: int, name: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Microseconds per row and a mask of rows left unset (``None``, NaT or an Arrow null)."""
+    if values is None:
+        return np.zeros(n, np.int64), np.ones(n, np.bool_)
+    if isinstance(values, (str, Mapping)) or not hasattr(values, "__len__"):  # one time for every row
+        return np.full(n, to_us(values, name=name), np.int64), None
+    if isinstance(values, np.ndarray) and values.dtype.kind == "M":
+        # numpy datetimes carry no timezone; numpy documents them as UTC, so they are read as UTC.
+        if values.ndim != 1 or len(values) != n:
+            raise InvalidInputError(f"{name} has shape {values.shape} for {n} rows")
+        unset = np.isnat(values)
+        try:
+            us = values.astype("datetime64[us]").astype(np.int64)
+        except (OverflowError, ValueError) as exc:
+            raise InvalidIntervalError(f"{name}: {exc}") from None
+        return _in_range(np.where(unset, 0, us), name), unset if unset.any() else None
+    if isinstance(values, (pa.Array, pa.ChunkedArray)) and pa.types.is_timestamp(values.type):
+        if values.type.tz is None:
+            raise NaiveDatetimeError(f"{name}: an Arrow timestamp column without a timezone; aether needs aware times")
+        if len(values) != n:
+            raise InvalidInputError(f"{name} has {len(values)} values for {n} rows")
+        try:
+            us = values.cast(pa.timestamp("us", "UTC")).cast(pa.int64())
+        except pa.ArrowInvalid as exc:  # losing sub-microsecond digits, or out of int64 range
+            raise InvalidIntervalError(f"{name}: {exc}") from None
+        unset = us.is_null().to_numpy(zero_copy_only=False)
+        arr = us.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+        return _in_range(arr, name), unset if unset.any() else None
+    vals = _as_list(values, n, name)
+    out = np.zeros(n, np.int64)
+    unset = np.zeros(n, np.bool_)
+    for i, v in enumerate(vals):
+        if v is None:
+            unset[i] = True
+            continue
+        try:
+            out[i] = to_us(v, name=name)
+        except AetherError as exc:
+            raise _row_error(i, exc) from None
+    return out, unset if unset.any() else None
+
+
+def _in_range(us: np.ndarray, name: str) -> np.ndarray:
+    bad = np.flatnonzero((us < MIN_US) | (us > MAX_US))
+    if len(bad):
+        msg = f"{name} is outside the representable range (UTC years 1-9999)"
+        raise _row_error(int(bad[0]), InvalidIntervalError(msg))
+    return us
+
+
+def _per_row(
+    values: Any, n: int, what: str, check: Callable[[Any], Any], is_scalar: Callable[[Any], bool]
+) -> list[Any]:
+    """A column given once (checked once, broadcast) or per row (each distinct value checked once)."""
+    if is_scalar(values):
+        return [check(values)] * n
+    out = _as_list(values, n, what)
+    seen: dict[Any, Any] = {}
+    for i, v in enumerate(out):
+        try:
+            key = (type(v), v) if isinstance(v, (str, int, float)) else None
+            if key is not None and key in seen:
+                out[i] = seen[key]
+                continue
+            out[i] = check(v)
+            if key is not None:
+                seen[key] = out[i]
+        except AetherError as exc:
+            raise _row_error(i, exc) from None
+    return out
+
+
+def _dicts(values: Any, n: int, what: str, check: Callable[[Any], Any]) -> list[Any]:
+    """A dict column: ``None``, one mapping for every row, or one mapping (or ``None``) per row."""
+    if values is None or isinstance(values, Mapping):
+        one = check(None if values is None else dict(values))
+        return [one] * n
+    out = _as_list(values, n, what)
+    seen: dict[int, Any] = {}  # the same dict object repeated: checked once
+    for i, v in enumerate(out):
+        cached = seen.get(id(v))
+        if cached is not None:
+            out[i] = cached[1]
+            continue
+        try:
+            checked = check(dict(v) if isinstance(v, Mapping) and not isinstance(v, dict) else v)
+        except AetherError as exc:
+            raise _row_error(i, exc) from None
+        seen[id(v)] = (v, checked)  # holding v keeps its id from being reused
+        out[i] = checked
+    return out
+
+
+def _quality(values: Any, n: int) -> np.ndarray:
+    if isinstance(values, (int, float)) and not isinstance(values, bool):
+        return np.full(n, check_quality(values), np.float64)
+    if isinstance(values, (pa.Array, pa.ChunkedArray)):
+        arr = values.to_numpy(zero_copy_only=False)
+    elif isinstance(values, np.ndarray):
+        arr = values
+    else:  # a list: numpy would turn True into 1.0, which check_quality rejects
+        values = _as_list(values, n, "quality_score")
+        plain = all(type(v) is float or type(v) is int for v in values)
+        arr = np.asarray(values, np.float64) if plain else np.zeros(0)
+    if arr.ndim == 1 and len(arr) == n and arr.dtype.kind in "fiu":
+        q = arr.astype(np.float64)
+        bad = np.flatnonzero(~np.isfinite(q) | (q < 0.0) | (q > 1.0))
+        if len(bad):
+            i = int(bad[0])
+            raise _row_error(i, InvalidInputError(f"quality_score must be a number in [0, 1], got {arr[i]!r}"))
+        return q
+    vals = _as_list(values, n, "quality_score")
+    out = np.empty(n, np.float64)
+    for i, v in enumerate(vals):
+        try:
+            out[i] = check_quality(v)
+        except AetherError as exc:
+            raise _row_error(i, exc) from None
+    return out
+
+
+def build(
+    content: Any,
+    *,
+    limit: int,
+    dim: int,
+    fresh_ids: Callable[[int], list[str]],
+    vectors: Any = None,
+    atom_id: Any = None,
+    valid_from: Any = None,
+    valid_to: Any = None,
+    tags: Any = None,
+    metadata: Any = None,
+    content_metadata: Any = None,
+    modality: Any = "text",
+    subject: Any = "default",
+    quality_score: Any = 1.0,
+) -> ColumnsPut:
+    """Validate the columns of :meth:`aether.Memory.add_columns`; raises before anything is written."""
+    texts = _content(_as_list(content, None, "content"), limit)
+    n = len(texts)
+    vecs = None
+    if vectors is not None:
+        vecs = as_unit_vectors(vectors, dim)
+        if vecs.shape[0] != n:
+            raise InvalidInputError(f"{n} rows of content but {vecs.shape[0]} vectors")
+    vf, vf_now = _times(valid_from, n, "valid_from")
+    vt, vt_open = _times(valid_to, n, "valid_to")
+    if vt_open is not None:
+        vt[vt_open] = OPEN
+    known = ~vf_now if vf_now is not None else np.ones(n, np.bool_)
+    bad = np.flatnonzero(known & (vt <= vf))
+    if len(bad):
+        raise _row_error(int(bad[0]), InvalidIntervalError("valid_to must be after valid_from"))
+    return ColumnsPut(
+        atom_id=_atom_ids(atom_id, n, fresh_ids),
+        content=texts,
+        content_meta=_dicts(content_metadata, n, "content_metadata", lambda v: check_json(v, "content_metadata")),
+        tags=_dicts(tags, n, "tags", check_tags),
+        metadata=_dicts(metadata, n, "metadata", lambda v: check_json(v, "metadata")),
+        modality=_per_row(modality, n, "modality", check_modality, lambda v: isinstance(v, str)),
+        subject=_per_row(subject, n, "subject", check_subject, lambda v: isinstance(v, str)),
+        quality=_quality(quality_score, n),
+        valid_from=vf,
+        vf_now=vf_now,
+        valid_to=vt,
+        vectors=vecs,
+    )
