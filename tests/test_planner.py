@@ -365,3 +365,44 @@ def test_batch_restores_thread_settings(data: Data, monkeypatch: pytest.MonkeyPa
     plan_and_search(data.engine, data.engine.snapshot, qs, 5, _batch_filters(data)[3])
     assert faiss.omp_get_max_threads() == before
     assert [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"] == blas_before
+
+
+def test_as_of_prefix_scan_is_exact(tmp_path: Path) -> None:
+    """An as-of time early in the store's history scans the table prefix committed by then (one exact
+    scan instead of every partition): same rows and scores as exact search, with any other filter."""
+    rng = np.random.default_rng(11)
+    planner = {"exact_rows": 60, "ann_min_fraction": 0.05, "ann_cost_per_ef": 1, "prefix_max_rows": 1200}
+    d = build(tmp_path / "s", rng, recipe=small_recipe(planner=planner))
+    try:
+        eng = d.engine
+        snap = eng.snapshot
+        txs = np.unique(eng.table.tx_from[: snap.n])
+        assert len(txs) >= 6
+        t_early, t_two = int(txs[0]), int(txs[1])  # 500 and 1000 rows committed
+        windows: list[tuple[int, int] | None] = [None, (T0_US + 100 * DAY_US, T0_US + 300 * DAY_US)]
+        for as_of, window, tags in itertools.product((t_early, t_two, d.tx_mid), windows, (None, {"team": "blue"})):
+            f = Filters(as_of=as_of, valid_at=None, valid_during=window, tags=tags)
+            for _ in range(5):
+                q = d.query()[None]
+                got, plan, sel = plan_and_search(eng, snap, q, 10, f)
+                ref, _, ref_sel = exact_search(eng, snap, q, 10, f)
+                assert sel == ref_sel
+                assert [r for r, _ in got[0]] == [r for r, _ in ref[0]]
+                np.testing.assert_allclose([s for _, s in got[0]], [s for _, s in ref[0]], rtol=1e-5)
+                uses_prefix = [b.bucket for b in plan] == ["as-of prefix"]
+                assert uses_prefix == (as_of != d.tx_mid)  # tx_mid: 1500 rows committed, above 1200
+        assert eng.table.tx_prefix(t_early, snap.n) == 500
+    finally:
+        d.mem.close()
+
+
+def test_tx_prefix_refuses_rows_out_of_commit_order() -> None:
+    from aether.engine.table import VersionTable
+
+    t = VersionTable(4)
+    t.n = 5
+    t.tx_from[:5] = [1, 2, 2, 5, 7]
+    assert t.tx_prefix(2, 5) == 3 and t.tx_prefix(0, 5) == 0 and t.tx_prefix(9, 5) == 5
+    t.tx_from[5:7] = [6, 8]
+    t.n = 7
+    assert t.tx_prefix(2, 7) is None  # 7 then 6: not in commit order, so no prefix shortcut

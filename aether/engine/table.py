@@ -279,6 +279,8 @@ class VersionTable:
         # pair -> (rows scanned, matching rows).
         self._postings: dict[tuple[str, str], tuple[int, np.ndarray]] = {}
         self._plock = threading.Lock()
+        self._tx_sorted_n = 0  # rows [0, _tx_sorted_n) were checked to be in tx_from order ...
+        self._tx_unsorted = False  # ... and this says whether that check failed
         self._chunk_starts: list[int] = []
         self._chunks: list[pa.Table | _Tail] = []
         self._tail: _Tail | None = None
@@ -454,6 +456,20 @@ class VersionTable:
         self.atom_rows.stale()
 
     # -- reads -------------------------------------------------------------------------
+    def tx_prefix(self, as_of: int, n: int) -> int | None:
+        """The number of rows among ``[0, n)`` committed at or before ``as_of``, which are then rows
+        ``[0, r)``: commits append rows in transaction order. ``None`` if ``tx_from`` is not
+        non-decreasing over the rows (checked once per row, incrementally)."""
+        with self._plock:
+            done = self._tx_sorted_n
+            if done < n and not self._tx_unsorted:
+                seg = self.tx_from[max(0, done - 1) : n]
+                self._tx_unsorted = bool((seg[1:] < seg[:-1]).any())
+                self._tx_sorted_n = n
+            if self._tx_unsorted:
+                return None
+        return int(np.searchsorted(self.tx_from[:n], as_of, side="right"))
+
     def row_index(self, version_ids: np.ndarray) -> np.ndarray:
         """Row positions of version ids (ids are ascending with rows)."""
         pos = np.searchsorted(self.version_id[: self.n], version_ids)

@@ -77,16 +77,28 @@ def search(
     plans: list[BucketPlan] = []
     selected = 0
     covered = min(st.covered, n)
+    # An as-of query far in the past: rows are appended in commit order, so every row the store
+    # knew at ``as_of`` lies in a prefix of the table; when that prefix is small, one exact scan of
+    # it beats masking every partition (each as large as the whole store's recent history).
+    prefix = t.tx_prefix(f.as_of, n) if f.as_of < snap.last_tx and n > params.prefix_max_rows else None
+    if prefix is not None and prefix > params.prefix_max_rows:
+        prefix = None
     # Single queries never start thread teams (see ip_rows); a batch uses batch_threads() of them.
     threads = batch_threads(len(qvecs)) if len(qvecs) >= _BLAS_MIN_QUERIES else 0
     with _thread_limit(threads) if threads else contextlib.nullcontext():
-        for p in st.partitions:
+        if prefix is not None:
+            plan, got = _search_tail(ctx, 0, prefix, qvecs, label="as-of prefix")
+            plans.append(plan)
+            selected += plan.selected
+            for i, c in enumerate(got):
+                cands[i].append(c)
+        for p in st.partitions if prefix is None else ():
             plan, got = _search_partition(ctx, p, qvecs)
             plans.append(plan)
             selected += plan.selected
             for i, c in enumerate(got):
                 cands[i].append(c)
-        if n > covered:
+        if n > covered and prefix is None:
             plan, got = _search_tail(ctx, covered, n, qvecs)
             plans.append(plan)
             selected += plan.selected
@@ -440,7 +452,10 @@ def _per_query_topk(ctx: _Ctx, rows: np.ndarray, sc: np.ndarray) -> list[Cand]:
     return out
 
 
-def _search_tail(ctx: _Ctx, start: int, n: int, q: np.ndarray) -> tuple[BucketPlan, list[Cand]]:
+def _search_tail(
+    ctx: _Ctx, start: int, n: int, q: np.ndarray, *, label: str = "tail"
+) -> tuple[BucketPlan, list[Cand]]:
+    """Exact scan of table rows ``[start, n)``: the unsealed tail, or the prefix of an as-of query."""
     from ..temporal import visible_mask
 
     t = ctx.engine.table
@@ -454,7 +469,7 @@ def _search_tail(ctx: _Ctx, start: int, n: int, q: np.ndarray) -> tuple[BucketPl
     if ctx.tags is not None:
         mask &= ctx.tags[start:n]
     s = int(np.count_nonzero(mask))
-    plan = BucketPlan(bucket="tail", rows=n - start, selected=s, strategy="exact" if s else "empty")
+    plan = BucketPlan(bucket=label, rows=n - start, selected=s, strategy="exact" if s else "empty")
     if s == 0:
         return plan, [(np.zeros(0, np.int64), np.zeros(0, np.float32))] * len(q)
     if len(q) < _BLAS_MIN_QUERIES:
