@@ -40,7 +40,7 @@ from ..storage import manifest as mf
 from ..storage.codec import Codec, PlainCodec
 from ..storage.lock import WriterLock
 from ..storage.rows import RowBatch, open_rows, seal_rows
-from ..storage.segments import closings_table, read_table, write_table
+from ..storage.segments import closings_table, read_segment, read_table, write_table
 from ..storage.wal import WriteAheadLog
 from ..temporal import visible_mask
 from .columns import ColumnsPut
@@ -204,15 +204,22 @@ class Engine:
         root = self.path
 
         def read_seg(entry: dict[str, Any]) -> Any:
-            return open_rows(read_table(root, entry, self.codec, self.store_id), self.codec)
+            # Plain stores verify each file now but decode its vectors later, in the background.
+            tbl, fetch = read_segment(root, entry, self.codec, self.store_id, defer_vectors=True)
+            return open_rows(tbl, self.codec), fetch
 
+        later: list[tuple[int, int, Any]] = []
         # Plain stores read the next segment (Parquet decode, checksum: no GIL) while this one is copied in.
         with ThreadPoolExecutor(1 if not self.codec.encrypted else None) as pool:
             nxt = pool.submit(read_seg, segs[0]) if segs and not self.codec.encrypted else None
             for i, entry in enumerate(segs):
-                seg = nxt.result() if nxt is not None else read_seg(entry)
+                seg, fetch = nxt.result() if nxt is not None else read_seg(entry)
                 nxt = pool.submit(read_seg, segs[i + 1]) if nxt is not None and i + 1 < len(segs) else None
+                start = table.n
                 table.append_arrow(seg, defer_codes=True)
+                if fetch is not None:
+                    later.append((start, table.n, fetch))
+        table.defer_vectors(later)
         table.finish_codes()
         for entry in body["closings"]:
             cl = read_table(self.path, entry, self.codec, self.store_id)

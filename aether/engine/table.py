@@ -12,7 +12,7 @@ from __future__ import annotations
 import bisect
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -256,6 +256,43 @@ def _tail_arrow(t: _Tail, a: int = 0, b: int | None = None) -> pa.Table:
 _ARROW_CHUNK_MIN = 512
 
 
+class _VectorLoader:
+    """Copies segment vectors into a table on a background thread, newest rows first, so that an
+    open returns before ~1.5 GB per million 384-d rows is decoded and faulted into memory."""
+
+    def __init__(self, table: VersionTable, jobs: list[tuple[int, int, Callable[[], pa.ChunkedArray]]]) -> None:
+        self._table = table
+        self._jobs = sorted(jobs, key=lambda j: j[0], reverse=True)
+        self.end = max(e for _, e, _ in jobs)  # rows [ready_from, end) are in place
+        self.ready_from = self.end
+        self.error: BaseException | None = None
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="aether-vectors", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for start, _, fetch in self._jobs:
+                self._table._copy_vectors(fetch(), start)
+                with self._cond:
+                    self.ready_from = start
+                    self._cond.notify_all()
+        except BaseException as exc:  # handed to every reader that waits for these rows
+            with self._cond:
+                self.error = exc
+                self._cond.notify_all()
+
+    def wait(self, start: int) -> None:
+        with self._cond:
+            while self.ready_from > start and self.error is None:
+                self._cond.wait()
+            if self.ready_from > start:
+                assert self.error is not None
+                raise self.error
+
+
 class VersionTable:
     """All version rows of a store, in memory."""
 
@@ -271,7 +308,8 @@ class VersionTable:
         self.quality = np.zeros(cap, np.float64)
         self.atom_code = np.zeros(cap, np.int32)
         self.dead = np.zeros(cap, np.bool_)
-        self.vectors = np.zeros((cap, dim), np.float32)
+        self._vectors = np.zeros((cap, dim), np.float32)
+        self._loader: _VectorLoader | None = None
         self.atom_ids: list[str] = []
         self.atom_index = _AtomIndex(self.atom_ids)
         self.atom_rows = _AtomRows(self)
@@ -299,8 +337,8 @@ class VersionTable:
             arr[: self.n] = old[: self.n]
             setattr(self, name, arr)
         vec = np.zeros((new_cap, self.dim), np.float32)
-        vec[: self.n] = self.vectors[: self.n]
-        self.vectors = vec
+        vec[: self.n] = self.vectors[: self.n]  # (waits for a background load: every row is copied)
+        self._vectors = vec
 
     def _code(self, atom_id: str) -> int:
         code = self.atom_index.get(atom_id)
@@ -347,7 +385,7 @@ class VersionTable:
         self.tx_from[s:e] = rows.tx_from
         self.tx_to[s:e] = rows.tx_to
         self.quality[s:e] = rows.quality
-        self.vectors[s:e] = rows.vectors
+        self._vectors[s:e] = rows.vectors  # past the rows a background load writes: no wait
         self.dead[s:e] = False
         codes, fresh = self._codes(rows.atom_id, new=bool(rows.extra.get("new_atoms")))
         self.atom_code[s:e] = codes
@@ -405,14 +443,8 @@ class VersionTable:
         self.tx_from[s:e] = ints("tx_from")
         self.tx_to[s:e] = ints("tx_to")
         self.quality[s:e] = table.column("quality").to_numpy()
-        pos = s
-        for chunk in table.column("vector").chunks:  # chunk by chunk: no combined copy of all vectors
-            k = len(chunk)
-            if k:
-                flat = chunk.values.to_numpy(zero_copy_only=False)
-                off = chunk.offset * self.dim
-                self.vectors[pos : pos + k] = flat[off : off + k * self.dim].reshape(k, self.dim)
-            pos += k
+        if "vector" in table.schema.names:  # else: see defer_vectors
+            self._copy_vectors(table.column("vector"), s)
         self.dead[s:e] = False
         text = table.select(list(_TEXT))
         self._chunk_starts.append(s)
@@ -430,6 +462,40 @@ class VersionTable:
         self.atom_code[s:e] = mapping[local] if len(uniq) else np.zeros(m, np.int32)
         self.n = e
         self.atom_rows.stale()
+
+    def _copy_vectors(self, col: pa.ChunkedArray, pos: int) -> None:
+        for chunk in col.chunks:  # chunk by chunk: no combined copy of all vectors
+            k = len(chunk)
+            if k:
+                flat = chunk.values.to_numpy(zero_copy_only=False)
+                off = chunk.offset * self.dim
+                self._vectors[pos : pos + k] = flat[off : off + k * self.dim].reshape(k, self.dim)
+            pos += k
+
+    # -- vectors, possibly still loading ---------------------------------------------------
+    @property
+    def vectors(self) -> np.ndarray:
+        """The ``(capacity, dim)`` vector column; waits for a background load of the store's rows to finish."""
+        ld = self._loader
+        if ld is not None:
+            ld.wait(0)
+            self._loader = None
+        return self._vectors
+
+    def vectors_from(self, start: int) -> np.ndarray:
+        """The vector column, once rows ``start`` onwards are in place (the tail need not wait for old rows)."""
+        ld = self._loader
+        if ld is not None and start < ld.end:
+            ld.wait(start)
+        return self._vectors
+
+    def defer_vectors(self, jobs: list[tuple[int, int, Callable[[], pa.ChunkedArray]]]) -> None:
+        """Load the vectors of rows appended without them (``append_arrow`` of a table with no ``vector``
+        column) on a background thread, newest rows first; ``jobs`` are ``(start, end, fetch)`` and tile
+        ``[0, end)``. Until then :attr:`vectors` waits, and :meth:`vectors_from` waits only for its rows."""
+        if jobs:
+            self._loader = _VectorLoader(self, jobs)
+            self._loader.start()
 
     def finish_codes(self) -> None:
         """Assign the atom codes of rows appended with ``defer_codes`` (all at once, hashed in Arrow)."""
@@ -543,7 +609,7 @@ class VersionTable:
             valid_to=self.valid_to[sl].copy(),
             tx_from=self.tx_from[sl].copy(),
             tx_to=self.tx_to[sl].copy(),
-            vectors=self.vectors[sl].copy(),
+            vectors=self.vectors_from(start)[sl].copy(),
         )
 
     def _posting(self, key: tuple[str, str], n: int) -> np.ndarray:
@@ -616,7 +682,7 @@ class VersionTable:
         text = pa.concat_tables(parts) if parts else _TEXT_SCHEMA.empty_table()
         sl = slice(start, end)
         m = end - start
-        flat = np_array(self.vectors[sl].reshape(-1), pa.float32())
+        flat = np_array(self.vectors_from(start)[sl].reshape(-1), pa.float32())
         cols = {name: text.column(name) for name in _TEXT}
         cols.update(
             version_id=np_array(self.version_id[sl], pa.int64()),

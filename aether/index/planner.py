@@ -474,14 +474,14 @@ def _search_tail(
         return plan, [(np.zeros(0, np.int64), np.zeros(0, np.float32))] * len(q)
     if len(q) < _BLAS_MIN_QUERIES:
         plan.params["scan"] = "scan"
-        return plan, knn_scan(ctx, t.vectors, start, n, mask, s, q, None)
+        return plan, knn_scan(ctx, t.vectors_from(start), start, n, mask, s, q, None)
     pos = np.flatnonzero(mask)
     if s >= ctx.params.dense_slice_fraction * (n - start):
-        sc = ip_slice(t.vectors, start, n, q)
+        sc = ip_slice(t.vectors_from(start), start, n, q)
         if s < n - start:
             sc = sc[:, pos]
         plan.params["scan"] = "slice"
     else:
-        sc = ip_rows(t.vectors, pos + start, q)
+        sc = ip_rows(t.vectors_from(start), pos + start, q)
         plan.params["scan"] = "gather"
     return plan, _per_query_topk(ctx, pos + start, sc)

@@ -6,6 +6,7 @@ recorded in the manifest, so a flipped byte is caught on open before Parquet see
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,19 @@ def write_table(root: Path, rel: str, table: pa.Table, codec: Codec, store_id: s
 
 def read_table(root: Path, entry: dict[str, Any], codec: Codec, store_id: str) -> pa.Table:
     """Read and verify one file listed in the manifest."""
+    table, _ = read_segment(root, entry, codec, store_id)
+    return table
+
+
+def read_segment(
+    root: Path, entry: dict[str, Any], codec: Codec, store_id: str, *, defer_vectors: bool = False
+) -> tuple[pa.Table, Callable[[], pa.ChunkedArray] | None]:
+    """Read and verify one file listed in the manifest.
+
+    With ``defer_vectors`` (plain stores), the whole file is still checksummed now, but its
+    ``vector`` column is left out of the table and decoded later by the returned function
+    (from the same verified, memory-mapped bytes).
+    """
     rel = entry["file"]
     path = root / rel
     data: Any
@@ -77,13 +91,29 @@ def read_table(root: Path, entry: dict[str, Any], codec: Codec, store_id: str) -
         plain = data if not codec.encrypted else codec.open(data, f"file|{store_id}|{rel}".encode())
     except TamperedError as exc:
         raise CorruptionError(f"fails authentication: {exc}", path=str(path)) from None
+    later = defer_vectors and not codec.encrypted
     try:
-        table = pq.read_table(pa.BufferReader(plain), use_threads=True, pre_buffer=True)
+        names = pq.read_schema(pa.BufferReader(plain)).names
+        later = later and "vector" in names
+        cols = [c for c in names if c != "vector"] if later else None
+        table = pq.read_table(pa.BufferReader(plain), columns=cols, use_threads=True, pre_buffer=True)
     except Exception as exc:
         raise CorruptionError(f"not a readable Parquet file: {exc}", path=str(path)) from None
     if table.num_rows != entry["rows"]:
         raise CorruptionError("row count differs from the manifest", path=str(path))
-    return _vectors_as_lists(table)
+    if not later:
+        return _vectors_as_lists(table), None
+
+    def fetch() -> pa.ChunkedArray:
+        try:
+            vec = pq.read_table(pa.BufferReader(plain), columns=["vector"], use_threads=False)
+        except Exception as exc:
+            raise CorruptionError(f"not a readable Parquet file: {exc}", path=str(path)) from None
+        if vec.num_rows != entry["rows"]:
+            raise CorruptionError("row count differs from the manifest", path=str(path))
+        return _vectors_as_lists(vec).column("vector")
+
+    return table, fetch
 
 
 def _vectors_as_binary(table: pa.Table) -> pa.Table:
