@@ -228,45 +228,21 @@ class Chroma(Peer):
 
 
 # ---------------------------------------------------------------------------- main
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=100_000)
-    ap.add_argument("--dim", type=int, default=384)
-    ap.add_argument("--queries", type=int, default=100, help="queries per set for aether and FAISS")
-    ap.add_argument("--peer-queries", type=int, default=20, help="queries per set for LanceDB and Chroma")
-    ap.add_argument("--k", type=int, default=10)
-    ap.add_argument("--peers", default="faiss,lancedb,chroma",
-                    help="comma list of faiss, faiss-flat, lancedb, chroma; empty for aether only")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
-    ap.add_argument("--workdir", default=None, help="where stores are built (default: a temp dir)")
-    ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--defer-build", action="store_true",
-                    help="pause index sealing during ingest and build once after it (bulk-load mode)")
-    args = ap.parse_args()
-    rng = np.random.default_rng(args.seed)
-    n, dim, k = args.n, args.dim, args.k
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="aether-bench-"))
-    work.mkdir(parents=True, exist_ok=True)
-    report: dict[str, Any] = {
-        "n": n, "dim": dim, "k": k, "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                                                "faiss": faiss.__version__, "aether": aether.__version__},
-        "systems": {},
-    }
-    print(f"# bench_filtered n={n} dim={dim} workdir={work}", flush=True)
+def _reuse(built: Path, n: int) -> tuple[float, float, list[int], int]:
+    """The figures and transaction times recorded when the store was built (``--reuse``)."""
+    doc = json.loads(built.read_text())
+    if doc["n"] != n:
+        raise SystemExit(f"--reuse: the store holds n={doc['n']}, not {n}")
+    print(f"aether: reusing the store built earlier (ingest {doc['ingest_rate']:,.0f} rows/s, "
+          f"build {doc['build_s']:.1f}s)", flush=True)
+    return float(doc["ingest_rate"]), float(doc["build_s"]), [int(t) for t in doc["batch_tx"]], int(doc["pre_corr_tx"])
 
-    # -- data
-    x, _ = clustered(n, dim, rng)
-    vf = rng.integers(T0_US, T0_US + SPAN_US, n).astype(np.int64)
-    dur = np.exp(rng.uniform(np.log(MINUTE_US), np.log(3 * 24 * HOUR_US), n)).astype(np.int64)
-    vt = vf + dur
-    ncorr = n // 10
-    corr = rng.choice(n, ncorr, replace=False)
-    xc = perturb(x[corr], rng, 0.5)
 
-    # -- aether ingest (durable: each add_many is one fsynced transaction)
-    store = work / "aether"
+def _build_store(store: Path, built: Path, args: argparse.Namespace, x: np.ndarray, vf: np.ndarray,
+                 vt: np.ndarray, corr: np.ndarray, xc: np.ndarray) -> tuple[float, float, list[int], int]:
+    """Ingest the workload into a fresh store and build its index; returns (ingest rate, build s, tx times)."""
+    n, dim = args.n, args.dim
+    ncorr = len(corr)
     if store.exists():
         shutil.rmtree(store)
     mem = aether.open(store, embedder=aether.PrecomputedEmbedder(dim))
@@ -303,6 +279,57 @@ def main() -> None:
     idx.seal()
     build_s = time.perf_counter() - t
     mem.close()
+    built.write_text(json.dumps({"n": n, "ingest_rate": ingest_rate, "build_s": build_s, "batch_tx": batch_tx,
+                                 "pre_corr_tx": pre_corr_tx}))
+    return ingest_rate, build_s, batch_tx, pre_corr_tx
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--dim", type=int, default=384)
+    ap.add_argument("--queries", type=int, default=100, help="queries per set for aether and FAISS")
+    ap.add_argument("--peer-queries", type=int, default=20, help="queries per set for LanceDB and Chroma")
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--peers", default="faiss,lancedb,chroma",
+                    help="comma list of faiss, faiss-flat, lancedb, chroma; empty for aether only")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--workdir", default=None, help="where stores are built (default: a temp dir)")
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--reuse", action="store_true",
+                    help="reuse the store --workdir holds from an earlier run with the same --n (queries only)")
+    ap.add_argument("--defer-build", action="store_true",
+                    help="pause index sealing during ingest and build once after it (bulk-load mode)")
+    args = ap.parse_args()
+    rng = np.random.default_rng(args.seed)
+    n, dim, k = args.n, args.dim, args.k
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="aether-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {
+        "n": n, "dim": dim, "k": k, "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                                                "faiss": faiss.__version__, "aether": aether.__version__},
+        "systems": {},
+    }
+    print(f"# bench_filtered n={n} dim={dim} workdir={work}", flush=True)
+
+    # -- data
+    x, _ = clustered(n, dim, rng)
+    vf = rng.integers(T0_US, T0_US + SPAN_US, n).astype(np.int64)
+    dur = np.exp(rng.uniform(np.log(MINUTE_US), np.log(3 * 24 * HOUR_US), n)).astype(np.int64)
+    vt = vf + dur
+    ncorr = n // 10
+    corr = rng.choice(n, ncorr, replace=False)
+    xc = perturb(x[corr], rng, 0.5)
+
+    # -- aether ingest (durable: each add_many is one fsynced transaction)
+    store = work / "aether"
+    built = work / "aether_build.json"  # what the build of ``store`` measured (for --reuse)
+    if args.reuse and store.exists() and built.exists():
+        ingest_rate, build_s, batch_tx, pre_corr_tx = _reuse(built, n)
+    else:
+        ingest_rate, build_s, batch_tx, pre_corr_tx = _build_store(store, built, args, x, vf, vt, corr, xc)
     t = time.perf_counter()
     mem = aether.open(store, embedder=aether.PrecomputedEmbedder(dim))
     open_s = time.perf_counter() - t
@@ -334,7 +361,7 @@ def main() -> None:
         qsets.append({"name": f"valid-time {target:g}", "kind": "valid", "target": target, "width": w})
     for target in ASOF_SELECTIVITIES:
         qsets.append({"name": f"as-of {target:g}", "kind": "asof", "target": target,
-                      "as_of": batch_tx[max(0, round(target * nb) - 1)]})
+                      "as_of": batch_tx[max(0, round(target * len(batch_tx)) - 1)]})
     qsets.append({"name": "as-of before corrections", "kind": "asof", "target": 1.0, "as_of": pre_corr_tx})
     nq = args.queries
     qidx = rng.integers(0, n, nq)

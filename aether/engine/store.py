@@ -128,6 +128,9 @@ class Engine:
             if self._lock is not None:
                 self._lock.release()
             raise
+        # Started last, so that it does not compete with the open itself (a reader that needs the
+        # vectors earlier starts it).
+        self.table.start_loading()
 
     def attach(self, index: DerivedIndex) -> None:
         """Register a derived index and let it load or build itself."""
@@ -321,6 +324,7 @@ class Engine:
                     "segments"
                 ):
                     self._load(self.embedder, None)
+                    self.table.start_loading()
                 else:
                     self._replay(repair=False)
                 return
@@ -462,6 +466,7 @@ class Engine:
             self._wal.close()
             self._qcache.clear()
             self._load(embedder, None)
+            self.table.start_loading()
             for d in self.derived:  # new vectors: a derived index with ``on_reset`` rebuilds from scratch
                 reset = getattr(d, "on_reset", None)
                 (reset if callable(reset) else d.on_open)(self)

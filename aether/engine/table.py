@@ -268,9 +268,13 @@ class _VectorLoader:
         self.error: BaseException | None = None
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="aether-vectors", daemon=True)
+        self._started = False
 
     def start(self) -> None:
-        self._thread.start()
+        with self._cond:
+            if not self._started:
+                self._started = True
+                self._thread.start()
 
     def _run(self) -> None:
         try:
@@ -283,8 +287,11 @@ class _VectorLoader:
             with self._cond:
                 self.error = exc
                 self._cond.notify_all()
+        finally:
+            self._jobs = []  # lets go of the segments' memory maps
 
     def wait(self, start: int) -> None:
+        self.start()
         with self._cond:
             while self.ready_from > start and self.error is None:
                 self._cond.wait()
@@ -492,9 +499,14 @@ class VersionTable:
     def defer_vectors(self, jobs: list[tuple[int, int, Callable[[], pa.ChunkedArray]]]) -> None:
         """Load the vectors of rows appended without them (``append_arrow`` of a table with no ``vector``
         column) on a background thread, newest rows first; ``jobs`` are ``(start, end, fetch)`` and tile
-        ``[0, end)``. Until then :attr:`vectors` waits, and :meth:`vectors_from` waits only for its rows."""
+        ``[0, end)``. Until then :attr:`vectors` waits, and :meth:`vectors_from` waits only for its rows.
+        The thread starts with :meth:`start_loading` or the first wait."""
         if jobs:
             self._loader = _VectorLoader(self, jobs)
+
+    def start_loading(self) -> None:
+        """Start the background load of :meth:`defer_vectors` (any reader that needs it starts it too)."""
+        if self._loader is not None:
             self._loader.start()
 
     def finish_codes(self) -> None:
