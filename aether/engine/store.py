@@ -212,12 +212,11 @@ class Engine:
             return open_rows(tbl, self.codec), fetch
 
         later: list[tuple[int, int, Any]] = []
-        # Plain stores read the next segment (Parquet decode, checksum: no GIL) while this one is copied in.
-        with ThreadPoolExecutor(1 if not self.codec.encrypted else None) as pool:
-            nxt = pool.submit(read_seg, segs[0]) if segs and not self.codec.encrypted else None
-            for i, entry in enumerate(segs):
-                seg, fetch = nxt.result() if nxt is not None else read_seg(entry)
-                nxt = pool.submit(read_seg, segs[i + 1]) if nxt is not None and i + 1 < len(segs) else None
+        # Plain stores checksum and decode segments two at a time (no GIL; their vectors come later, so
+        # what is held meanwhile is small); encrypted ones one at a time, as each holds its plaintext.
+        with ThreadPoolExecutor(2) as pool:
+            loaded = pool.map(read_seg, segs) if not self.codec.encrypted else map(read_seg, segs)
+            for seg, fetch in loaded:
                 start = table.n
                 table.append_arrow(seg, defer_codes=True)
                 if fetch is not None:
