@@ -34,17 +34,17 @@ def _build(path: Path, batches: int = 4, per: int = 300) -> np.ndarray:
     return x
 
 
-def _gated(monkeypatch: pytest.MonkeyPatch, gate: threading.Event, *, fail: bool = False) -> list[int]:
-    """Make the first segment's deferred vector fetch block on ``gate`` (then fail, if asked)."""
+def _gated(monkeypatch: pytest.MonkeyPatch, path: Path, gate: threading.Event, *, fail: bool = False) -> list[str]:
+    """Make the oldest segment's deferred vector fetch block on ``gate`` (then fail, if asked)."""
     real = store_mod.read_segment
-    calls: list[int] = []
+    oldest = "segments/" + sorted(p.name for p in (path / "segments").iterdir())[0]
+    gated: list[str] = []
 
     def read_segment(root: Path, entry: dict[str, Any], *a: Any, **kw: Any) -> Any:
         tbl, fetch = real(root, entry, *a, **kw)
-        if fetch is None or calls:
-            calls.append(0)
+        if fetch is None or entry["file"] != oldest:
             return tbl, fetch
-        calls.append(1)
+        gated.append(entry["file"])
 
         def slow() -> Any:
             gate.wait(30)
@@ -55,7 +55,7 @@ def _gated(monkeypatch: pytest.MonkeyPatch, gate: threading.Event, *, fail: bool
         return tbl, slow
 
     monkeypatch.setattr(store_mod, "read_segment", read_segment)
-    return calls
+    return gated
 
 
 def test_vectors_after_open_equal_what_was_written(tmp_path: Path) -> None:
@@ -71,12 +71,12 @@ def test_vectors_after_open_equal_what_was_written(tmp_path: Path) -> None:
 def test_new_writes_and_tail_searches_do_not_wait_for_old_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     x = _build(tmp_path / "s")
     gate = threading.Event()
-    calls = _gated(monkeypatch, gate)
+    gated = _gated(monkeypatch, tmp_path / "s", gate)
     from aether.engine.search import Filters, exact_search
 
     mem = aether.open(tmp_path / "s", embedder=aether.PrecomputedEmbedder(DIM))
     try:
-        assert calls and calls[0] == 1
+        assert gated  # segments are read in parallel: the oldest one, whichever thread read it
         t = mem._engine.table
         n0 = t.n
         mem.add_columns(["fresh one", "fresh two"], vectors=_vecs(2, 9), atom_id=["f1", "f2"])  # no wait
@@ -109,7 +109,7 @@ def test_a_failed_background_load_is_a_typed_error_not_a_hang(tmp_path: Path, mo
     _build(tmp_path / "s")
     gate = threading.Event()
     gate.set()
-    _gated(monkeypatch, gate, fail=True)
+    _gated(monkeypatch, tmp_path / "s", gate, fail=True)
     mem = aether.open(tmp_path / "s", embedder=aether.PrecomputedEmbedder(DIM))
     try:
         with pytest.raises(CorruptionError, match="injected"):
