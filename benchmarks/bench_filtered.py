@@ -265,12 +265,14 @@ def _build_store(store: Path, built: Path, args: argparse.Namespace, x: np.ndarr
     pre_corr_tx = mem._engine.snapshot.last_tx
     cols = {"content": [f"atom {i} v2" for i in corr], "atom_id": [f"a{i}" for i in corr],
             "valid_from": vf[corr].astype("datetime64[us]"), "valid_to": vt[corr].astype("datetime64[us]")}
+    new_s = ingest_s
     t = time.perf_counter()
     mem.add_columns(vectors=xc, **cols)  # existing ids: new versions through the general planner
     ingest_s += time.perf_counter() - t
     total_rows = n + ncorr
     ingest_rate = total_rows / ingest_s
-    print(f"aether ingest: {total_rows} rows in {ingest_s:.2f}s = {ingest_rate:,.0f} rows/s (durable)", flush=True)
+    print(f"aether ingest: {total_rows} rows in {ingest_s:.2f}s = {ingest_rate:,.0f} rows/s (durable): "
+          f"{n / new_s:,.0f} new atoms/s, {ncorr / (ingest_s - new_s):,.0f} corrections/s", flush=True)
     idx = find_index(mem._engine)
     assert idx is not None
     t = time.perf_counter()

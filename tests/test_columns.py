@@ -238,3 +238,31 @@ def test_columns_equal_add_many_property(
         b.add_many(_rows_to_items(n, cols), vectors=vecs)
         every = sorted(set(ids) | {f"k{i}" for i in range(known)})
         assert _dump(a, every) == _dump(b, every)
+
+
+def test_time_columns_in_any_unit_nulls_and_range(tmp_path: Path, embedder: aether.HashingEmbedder) -> None:
+    with aether.open(tmp_path / "s", embedder=embedder) as mem:
+        ends = pa.array([datetime(2024, 2, 1, tzinfo=UTC), None, datetime(2024, 3, 1, tzinfo=UTC)],
+                        pa.timestamp("us", "UTC"))
+        ids = mem.add_columns(["a", "b", "c"], valid_from=T0, valid_to=ends)
+        assert [mem.history(i)[0].valid_to for i in ids] == [datetime(2024, 2, 1, tzinfo=UTC), None,
+                                                            datetime(2024, 3, 1, tzinfo=UTC)]
+        days = np.array(["2024-01-02", "2024-01-03"], "datetime64[D]")
+        years = np.array(["2023", "2024"], "datetime64[Y]")
+        nanos = np.array(["2024-01-02T00:00:00.000001999"], "datetime64[ns]")
+        ids = mem.add_columns(["d", "e"], valid_from=years, valid_to=days)
+        assert mem.history(ids[1])[0].valid_from == datetime(2024, 1, 1, tzinfo=UTC)
+        (nid,) = mem.add_columns(["f"], valid_from=nanos)  # stored in microseconds: the rest is dropped
+        assert mem.history(nid)[0].valid_from == datetime(2024, 1, 2, 0, 0, 0, 1, tzinfo=UTC)
+        before = mem.stats().versions
+        for far in (np.array([0, 2**40], "datetime64[D]"), np.array([0, 20000], "datetime64[Y]"),
+                    pa.array([0, 2**62], pa.timestamp("s", "UTC"))):
+            with pytest.raises(InvalidIntervalError, match="row 1"):
+                mem.add_columns(["g", "h"], valid_from=far)
+        assert mem.stats().versions == before
+
+
+def test_numpy_strings_and_missing_ids(mem: aether.Memory) -> None:
+    ids = mem.add_columns(np.array(["alpha", "beta", "gamma"]), atom_id=["given", None, None])
+    assert ids[0] == "given" and len(set(ids)) == 3 and None not in ids
+    assert mem.get(ids[2]).content.inline == "gamma"  # type: ignore[union-attr]

@@ -371,7 +371,7 @@ def test_as_of_prefix_scan_is_exact(tmp_path: Path) -> None:
     """An as-of time early in the store's history scans the table prefix committed by then (one exact
     scan instead of every partition): same rows and scores as exact search, with any other filter."""
     rng = np.random.default_rng(11)
-    planner = {"exact_rows": 60, "ann_min_fraction": 0.05, "ann_cost_per_ef": 1, "prefix_max_rows": 1200}
+    planner = {"exact_rows": 60, "ann_min_fraction": 0.5, "ann_cost_per_ef": 1, "prefix_max_rows": 1200}
     d = build(tmp_path / "s", rng, recipe=small_recipe(planner=planner))
     try:
         eng = d.engine

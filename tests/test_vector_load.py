@@ -129,3 +129,25 @@ def test_encrypted_stores_load_eagerly(tmp_path: Path) -> None:
     with aether.open(tmp_path / "e", embedder=aether.PrecomputedEmbedder(DIM), key=key) as mem:
         assert mem._engine.table._loader is None
         np.testing.assert_allclose(mem._engine.table.vectors[:200], x, atol=1e-6)
+
+
+def test_a_load_failure_fails_a_growing_commit_before_it_is_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Growing the table copies every vector; if they cannot be loaded the commit fails cleanly."""
+    _build(tmp_path / "s")
+    gate = threading.Event()
+    gate.set()
+    _gated(monkeypatch, tmp_path / "s", gate, fail=True)
+    big = 8000  # beyond the open's headroom: the table must grow
+    with aether.open(tmp_path / "s", embedder=aether.PrecomputedEmbedder(DIM)) as mem:
+        before = mem._engine.snapshot
+        with pytest.raises(CorruptionError, match="injected"):
+            mem.add_columns([f"n {i}" for i in range(big)], vectors=_vecs(big, 5))
+        assert mem._engine.snapshot == before  # nothing applied, nothing in the WAL
+        mem.add_columns(["small"], vectors=_vecs(1, 6), atom_id=["small"])  # fits the headroom: no wait
+    monkeypatch.undo()
+    with aether.open(tmp_path / "s", embedder=aether.PrecomputedEmbedder(DIM)) as mem:
+        assert mem.stats().versions == 1201
+        mem.add_columns([f"n {i}" for i in range(big)], vectors=_vecs(big, 5))
+        assert mem.stats().versions == 1201 + big

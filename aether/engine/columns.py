@@ -149,6 +149,8 @@ def _as_list(values: Any, n: int | None, what: str) -> list[Any]:
 def _strings(values: list[Any], check: Callable[[Any], str], what: str) -> list[str]:
     """Check a string column: types and lone surrogates in one Arrow conversion, rules per distinct
     failure only (the per-row check runs just to find and name the bad row)."""
+    if not all(type(v) is str for v in values):  # str subclasses (numpy's str_) become plain str
+        values[:] = [str(v) if isinstance(v, str) else v for v in values]
     try:
         pa.array(values, pa.string())
         ok = all(type(v) is str for v in values)
@@ -183,6 +185,10 @@ def _atom_ids(values: Any, n: int, fresh: Callable[[int], list[str]]) -> list[st
     if values is None:
         return fresh(n)
     ids = _as_list(values, n, "atom_id")
+    missing = [i for i, a in enumerate(ids) if a is None]
+    if missing:  # as in add_many: no id means a fresh one
+        for i, a in zip(missing, fresh(len(missing)), strict=True):
+            ids[i] = a
     _strings(ids, check_atom_id, "atom_id")
     for i, a in enumerate(ids):
         if not a or len(a) > 256:
@@ -201,23 +207,25 @@ def _times(values: Any, n: int, name: str) -> tuple[np.ndarray, np.ndarray | Non
         if values.ndim != 1 or len(values) != n:
             raise InvalidInputError(f"{name} has shape {values.shape} for {n} rows")
         unset = np.isnat(values)
-        try:
-            us = values.astype("datetime64[us]").astype(np.int64)
-        except (OverflowError, ValueError) as exc:
-            raise InvalidIntervalError(f"{name}: {exc}") from None
-        return _in_range(np.where(unset, 0, us), name), unset if unset.any() else None
+        unit, count = np.datetime_data(values.dtype)
+        if unit in ("Y", "M"):  # calendar units: through days (years 1-9999 fit easily once range-checked)
+            raw = values.view(np.int64).astype(np.float64) * count
+            lim = (1 - 1970, 9999 - 1970) if unit == "Y" else ((1 - 1970) * 12, (9999 - 1970) * 12 + 11)
+            _check_span(~unset & ((raw < lim[0]) | (raw > lim[1])), name)
+            values = values.astype("datetime64[D]")
+            unit, count = "D", 1
+        us = _to_us(values.view(np.int64), unit, count, unset, name)
+        return us, unset if unset.any() else None
     if isinstance(values, (pa.Array, pa.ChunkedArray)) and pa.types.is_timestamp(values.type):
         if values.type.tz is None:
             raise NaiveDatetimeError(f"{name}: an Arrow timestamp column without a timezone; aether needs aware times")
         if len(values) != n:
             raise InvalidInputError(f"{name} has {len(values)} values for {n} rows")
-        try:
-            us = values.cast(pa.timestamp("us", "UTC")).cast(pa.int64())
-        except pa.ArrowInvalid as exc:  # losing sub-microsecond digits, or out of int64 range
-            raise InvalidIntervalError(f"{name}: {exc}") from None
-        unset = us.is_null().to_numpy(zero_copy_only=False)
-        arr = us.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
-        return _in_range(arr, name), unset if unset.any() else None
+        raw = values.cast(pa.int64())  # the instants in the column's own unit (UTC-based, whatever the tz)
+        unset = np.asarray(raw.is_null().to_numpy(zero_copy_only=False), np.bool_)
+        ints = np.array(raw.fill_null(0).to_numpy(zero_copy_only=False), np.int64)  # a writable copy
+        us = _to_us(ints, values.type.unit, 1, unset, name)
+        return us, unset if unset.any() else None
     vals = _as_list(values, n, name)
     out = np.zeros(n, np.int64)
     unset = np.zeros(n, np.bool_)
@@ -232,12 +240,33 @@ def _times(values: Any, n: int, name: str) -> tuple[np.ndarray, np.ndarray | Non
     return out, unset if unset.any() else None
 
 
-def _in_range(us: np.ndarray, name: str) -> np.ndarray:
-    bad = np.flatnonzero((us < MIN_US) | (us > MAX_US))
-    if len(bad):
+#: Microseconds per unit of numpy / Arrow datetimes (finer units are divided, flooring).
+_US_PER = {"W": 7 * 86_400_000_000, "D": 86_400_000_000, "h": 3_600_000_000, "m": 60_000_000, "s": 1_000_000,
+           "ms": 1_000, "us": 1}
+_PER_US = {"ns": 1_000, "ps": 1_000_000, "fs": 1_000_000_000, "as": 1_000_000_000_000}
+
+
+def _to_us(raw: np.ndarray, unit: str, count: int, unset: np.ndarray, name: str) -> np.ndarray:
+    """Integer instants in ``count`` x ``unit`` since the epoch -> microseconds, range-checked before
+    any multiplication (numpy's own casts wrap around silently). Sub-microsecond digits are dropped:
+    aether stores microseconds, like Python's datetime."""
+    raw = np.where(unset, 0, raw)
+    if unit in _US_PER:
+        f = _US_PER[unit] * count
+        _check_span(~unset & ((raw < -(-MIN_US // f)) | (raw > MAX_US // f)), name)
+        return raw * f
+    if unit in _PER_US and count == 1:
+        us = np.floor_divide(raw, _PER_US[unit])
+        _check_span(~unset & ((us < MIN_US) | (us > MAX_US)), name)
+        return us
+    raise InvalidInputError(f"{name}: unsupported datetime unit {count}{unit}")
+
+
+def _check_span(bad: np.ndarray, name: str) -> None:
+    rows = np.flatnonzero(bad)
+    if len(rows):
         msg = f"{name} is outside the representable range (UTC years 1-9999)"
-        raise _row_error(int(bad[0]), InvalidIntervalError(msg))
-    return us
+        raise _row_error(int(rows[0]), InvalidIntervalError(msg))
 
 
 def _per_row(

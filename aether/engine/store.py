@@ -27,6 +27,7 @@ from .._time import OPEN, Clock, from_us, from_us_strict, now_us
 from ..embed import Embedder, as_unit_vectors, embed_queries
 from ..errors import (
     CorruptionError,
+    EmbeddingError,
     InvalidInputError,
     ModelMismatchError,
     ReadOnlyError,
@@ -202,7 +203,10 @@ class Engine:
         self.manifest = body
         self.store_id = body["store_id"]
         dim = int(body["model"]["dim"])
-        table = VersionTable(dim, capacity=sum(s["rows"] for s in body["segments"]) + 1024)
+        stored = sum(s["rows"] for s in body["segments"])
+        # Headroom for the WAL and new writes: growing copies every vector (and waits for a background
+        # load); untouched capacity costs address space, not memory.
+        table = VersionTable(dim, capacity=stored + max(4096, stored // 4))
         segs = list(body["segments"])
         root = self.path
 
@@ -348,15 +352,20 @@ class Engine:
         todo = [op for op in ops if isinstance(op, PutOp) and op.vector is None and op.content is not None]
         done: list[PutOp | ColumnsPut] = list(todo)
         if todo:
-            vecs = self.embedder.embed([op.content for op in todo if op.content is not None])
-            vecs = as_unit_vectors(vecs, self.embedder.dim)
+            vecs = self._embed([op.content for op in todo if op.content is not None])
             for op, v in zip(todo, vecs, strict=True):
                 op.vector = v
         for cols in ops:
             if isinstance(cols, ColumnsPut) and cols.vectors is None:
-                cols.vectors = as_unit_vectors(self.embedder.embed(cols.content), self.embedder.dim)
+                cols.vectors = self._embed(cols.content)
                 done.append(cols)
         return done
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        vecs = as_unit_vectors(self.embedder.embed(texts), self.embedder.dim)
+        if len(vecs) != len(texts):
+            raise EmbeddingError(f"the embedder returned {len(vecs)} vectors for {len(texts)} texts")
+        return vecs
 
     def commit(self, ops: Sequence[AnyOp]) -> CommitResult:
         """Apply ``ops`` as one atomic, durable transaction."""
@@ -372,6 +381,8 @@ class Engine:
             header, rows, new_rows = plan(self, ops, tx, snap)
             header["seq"] = snap.last_seq + 1
             header["tx"] = tx
+            if rows is not None:
+                self.table.reserve(len(rows))
             if self._wal is not None:
                 self._wal.ensure_open()
                 self._wal.append(header, rows)
@@ -480,6 +491,7 @@ class Engine:
                 self.checkpoint()
         finally:
             self._closed = True
+            self.table.stop_loading()
             for d in self.derived:
                 d.on_close(self)
             _sec.on_close(self)

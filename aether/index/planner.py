@@ -78,10 +78,11 @@ def search(
     selected = 0
     covered = min(st.covered, n)
     # An as-of query far in the past: rows are appended in commit order, so every row the store
-    # knew at ``as_of`` lies in a prefix of the table; when that prefix is small, one exact scan of
-    # it beats masking every partition (each as large as the whole store's recent history).
-    prefix = t.tx_prefix(f.as_of, n) if f.as_of < snap.last_tx and n > params.prefix_max_rows else None
-    if prefix is not None and prefix > params.prefix_max_rows:
+    # knew at ``as_of`` lies in a prefix of the table. Below ann_min_fraction of the rows the
+    # partitions would all be scanned exactly (a bitmap test per row of every partition, then the
+    # same products), so one exact scan of the prefix is cheaper; above it, filtered ANN wins.
+    prefix = t.tx_prefix(f.as_of, n) if f.as_of < snap.last_tx else None
+    if prefix is not None and not (prefix < params.ann_min_fraction * n and prefix <= params.prefix_max_rows):
         prefix = None
     # Single queries never start thread teams (see ip_rows); a batch uses batch_threads() of them.
     threads = batch_threads(len(qvecs)) if len(qvecs) >= _BLAS_MIN_QUERIES else 0

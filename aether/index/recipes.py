@@ -49,7 +49,7 @@ class PlannerParams:
     ann_cost_per_ef: float = 10.0
     fetch_factor: int = 2
     dense_slice_fraction: float = 0.05
-    prefix_max_rows: int = 65536
+    prefix_max_rows: int = 262144
 
 
 @dataclass(frozen=True)

@@ -200,7 +200,7 @@ def after_append(engine: Engine, header: dict[str, Any]) -> None:
     if st.chain is None or wal is None:
         return
     payload = getattr(wal, "last_payload", b"")
-    digest = wal.last_observed if wal.observer is payload_digest else None
+    digest = wal.last_observed if wal.observer is payload_digest and isinstance(wal.last_observed, str) else None
     wal.observer = payload_digest  # from now on the WAL hashes each payload while writing it
     try:
         st.chain.append(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import struct
 import threading
 from collections.abc import Callable, Iterator
@@ -257,6 +258,15 @@ def _observer_pool() -> ThreadPoolExecutor:
         return _pool
 
 
+def _pool_after_fork() -> None:
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()  # the parent's worker thread does not exist here
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_pool_after_fork)
+
+
 class WriteAheadLog:
     """Appends transaction records to the current WAL file and replays them on open."""
 
@@ -352,7 +362,10 @@ class WriteAheadLog:
         frame = _FRAME.pack(len(payload), crc32c.crc32c(payload)) + payload
         obs = self.observer
         self.last_observed = None
-        side = _observer_pool().submit(obs, payload) if obs is not None and len(payload) >= _OBSERVE_ASIDE else None
+        side = None
+        if obs is not None and len(payload) >= _OBSERVE_ASIDE:
+            with contextlib.suppress(RuntimeError):  # no thread (interpreter shutting down): run it after
+                side = _observer_pool().submit(obs, payload)
         try:
             with io_errors("WAL append", self.path):
                 _fs.write_all(self._fh, frame)
@@ -363,11 +376,11 @@ class WriteAheadLog:
             if side is not None:
                 side.cancel()
             raise
-        if side is not None:
-            self.last_observed = side.result()
-        elif obs is not None:
-            self.last_observed = obs(payload)
-        self._end = offset + len(frame)
+        self._end = offset + len(frame)  # durable: nothing below may move the end back
+        if obs is not None:
+            # A failed observer leaves ``last_observed`` None: its user then computes the value itself.
+            with contextlib.suppress(Exception):
+                self.last_observed = side.result() if side is not None else obs(payload)
         return offset
 
     def _rollback(self, offset: int) -> None:
