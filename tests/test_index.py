@@ -116,6 +116,33 @@ def test_index_files_persist_and_reopen_without_rebuild(tmp_path: Path, monkeypa
     mem.close()
 
 
+def test_search_settings_change_without_rebuilding_but_layout_changes_rebuild(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only what the files depend on (buckets, partition sizes, tier factories and build settings)
+    invalidates a persisted index; planner and efSearch settings are read at query time."""
+    path = tmp_path / "s"
+    fill(path)
+    files = index_files(path)
+    real_new_index = partition_mod.new_index
+
+    def no_build(*a: object, **k: object) -> None:
+        raise AssertionError("index rebuilt instead of loaded")
+
+    monkeypatch.setattr(partition_mod, "new_index", no_build)
+    searchy = recipe().with_overrides(planner={"exact_rows": 10, "prefix_max_rows": 5}, tail_rows=50)
+    mem = aether.open(path, embedder=aether.PrecomputedEmbedder(DIM))
+    idx = use_recipe(mem._engine, searchy)
+    assert idx.notes == [] and idx.state.covered == mem._engine.snapshot.n
+    mem.close()
+    assert index_files(path) == files
+    monkeypatch.setattr(partition_mod, "new_index", real_new_index)
+    mem = aether.open(path, embedder=aether.PrecomputedEmbedder(DIM))
+    idx = use_recipe(mem._engine, recipe().with_overrides(partition_rows=200))
+    assert any("does not match" in note for note in idx.notes)
+    mem.close()
+
+
 def test_index_files_go_through_the_codec(tmp_path: Path) -> None:
     path = tmp_path / "s"
     fill(path)

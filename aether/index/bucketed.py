@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import CorruptionError, InvalidInputError, StorageIOError
+from ..errors import ConfigError, CorruptionError, InvalidInputError, StorageIOError
 from . import catalog as cat
 from .buckets import bucket_keys, bucket_label
 from .partition import Partition, PartitionSpec, make_partition, order_rows
-from .recipes import Recipe, load_recipe
+from .recipes import Recipe, load_recipe, recipe_from_dict
 
 if TYPE_CHECKING:
     from ..engine.store import Engine
@@ -325,7 +325,7 @@ class BucketedIndex:
         ok = (
             body.get("store_id") == engine.store_id
             and body.get("dim") == t.dim
-            and body.get("recipe") == self.recipe.to_dict()
+            and _layout_of(body.get("recipe")) == self.recipe.layout()
             and 0 < covered <= t.n
             and int(t.version_id[covered - 1]) == body.get("covered_version")
         )
@@ -366,6 +366,14 @@ class BucketedIndex:
         if rebuilt and not engine.read_only:
             with contextlib.suppress(StorageIOError):
                 self._persist(engine, rebuilt)
+
+
+def _layout_of(recipe: Any) -> dict[str, Any] | None:
+    """The layout of a recipe recorded in a catalog (``None`` if it does not parse)."""
+    try:
+        return recipe_from_dict(recipe).layout() if isinstance(recipe, dict) else None
+    except (ConfigError, KeyError, TypeError, ValueError):
+        return None
 
 
 def _prefault(views: list[tuple[Any, np.ndarray]]) -> None:

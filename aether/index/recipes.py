@@ -83,6 +83,16 @@ class Recipe:
         _check(out)
         return out
 
+    def layout(self) -> dict[str, Any]:
+        """What the index files depend on: buckets, partition sizes and each tier's type and build
+        settings. Search-time settings (``efSearch``, ``nprobe``, the planner) and sealing policy
+        (``tail_rows``, ``background``) can change without invalidating persisted indexes."""
+        return {
+            "bucket": self.bucket,
+            "partition_rows": self.partition_rows,
+            "tiers": [{"max_rows": t.max_rows, "factory": t.factory, "build": t.build} for t in self.tiers],
+        }
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
