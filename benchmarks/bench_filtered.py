@@ -403,14 +403,17 @@ def main() -> None:
 
     def measure_all() -> None:
         """Queries interleaved across systems (query i of every system, then i+1), so that a busy
-        shared machine slows them all alike instead of whichever happened to run at a bad moment."""
+        shared machine slows them all alike instead of whichever happened to run at a bad moment.
+        The order rotates with i: a peer's worker threads still busy after its call (LanceDB, Chroma)
+        then slow each system's next query equally often, not always the same system's."""
         for qs in qsets:
             lat: dict[str, list[float]] = {name: [] for name, _, _ in systems}
             rec: dict[str, list[float]] = {name: [] for name, _, _ in systems}
             for i in range(nq):
                 f = filters_for(qs, i)
                 mask = masks[qs["name"]][i]
-                for name, fn, nqs in systems:
+                r = i % max(1, len(systems))
+                for name, fn, nqs in systems[r:] + systems[:r]:
                     if i >= nqs:
                         continue
                     try:
