@@ -326,7 +326,9 @@ class Engine:
                 if body["checkpoint"] != self.manifest.get("checkpoint") or body["segments"] != self.manifest.get(
                     "segments"
                 ):
+                    old = self.table
                     self._load(self.embedder, None)
+                    old.stop_loading()  # a reader still on the old table finishes its load itself
                     self.table.start_loading()
                 else:
                     self._replay(repair=False)
@@ -475,7 +477,9 @@ class Engine:
         try:
             self._wal.close()
             self._qcache.clear()
+            old = self.table
             self._load(embedder, None)
+            old.stop_loading()  # a reader still on the old table finishes its load itself
             self.table.start_loading()
             for d in self.derived:  # new vectors: a derived index with ``on_reset`` rebuilds from scratch
                 reset = getattr(d, "on_reset", None)
