@@ -8,10 +8,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 import aether
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+# The suite is deterministic by default: property tests replay the same examples on every run, so
+# CI never fails on an example that happened to be drawn once. To explore new random examples:
+# HYPOTHESIS_PROFILE=explore .venv/bin/python -m pytest tests/...
+settings.register_profile("deterministic", derandomize=True, deadline=None)
+settings.register_profile("explore", derandomize=False, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
 
 DIM = 32
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
