@@ -32,7 +32,7 @@ from ..errors import (
     NaiveDatetimeError,
 )
 from ..storage.rows import RowBatch
-from .txplan import PutOp
+from .txplan import PutOp, all_new, new_atom_rows
 from .validate import (
     check_atom_id,
     check_content,
@@ -69,19 +69,17 @@ class ColumnsPut:
 
     def rows(self, engine: Engine, tx: int) -> RowBatch | None:
         """The new rows when every atom id is new and distinct, else ``None`` (use :meth:`to_puts`)."""
-        ids = self.atom_id
-        if len(set(ids)) != len(ids) or not engine.table.atom_index.dict().keys().isdisjoint(ids):
+        if not all_new(engine, self.atom_id):
             return None
         assert self.vectors is not None
-        m = len(ids)
         vf = self.valid_from
         if self.vf_now is not None:
             vf = np.where(self.vf_now, np.int64(tx), vf)
         _check_order(vf, self.valid_to)
-        vid0 = engine._next_vid
-        return RowBatch(
-            version_id=np.arange(vid0, vid0 + m, dtype=np.int64),
-            atom_id=ids,
+        return new_atom_rows(
+            engine,
+            tx,
+            atom_id=self.atom_id,
             subject=self.subject,
             modality=self.modality,
             content=self.content,
@@ -91,10 +89,7 @@ class ColumnsPut:
             quality=self.quality,
             valid_from=vf,
             valid_to=self.valid_to,
-            tx_from=np.full(m, tx, np.int64),
-            tx_to=np.full(m, OPEN, np.int64),
             vectors=self.vectors,
-            extra={"new_atoms": True},  # checked above: the table skips its id look-ups
         )
 
     def to_puts(self) -> list[PutOp]:
@@ -146,32 +141,34 @@ def _as_list(values: Any, n: int | None, what: str) -> list[Any]:
     return out
 
 
-def _strings(values: list[Any], check: Callable[[Any], str], what: str) -> list[str]:
-    """Check a string column: types and lone surrogates in one Arrow conversion, rules per distinct
-    failure only (the per-row check runs just to find and name the bad row)."""
-    if not all(type(v) is str for v in values):  # str subclasses (numpy's str_) become plain str
+def _strings(values: list[Any], check: Callable[[Any], str], what: str) -> pa.Array:
+    """Check a string column (in place: str subclasses such as numpy's ``str_`` become ``str``) and
+    return it as Arrow: types and lone surrogates in one Arrow conversion; the per-row check runs
+    only to find and name a bad row."""
+    if not all(type(v) is str for v in values):
         values[:] = [str(v) if isinstance(v, str) else v for v in values]
+    arr = None
     try:
-        pa.array(values, pa.string())
+        arr = pa.array(values, pa.string())
         ok = all(type(v) is str for v in values)
     except (pa.ArrowException, UnicodeError, TypeError, ValueError):
         ok = False
-    if not ok:
+    if not ok or arr is None:
         for i, v in enumerate(values):
             try:
                 check(v)
             except AetherError as exc:
                 raise _row_error(i, exc) from None
         raise InvalidInputError(f"{what}: every value must be a str")  # pragma: no cover - check() raised
-    return values
+    return arr
 
 
 def _content(values: list[Any], limit: int) -> list[str]:
-    _strings(values, lambda v: check_content(v, limit), "content")
+    arr = _strings(values, lambda v: check_content(v, limit), "content")
     for i, v in enumerate(values):
         if not v.strip():
             raise _row_error(i, InvalidContentError("content is empty"))
-    sizes = pc.binary_length(pa.array(values, pa.string()))
+    sizes = pc.binary_length(arr)
     big = np.flatnonzero(sizes.to_numpy(zero_copy_only=False) > limit)
     if len(big):
         i = int(big[0])

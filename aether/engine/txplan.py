@@ -101,7 +101,7 @@ def plan_new_atoms(engine: Engine, ops: list[Op], tx: int) -> RowBatch | None:
         return None
     puts: list[PutOp] = ops  # type: ignore[assignment]
     ids = [op.atom_id for op in puts]
-    if len(set(ids)) != len(ids) or not engine.table.atom_index.dict().keys().isdisjoint(ids):
+    if not all_new(engine, ids):
         return None
     if any(op.content is None or op.vector is None for op in puts):
         return None
@@ -112,10 +112,9 @@ def plan_new_atoms(engine: Engine, ops: list[Op], tx: int) -> RowBatch | None:
         return None
     if bool((vf < MIN_US).any() or (vt <= vf).any()):
         return None  # (valid_to > OPEN cannot be: int64) the general path raises the exact error
-    m = len(puts)
-    vid0 = engine._next_vid
-    return RowBatch(
-        version_id=np.arange(vid0, vid0 + m, dtype=np.int64),
+    return new_atom_rows(
+        engine,
+        tx,
         atom_id=ids,
         subject=["default" if op.subject is None else op.subject for op in puts],
         modality=["text" if op.modality is None else op.modality for op in puts],
@@ -123,14 +122,55 @@ def plan_new_atoms(engine: Engine, ops: list[Op], tx: int) -> RowBatch | None:
         content_meta=["{}" if op.content_meta is None else op.content_meta for op in puts],
         tags=[{} if op.tags is None else op.tags for op in puts],
         metadata=["{}" if op.metadata is None else op.metadata for op in puts],
-        quality=np.fromiter((1.0 if op.quality is None else op.quality for op in puts), np.float64, count=m),
+        quality=np.fromiter((1.0 if op.quality is None else op.quality for op in puts), np.float64, count=len(puts)),
         valid_from=vf,
         valid_to=vt,
+        vectors=np.stack([op.vector for op in puts]).astype(np.float32, copy=False),  # type: ignore[misc]
+    )
+
+
+def all_new(engine: Engine, ids: list[str]) -> bool:
+    """Whether ``ids`` are distinct and none is in the store yet (the bulk-ingest fast paths)."""
+    return len(set(ids)) == len(ids) and engine.table.atom_index.dict().keys().isdisjoint(ids)
+
+
+def new_atom_rows(
+    engine: Engine,
+    tx: int,
+    *,
+    atom_id: list[str],
+    subject: list[str],
+    modality: list[str],
+    content: list[str],
+    content_meta: list[str],
+    tags: list[dict[str, Any]],
+    metadata: list[str],
+    quality: np.ndarray,
+    valid_from: np.ndarray,
+    valid_to: np.ndarray,
+    vectors: np.ndarray,
+) -> RowBatch:
+    """The rows of brand-new atoms (checked with :func:`all_new`), numbered and stamped with ``tx``."""
+    m = len(atom_id)
+    vid0 = engine._next_vid
+    return RowBatch(
+        version_id=np.arange(vid0, vid0 + m, dtype=np.int64),
+        atom_id=atom_id,
+        subject=subject,
+        modality=modality,
+        content=content,
+        content_meta=content_meta,
+        tags=tags,
+        metadata=metadata,
+        quality=quality,
+        valid_from=valid_from,
+        valid_to=valid_to,
         tx_from=np.full(m, tx, np.int64),
         tx_to=np.full(m, OPEN, np.int64),
-        vectors=np.stack([op.vector for op in puts]).astype(np.float32, copy=False),  # type: ignore[misc]
-        extra={"new_atoms": True},  # checked above: the table skips its id look-ups
+        vectors=vectors,
+        extra={"new_atoms": True},  # the table then skips its id look-ups
     )
+
 
 def plan(
     engine: Engine, any_ops: Sequence[AnyOp], tx: int, snap: Snapshot
