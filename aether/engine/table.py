@@ -623,8 +623,6 @@ class VersionTable:
 
     def text(self, row: int) -> dict[str, Any]:
         """The text columns of one row, decoded."""
-        import bisect
-
         c = bisect.bisect_right(self._chunk_starts, row) - 1
         chunk = self._chunks[c]
         i = row - self._chunk_starts[c]
@@ -649,16 +647,22 @@ class VersionTable:
             "metadata": json.loads(rec["metadata"]),
         }
 
+    def _chunk_spans(self, start: int, end: int) -> Iterator[tuple[pa.Table | _Tail, int, int, int]]:
+        """``(chunk, lo, a, b)`` for each text chunk holding rows of ``[start, end)``: its rows ``[a, b)``
+        are table rows ``lo, lo + 1, ...``."""
+        for c, cstart in enumerate(list(self._chunk_starts)):
+            if cstart >= end:
+                break  # chunks are in row order; one a writer is adding now lies past any reader's end
+            chunk = self._chunks[c]
+            clen = len(chunk) if isinstance(chunk, _Tail) else chunk.num_rows
+            lo, hi = max(start, cstart), min(end, cstart + clen)
+            if lo < hi:
+                yield chunk, lo, lo - cstart, hi - cstart
+
     def batch_range(self, start: int, end: int) -> RowBatch:
         """Rows ``[start, end)`` as a ``RowBatch``, read chunk by chunk (columnar, no per-row lookups)."""
         cols: dict[str, list[Any]] = {k: [] for k in _Tail.__slots__}
-        for c, cstart in enumerate(self._chunk_starts):
-            chunk = self._chunks[c]
-            cend = cstart + len(chunk) if isinstance(chunk, _Tail) else cstart + chunk.num_rows
-            lo, hi = max(start, cstart), min(end, cend)
-            if lo >= hi:
-                continue
-            a, b = lo - cstart, hi - cstart
+        for chunk, _, a, b in self._chunk_spans(start, end):
             if isinstance(chunk, _Tail):
                 for k in _Tail.__slots__:
                     cols[k].extend(getattr(chunk, k)[a:b])
@@ -701,15 +705,7 @@ class VersionTable:
                 return rows
             name, want = key
             found = [rows]
-            for c, cstart in enumerate(list(self._chunk_starts)):
-                if cstart >= n:
-                    break  # a chunk a writer is adding now: not in the reader's snapshot
-                chunk = self._chunks[c]
-                clen = len(chunk) if isinstance(chunk, _Tail) else chunk.num_rows
-                lo, hi = max(done, cstart), min(n, cstart + clen)
-                if lo >= hi:
-                    continue
-                a, b = lo - cstart, hi - cstart
+            for chunk, lo, a, b in self._chunk_spans(done, n):
                 if isinstance(chunk, _Tail):
                     hit = [
                         i
@@ -747,13 +743,7 @@ class VersionTable:
         """Rows ``[start, end)`` as a row-schema Arrow table (text from the chunks, no per-row Python
         for Arrow chunks; times, quality and vectors from the live columns, so closings are included)."""
         parts: list[pa.Table] = []
-        for c, cstart in enumerate(self._chunk_starts):
-            chunk = self._chunks[c]
-            clen = len(chunk) if isinstance(chunk, _Tail) else chunk.num_rows
-            lo, hi = max(start, cstart), min(end, cstart + clen)
-            if lo >= hi:
-                continue
-            a, b = lo - cstart, hi - cstart
+        for chunk, _, a, b in self._chunk_spans(start, end):
             part = _tail_arrow(chunk, a, b) if isinstance(chunk, _Tail) else chunk.slice(a, b - a).select(list(_TEXT))
             parts.append(part.cast(_TEXT_SCHEMA) if part.schema != _TEXT_SCHEMA else part)
         text = pa.concat_tables(parts) if parts else _TEXT_SCHEMA.empty_table()
