@@ -13,7 +13,7 @@ import time
 import uuid
 import warnings
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -54,6 +54,19 @@ from .validate import DEFAULT_MAX_CONTENT_BYTES
 DEFAULT_CHECKPOINT_BYTES = 64 << 20
 #: Read-only loads retried while a writer's checkpoint makes files look damaged or missing (~2 s).
 _READ_RETRIES = 30
+
+
+def _retry_reads(read: Callable[[], None]) -> None:
+    """Run ``read``, retrying a few times when files look damaged or missing: a writer's checkpoint
+    (manifest replaced, old WAL files deleted) can race a reader."""
+    for attempt in range(_READ_RETRIES):
+        try:
+            read()
+            return
+        except (CorruptionError, StorageIOError):
+            if attempt == _READ_RETRIES - 1:
+                raise
+            time.sleep(min(0.1, 0.005 * (attempt + 1)))
 
 
 @dataclass(frozen=True)
@@ -304,40 +317,38 @@ class Engine:
     def _load_consistent(self, embedder: Embedder | None, embedder_factory: Any) -> None:
         """Read-only open: a writer checkpointing meanwhile (manifest replaced, old WAL files
         deleted) can make what we read look damaged or missing; reload a few times first."""
-        for attempt in range(_READ_RETRIES):
-            try:
-                self._load(embedder, embedder_factory)
-                return
-            except (CorruptionError, StorageIOError):
-                if attempt == _READ_RETRIES - 1:
-                    raise
-                time.sleep(min(0.1, 0.005 * (attempt + 1)))
+        _retry_reads(lambda: self._load(embedder, embedder_factory))
+
+    def _reload(self, embedder: Embedder) -> None:
+        """Load the store's files again into a new table (a reader still on the old one finishes its
+        background vector load itself)."""
+        old = self.table
+        self._load(embedder, None)
+        old.stop_loading()
+        self.table.start_loading()
 
     def refresh(self) -> None:
         """Read-only stores: pick up transactions committed by the writer since open."""
         self._check_open()
         if self.path is None or not self.read_only:
             return
-        # The writer may checkpoint (replace the manifest, delete WAL files) while we read:
-        # what we read can then look damaged or missing. Retry from a full reload a few times.
-        for attempt in range(_READ_RETRIES):
+        path = self.path
+
+        def once() -> None:
             try:
-                body = mf.load(self.path)
+                body = mf.load(path)
                 if body["checkpoint"] != self.manifest.get("checkpoint") or body["segments"] != self.manifest.get(
                     "segments"
                 ):
-                    old = self.table
-                    self._load(self.embedder, None)
-                    old.stop_loading()  # a reader still on the old table finishes its load itself
-                    self.table.start_loading()
+                    self._reload(self.embedder)
                 else:
                     self._replay(repair=False)
-                return
             except (CorruptionError, StorageIOError):
                 self.manifest = {}  # force a full reload on the next attempt
-                if attempt == _READ_RETRIES - 1:
-                    raise
-                time.sleep(min(0.1, 0.005 * (attempt + 1)))
+                raise
+
+        # The writer may checkpoint (replace the manifest, delete WAL files) while we read.
+        _retry_reads(once)
 
     # ------------------------------------------------------------------ writes
     def _check_open(self) -> None:
@@ -477,10 +488,7 @@ class Engine:
         try:
             self._wal.close()
             self._qcache.clear()
-            old = self.table
-            self._load(embedder, None)
-            old.stop_loading()  # a reader still on the old table finishes its load itself
-            self.table.start_loading()
+            self._reload(embedder)
             for d in self.derived:  # new vectors: a derived index with ``on_reset`` rebuilds from scratch
                 reset = getattr(d, "on_reset", None)
                 (reset if callable(reset) else d.on_open)(self)
