@@ -165,18 +165,19 @@ def _valid_frame_after(data: bytes, start: int, *, chunk: int = 1 << 20) -> int 
     """
     end = len(data)
     last = end - _FRAME.size - MIN_RECORD  # the last offset a frame could start at
-    buf = np.frombuffer(data, np.uint8).astype(np.int64) if end <= chunk * 4 else None
+    u8 = np.frombuffer(data, np.uint8)
+    # Chain walks index bytes as int64: one copy of a small log, on-demand widening of a large one.
+    wide: Any = u8.astype(np.int64) if end <= chunk * 4 else _Wide(data)
     for lo in range(start + 1, last + 1, chunk):
         hi = min(lo + chunk, last + 1)  # candidate offsets q in [lo, hi)
-        big = buf if buf is not None else np.frombuffer(data, np.uint8)
-        b = big[lo : hi + 3].astype(np.int64)
+        b = u8[lo : hi + 3].astype(np.int64)
         n = hi - lo
         lengths = b[:n] | (b[1 : n + 1] << 8) | (b[2 : n + 2] << 16) | (b[3 : n + 3] << 24)
         q = np.arange(lo, hi, dtype=np.int64)
         ok = (lengths >= MIN_RECORD) & (q + _FRAME.size + lengths <= end)
         cand = q[ok]
         if len(cand):
-            cand = cand[_chains_to_end(big if buf is not None else _Wide(data), end, cand)]
+            cand = cand[_chains_to_end(wide, end, cand)]
         for pos in cand:
             if _frame_ok(data, int(pos)):
                 return int(pos)
