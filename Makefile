@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	touch $@
 
 $(DEVSTAMP): $(STAMP)
-	$(PIP) install $(CONSTRAINTS) -e '.[dev,hybrid,ray]'
+	$(PIP) install $(CONSTRAINTS) -e '.[dev,hybrid,ray,server,mcp,langchain,langgraph,llamaindex]'
 	touch $@
 
 install: $(STAMP)
