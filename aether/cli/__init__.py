@@ -10,7 +10,7 @@ import importlib
 
 from ._app import app, main
 
-_MODULES = ("_core", "_state", "_security", "_maintenance")
+_MODULES = ("_core", "_state", "_security", "_maintenance", "_server", "_mcp")
 
 for _name in _MODULES:
     try:
