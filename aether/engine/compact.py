@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..errors import InvalidInputError
 from ..security import engine_hooks as hooks
 from ..storage import manifest as mf
 from ..storage.segments import write_table
@@ -78,6 +79,30 @@ def _wait_derived(engine: Engine) -> None:
             wait()  # background index builds must not write files while we delete them
 
 
+def check_options(engine: Engine, *, merge_below: Any, retain_after: Any) -> int | None:
+    """Validate compaction options; returns the retention horizon to use (µs, or ``None``).
+
+    A horizon past the latest commit would purge every superseded version, making every past
+    as-of answer wrong: it is rejected when it lies in the future, and a horizon between the
+    latest commit and now (e.g. ``retain=timedelta(0)``) means "up to the latest commit".
+    """
+    if merge_below is not None and (
+        not isinstance(merge_below, int | np.integer) or isinstance(merge_below, bool) or merge_below < 0
+    ):
+        raise InvalidInputError(f"merge_below must be a non-negative number of rows, got {merge_below!r}")
+    if retain_after is None:
+        return None
+    if not isinstance(retain_after, int | np.integer) or isinstance(retain_after, bool):
+        raise InvalidInputError(f"retain must be a time or a timedelta, got {retain_after!r}")
+    last = int(engine._snap.last_tx)
+    if int(retain_after) > max(int(engine.clock()), last):
+        raise InvalidInputError(
+            "retain reaches past the latest commit (a future time or a negative timedelta): it would purge "
+            "every superseded version and make every past as-of answer wrong"
+        )
+    return min(int(retain_after), last + 1)  # past the latest commit, every horizon drops the same
+
+
 def compact(engine: Engine, *, merge_below: int | None = None, retain_after: int | None = None) -> CompactResult:
     """Rewrite the store without its erased rows (see the module docstring).
 
@@ -91,6 +116,7 @@ def compact(engine: Engine, *, merge_below: int | None = None, retain_after: int
     StorageIOError
         A write failed; the store is left as it was (the old manifest stays in force).
     """
+    retain_after = check_options(engine, merge_below=merge_below, retain_after=retain_after)
     if merge_below is not None or retain_after is not None:
         from .compact_policy import compact_policy
 

@@ -38,6 +38,7 @@ from ..errors import (
 from ..models import MemoryAtom, MemoryContent, MemoryModality
 from ..security import engine_hooks as _sec
 from ..storage import manifest as mf
+from ..storage._fs import io_errors as _fs_errors
 from ..storage.codec import Codec, PlainCodec
 from ..storage.lock import WriterLock
 from ..storage.rows import RowBatch, open_rows, seal_rows
@@ -56,6 +57,11 @@ DEFAULT_CHECKPOINT_BYTES = 64 << 20
 _READ_RETRIES = 30
 
 
+def _check_positive_int(name: str, value: Any) -> None:
+    if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 1:
+        raise InvalidInputError(f"{name} must be a positive integer (bytes), got {value!r}")
+
+
 def _retry_reads(read: Callable[[], None]) -> None:
     """Run ``read``, retrying a few times when files look damaged or missing: a writer's checkpoint
     (manifest replaced, old WAL files deleted) can race a reader."""
@@ -67,6 +73,17 @@ def _retry_reads(read: Callable[[], None]) -> None:
             if attempt == _READ_RETRIES - 1:
                 raise
             time.sleep(min(0.1, 0.005 * (attempt + 1)))
+
+
+#: Test hooks, by name, called at points where a race with another process can be widened
+#: deterministically (``before_lock``: a writer open, just before it takes the writer lock).
+TEST_HOOKS: dict[str, Callable[[], None]] = {}
+
+
+def _hook(name: str) -> None:
+    fn = TEST_HOOKS.get(name)
+    if fn is not None:
+        fn()
 
 
 @dataclass(frozen=True)
@@ -101,6 +118,9 @@ class Engine:
         codec: Codec | None = None,
         embedder_factory: Any = None,
     ) -> None:
+        # Checked before anything is created: a bad limit would otherwise make every write fail later.
+        _check_positive_int("max_content_bytes", max_content_bytes)
+        _check_positive_int("checkpoint_bytes", checkpoint_bytes)
         self.path = Path(path) if path is not None else None
         self.read_only = read_only
         self.clock: Clock = clock or now_us
@@ -156,18 +176,23 @@ class Engine:
     def _open_dir(self, embedder: Embedder | None, *, create: bool, embedder_factory: Any) -> None:
         assert self.path is not None
         root = self.path
-        exists = (root / mf.NAME).exists()
-        if not exists:
-            if self.read_only or not create:
-                raise mf.StoreNotFoundError(f"no aether store at {root}")
-            if root.exists() and any(p.name != "LOCK" for p in root.iterdir()):
-                raise StoreError(f"{root} exists, is not empty and is not an aether store")
-            root.mkdir(parents=True, exist_ok=True)
+        if not (root / mf.NAME).exists() and (self.read_only or not create):
+            raise mf.StoreNotFoundError(f"no aether store at {root}")
         if not self.read_only:
+            with _fs_errors("create store directory", root):
+                root.mkdir(parents=True, exist_ok=True)
+            _hook("before_lock")
             self._lock = WriterLock(root)
             self._lock.acquire()
         try:
+            # Decided under the writer lock: another process may have created the store (and
+            # committed to it) since the check above; creating it again would replace its manifest.
+            exists = (root / mf.NAME).exists()
             if not exists:
+                if self.read_only or not create:
+                    raise mf.StoreNotFoundError(f"no aether store at {root}")
+                if any(p.name != "LOCK" for p in root.iterdir()):
+                    raise StoreError(f"{root} exists, is not empty and is not an aether store")
                 if embedder is None:
                     embedder = embedder_factory(None)
                 assert embedder is not None
