@@ -26,10 +26,13 @@ can catch them all with one ``except``::
     ├── SecurityError                            keys and integrity
     │   ├── KeyRequiredError                     the store is encrypted and no key was given
     │   ├── WrongKeyError                        the key does not open this store
-    │   └── TamperedError                        a hash chain or authenticated ciphertext does not verify
-    │       └── StateTamperedError               an agent state snapshot fails its checksum, tag or chain link
+    │   ├── TamperedError                        a hash chain or authenticated ciphertext does not verify
+    │   │   └── StateTamperedError               an agent state snapshot fails its checksum, tag or chain link
+    │   ├── AuthenticationError                  the server got no API key, or a wrong or revoked one (401)
+    │   └── PermissionDeniedError                the API key lacks the scope or namespace (403)
     ├── EmbeddingError                           the embedding model failed or is unavailable
     ├── MissingDependencyError (also ImportError) an optional extra is not installed
+    ├── RemoteError                              the server failed (5xx) or could not be reached
     └── ConfigError                              an unknown model or recipe name, a bad setting
 """
 
@@ -151,6 +154,18 @@ class TamperedError(SecurityError):
 
 class StateTamperedError(TamperedError):
     """A stored agent state snapshot failed its checksum, authentication tag or chain link."""
+
+
+class AuthenticationError(SecurityError):
+    """The server got no API key, or a wrong or revoked one."""
+
+
+class PermissionDeniedError(SecurityError):
+    """The API key does not grant the scope or the namespace of the request."""
+
+
+class RemoteError(AetherError):
+    """The aether server failed (a 5xx) or could not be reached."""
 
 
 class EmbeddingError(AetherError):
