@@ -97,3 +97,114 @@ def test_compact_rejects_retention_past_the_latest_commit(tmp_path: Path, in_mem
     mem.compact(retain=timedelta(0))  # up to now: allowed (drops the superseded version)
     assert mem.get(a.atom_id, as_of=before) is None
     mem.close()
+
+
+# ------------------------------------------------------------------ 4. the index catalog race
+def _small_recipe() -> object:
+    from aether.index import load_recipe
+
+    return load_recipe().with_overrides(
+        partition_rows=64, tail_rows=24, background=False,
+        tiers=[{"name": "flat", "max_rows": None, "factory": "Flat"}], planner={"exact_rows": 8},
+    )
+
+
+def _listed_files_exist(path: Path) -> list[str]:
+    from aether.index import catalog as cat
+
+    body = cat.load_catalog(path, 0)
+    assert body is not None
+    return [e["file"] for e in body["partitions"] if not (path / e["file"]).exists()]
+
+
+def test_two_index_publications_never_list_a_removed_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Publication A (an older state) has written its files and stalls before its catalog;
+    publication B of a newer state runs meanwhile. A must not end up listing a file that B
+    removed (the old code: ``listed in the index catalog but unreadable``)."""
+    from aether.index import catalog as cat
+    from aether.index import find_index, use_recipe
+
+    path = tmp_path / "s"
+    mem = aether.open(path, embedder=_emb())
+    eng = mem._engine
+    idx = use_recipe(eng, _small_recipe())  # type: ignore[arg-type]
+    mem.add_many([{"content": f"first {i}"} for i in range(40)])
+    idx.seal()
+    assert find_index(eng) is idx and idx.state.covered == 40
+    reached, go = threading.Event(), threading.Event()
+    real_save = cat.save_catalog
+
+    def stalled_save(root: Path, generation: int, body: dict[str, object]) -> None:
+        if threading.current_thread().name == "publish-a":
+            reached.set()
+            assert go.wait(30)
+        real_save(root, generation, body)
+
+    monkeypatch.setattr(cat, "save_catalog", stalled_save)
+    errors: list[BaseException] = []
+
+    def run(fn: object) -> None:
+        try:
+            fn()  # type: ignore[operator]
+        except BaseException as exc:
+            errors.append(exc)
+
+    a = threading.Thread(target=run, args=(lambda: idx._persist(eng, list(range(len(idx.state.partitions)))),),
+                         name="publish-a")
+    a.start()
+    assert reached.wait(30)
+
+    def newer() -> None:
+        mem.add_many([{"content": f"second {i}"} for i in range(40)])
+        idx.seal()
+
+    b = threading.Thread(target=run, args=(newer,), name="publish-b")
+    b.start()
+    b.join(3)  # the old code finishes B here; the fixed one waits for A's publication
+    go.set()
+    a.join(60)
+    b.join(60)
+    assert not errors, errors[0]
+    assert _listed_files_exist(path) == []
+    report = aether.verify(path)
+    assert report.ok, [str(p) for p in report.problems]
+    mem.close()
+    with aether.open(path, embedder=_emb()) as again:
+        assert use_recipe(again._engine, _small_recipe()).notes == []  # type: ignore[arg-type]
+
+
+def test_compaction_removes_index_files_atomically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A crash in the middle of deleting the index files must not leave a catalog naming deleted
+    files: the folder is renamed away first. The kill is simulated by failing the deletion after
+    the first file (the old code deleted files one by one inside ``index/``)."""
+    import shutil
+
+    from aether.index import use_recipe
+
+    path = tmp_path / "s"
+    mem = aether.open(path, embedder=_emb())
+    use_recipe(mem._engine, _small_recipe())  # type: ignore[arg-type]
+    mem.add_many([{"content": f"row {i}", "subject": "u1" if i % 2 else "u2"} for i in range(120)])
+    mem.checkpoint()
+    assert (path / "index" / "0" / "CATALOG.json").exists()
+    mem.erase(subject="u1")
+    real_rmtree = shutil.rmtree
+
+    class Killed(Exception):
+        pass
+
+    def dies_midway(p: object, ignore_errors: bool = False, **kw: object) -> None:
+        files = sorted(q for q in Path(str(p)).rglob("*.faiss"))
+        files[0].unlink()  # one file gone, then the "kill"
+        raise Killed
+
+    monkeypatch.setattr(shutil, "rmtree", dies_midway)
+    with pytest.raises(Killed):
+        mem.compact()
+    monkeypatch.setattr(shutil, "rmtree", real_rmtree)
+    report = aether.verify(path)
+    assert report.ok, [str(p) for p in report.problems]
+    mem._engine._lock.release()  # type: ignore[union-attr]  # the "killed" process's lock
+    with aether.open(path, embedder=_emb()) as again:
+        assert not any(p.name.startswith("index.removed-") for p in path.iterdir())
+        assert again.stats().versions == 60

@@ -16,7 +16,6 @@ function later; keep it the one entry point.
 from __future__ import annotations
 
 import secrets
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -70,6 +69,14 @@ def _reload(engine: Engine, body: dict[str, Any] | None) -> None:
     finally:
         if hasattr(engine, "gen_seq"):
             engine.gen_seq += 1
+
+
+def remove_index_files(root: Path) -> int:
+    """Remove the store's index files (renamed away first: a crash never leaves a catalog without
+    its files); returns how many there were."""
+    from ..index import catalog  # late: aether.index imports the engine's types
+
+    return catalog.remove_all(root)
 
 
 def _wait_derived(engine: Engine) -> None:
@@ -155,10 +162,7 @@ def compact(engine: Engine, *, merge_below: int | None = None, retain_after: int
         # Derived index files hold vectors of erased rows: remove them before the swap (a crash
         # then leaves the old manifest and no index, which is rebuilt from the rows).
         _wait_derived(engine)
-        index_dir = root / "index"
-        if index_dir.is_dir():
-            removed += sum(1 for p in index_dir.rglob("*") if p.is_file())
-            shutil.rmtree(index_dir, ignore_errors=True)
+        removed += remove_index_files(root)
         # WAL files before the current one may still hold rows from before the erasure.
         for old in engine._wal.rotate(snap.last_seq + 1):
             old.unlink(missing_ok=True)

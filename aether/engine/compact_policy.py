@@ -20,7 +20,6 @@ only what needs it:
 from __future__ import annotations
 
 import secrets
-import shutil
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -29,7 +28,7 @@ from .._time import OPEN
 from ..security import engine_hooks as hooks
 from ..storage import manifest as mf
 from ..storage.segments import closings_table, write_table
-from .compact import CompactResult, _disk_bytes, _reload, _wait_derived
+from .compact import CompactResult, _disk_bytes, _reload, _wait_derived, remove_index_files
 from .table import VersionTable
 
 if TYPE_CHECKING:
@@ -146,10 +145,8 @@ def compact_policy(
         if dropped:
             body["erased"] = []
             _wait_derived(engine)
-            index_dir = root / "index"  # index files hold vectors of the dropped rows
-            if index_dir.is_dir():
-                removed += sum(1 for p in index_dir.rglob("*") if p.is_file())
-                shutil.rmtree(index_dir, ignore_errors=True)
+            # Index files hold vectors of the dropped rows (removed atomically: see remove_all).
+            removed += remove_index_files(root)
         for old in engine._wal.rotate(snap.last_seq + 1):  # old WAL files may hold dropped rows
             old.unlink(missing_ok=True)
             removed += 1

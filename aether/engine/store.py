@@ -338,6 +338,9 @@ class Engine:
                         p.unlink(missing_ok=True)
         tmp = self.path / (mf.NAME + ".tmp")
         tmp.unlink(missing_ok=True)
+        from ..index.catalog import remove_leftovers  # late: aether.index imports the engine's types
+
+        remove_leftovers(self.path)
 
     def _load_consistent(self, embedder: Embedder | None, embedder_factory: Any) -> None:
         """Read-only open: a writer checkpointing meanwhile (manifest replaced, old WAL files

@@ -294,24 +294,30 @@ class BucketedIndex:
 
     def _persist(self, engine: Engine, fresh: list[int]) -> None:
         assert engine.path is not None
-        st = self.state
-        old = cat.load_catalog(engine.path, self.generation) or {}
-        old_files = {(e["klo"], e["khi"], e["rows"], e["vids_crc"]): e for e in old.get("partitions", [])}
-        entries = []
-        for i, p in enumerate(st.partitions):
-            fields = _entry_fields(p, st.table.version_id)
-            prev = old_files.get((p.klo, p.khi, p.m, fields["vids_crc"]))
-            if prev is not None and i not in fresh:
-                entries.append(prev)
-                continue
-            rel = _file_name(self.generation, p.klo, p.khi, st.covered)
-            entry = cat.write_index_file(engine.path, rel, p.index, engine.codec, engine.store_id)
-            entry.update(fields)
-            entries.append(entry)
-        body = self._catalog_base(engine, st)
-        body["partitions"] = entries
-        cat.save_catalog(engine.path, self.generation, body)
-        cat.remove_unlisted(engine.path, self.generation, {e["file"] for e in entries})
+        # One publication at a time per store (a background seal, a synchronous seal and an
+        # open-time rebuild can all get here): new files first, then the catalog, then removal of
+        # what no recent catalog lists. The state is read under the lock, so the last publication
+        # is always of the newest state.
+        with cat.publish_lock(engine.path):
+            st = self.state
+            if st.table is None or st.table is not engine.table:
+                return  # the store was reloaded meanwhile; the new state publishes itself
+            old = cat.load_catalog(engine.path, self.generation) or {}
+            old_files = {(e["klo"], e["khi"], e["rows"], e["vids_crc"]): e for e in old.get("partitions", [])}
+            entries = []
+            for i, p in enumerate(st.partitions):
+                fields = _entry_fields(p, st.table.version_id)
+                prev = old_files.get((p.klo, p.khi, p.m, fields["vids_crc"]))
+                if prev is not None and i not in fresh and _on_disk(engine.path / prev["file"], prev["bytes"]):
+                    entries.append(prev)
+                    continue
+                rel = _file_name(self.generation, p.klo, p.khi, st.covered)
+                entry = cat.write_index_file(engine.path, rel, p.index, engine.codec, engine.store_id)
+                entry.update(fields)
+                entries.append(entry)
+            body = self._catalog_base(engine, st)
+            body["partitions"] = entries
+            cat.publish(engine.path, self.generation, body)
 
     def _load_persisted(self, engine: Engine) -> None:
         assert engine.path is not None
@@ -366,6 +372,14 @@ class BucketedIndex:
         if rebuilt and not engine.read_only:
             with contextlib.suppress(StorageIOError):
                 self._persist(engine, rebuilt)
+
+
+def _on_disk(path: Any, size: int) -> bool:
+    """A file a catalog lists is still there with its recorded size (else it is written again)."""
+    try:
+        return bool(path.stat().st_size == size)
+    except OSError:
+        return False
 
 
 def _layout_of(recipe: Any) -> dict[str, Any] | None:

@@ -10,6 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import mmap
+import os
+import secrets
+import shutil
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +24,76 @@ import numpy as np
 
 from ..errors import CorruptionError, TamperedError
 from ..storage import checked_json
-from ..storage._fs import io_errors, write_atomic
+from ..storage._fs import fsync_dir, io_errors, replace, write_atomic
 from ..storage.codec import Codec, PlainCodec
 
 CATALOG = "CATALOG.json"
 CATALOG_FORMAT = 1
 
 
+#: Prefix of an index folder being removed (renamed first, so no catalog outlives its files).
+REMOVED_PREFIX = "index.removed-"
+
+_LOCKS: dict[str, threading.RLock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
 def gen_dir(root: Path, generation: int) -> Path:
     return root / "index" / str(int(generation))
 
+
+@contextlib.contextmanager
+def publish_lock(root: Path) -> Iterator[None]:
+    """Serialise index publication in one store (one writer process per store: a process lock suffices).
+
+    Held from reading the old catalog through writing the new files, publishing the catalog and
+    removing old files, so that one publication can never delete a file another is about to list.
+    """
+    key = os.path.realpath(root)
+    with _LOCKS_GUARD:
+        lock = _LOCKS.setdefault(key, threading.RLock())
+    with lock:
+        yield
+
+
+def publish(root: Path, generation: int, body: dict[str, Any]) -> None:
+    """Publish ``body`` as the generation's catalog, then remove files that no recent catalog lists.
+
+    Files the previous catalog listed are kept one publication longer: a read-only process that
+    loaded that catalog just before can still open them. Call after writing the new files.
+    """
+    with publish_lock(root):
+        prev = load_catalog(root, generation) or {}
+        save_catalog(root, generation, body)
+        keep = {e["file"] for e in body.get("partitions", [])}
+        keep |= {e.get("file") for e in prev.get("partitions", []) if isinstance(e, dict)}
+        remove_unlisted(root, generation, {k for k in keep if isinstance(k, str)})
+
+
+def remove_all(root: Path) -> int:
+    """Remove every index file of the store (compaction: they hold vectors of purged rows); returns the count.
+
+    The folder is renamed away first (one atomic step), so a crash never leaves a catalog whose
+    files are partly deleted; a renamed folder left by a crash is removed by :func:`remove_leftovers`.
+    """
+    with publish_lock(root):
+        d = root / "index"
+        if not d.is_dir():
+            return 0
+        count = sum(1 for p in d.rglob("*") if p.is_file())
+        gone = root / f"{REMOVED_PREFIX}{secrets.token_hex(4)}"
+        replace(d, gone)
+        fsync_dir(root)
+        shutil.rmtree(gone, ignore_errors=True)
+        return count
+
+
+def remove_leftovers(root: Path) -> None:
+    """Delete index folders a crashed :func:`remove_all` renamed but did not finish removing."""
+    with contextlib.suppress(OSError):
+        for p in root.iterdir():
+            if p.name.startswith(REMOVED_PREFIX) and p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
 
 
 
@@ -119,7 +184,12 @@ def remove_unlisted(root: Path, generation: int, keep: set[str]) -> None:
     d = gen_dir(root, generation)
     if not d.is_dir():
         return
-    for p in d.iterdir():
+    with publish_lock(root), contextlib.suppress(OSError):
+        _remove_unlisted(d, generation, keep)
+
+
+def _remove_unlisted(d: Path, generation: int, keep: set[str]) -> None:
+    for p in list(d.iterdir()):
         rel = f"index/{generation}/{p.name}"
         if p.name != CATALOG and rel not in keep:
             with contextlib.suppress(OSError):  # derived data: a stale file is harmless, retried next time
@@ -130,7 +200,11 @@ __all__ = [
     "CATALOG",
     "gen_dir",
     "load_catalog",
+    "publish",
+    "publish_lock",
     "read_index_file",
+    "remove_all",
+    "remove_leftovers",
     "remove_unlisted",
     "save_catalog",
     "vids_crc",
