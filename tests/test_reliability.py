@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import aether
@@ -208,3 +209,67 @@ def test_compaction_removes_index_files_atomically(tmp_path: Path, monkeypatch: 
     with aether.open(path, embedder=_emb()) as again:
         assert not any(p.name.startswith("index.removed-") for p in path.iterdir())
         assert again.stats().versions == 60
+
+
+# ------------------------------------------------------------------ 2. a read-only reader beside a writer
+@pytest.mark.parametrize("action", ["checkpoint", "compact"])
+def test_reader_gets_no_untyped_error_when_the_writer_removes_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, action: str
+) -> None:
+    """Between the reader listing the WAL files (or the store's files) and reading or sizing them,
+    the writer checkpoints or compacts and deletes them. The reader's ``refresh``, ``search`` and
+    ``stats`` must still succeed (the old code: a raw ``FileNotFoundError`` from ``stats``)."""
+    from aether.storage.wal import WriteAheadLog
+
+    path = tmp_path / "s"
+    w = aether.open(path, embedder=_emb(), checkpoint_bytes=1 << 30)
+    w.add_many([{"content": f"seed {i}", "tags": {"g": "x"}} for i in range(5)])
+    ro = aether.open(path, embedder=_emb(), read_only=True)
+    real_files = WriteAheadLog.files
+    armed = {"n": 0}
+
+    def files_then_writer_acts(self: WriteAheadLog) -> list[Path]:
+        out = real_files(self)
+        if self is ro._engine._wal and armed["n"] and out:
+            armed["n"] -= 1
+            w.add(f"written while the reader lists {armed['n']}", tags={"g": "x"})
+            w.compact() if action == "compact" else w.checkpoint()
+            assert not all(p.exists() for p in out)  # the reader now holds names of deleted files
+        return out
+
+    monkeypatch.setattr(WriteAheadLog, "files", files_then_writer_acts)
+    q = np.ones(DIM, np.float32)
+    for round_ in range(3):
+        w.add_many([{"content": f"round {round_} {i}", "tags": {"g": "x"}} for i in range(5)])
+        armed["n"] = 1
+        st = ro.stats()  # sizes the WAL files the writer has just deleted
+        assert st.versions >= 5
+        armed["n"] = 2
+        ro.refresh()
+        got = len(ro.search(q, k=1000, tags={"g": "x"}))
+        assert got == w.stats().versions or got == len(w.search(q, k=1000, tags={"g": "x"}))
+    ro.close()
+    w.close()
+
+
+def test_disk_bytes_of_a_tree_tolerate_files_vanishing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``stats().disk_bytes`` walks the store while a writer renames ``*.tmp`` files into place."""
+    import os
+
+    from aether.storage import _fs
+
+    (tmp_path / "segments").mkdir()
+    keep = tmp_path / "segments" / "a.parquet"
+    keep.write_bytes(b"x" * 10)
+    gone = tmp_path / "segments" / "b.parquet.tmp"
+    gone.write_bytes(b"y" * 5)
+    real_walk = os.walk
+
+    def walk_then_rename(top: str, *a: object, **kw: object):  # type: ignore[no-untyped-def]
+        for item in real_walk(top, *a, **kw):  # type: ignore[call-overload]
+            if item[0].endswith("segments") and gone.exists():
+                gone.rename(tmp_path / "segments" / "b.parquet")  # the writer's rename, after the listing
+            yield item
+
+    monkeypatch.setattr(os, "walk", walk_then_rename)
+    assert _fs.tree_bytes(tmp_path) == 10  # b.parquet appeared after its folder was listed

@@ -25,6 +25,7 @@ import numpy as np
 from ..errors import InvalidInputError
 from ..security import engine_hooks as hooks
 from ..storage import manifest as mf
+from ..storage._fs import tree_bytes
 from ..storage.segments import write_table
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ class CompactResult:
 def _disk_bytes(root: Path | None) -> int:
     if root is None:
         return 0
-    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+    return tree_bytes(root)
 
 
 def _reload(engine: Engine, body: dict[str, Any] | None) -> None:

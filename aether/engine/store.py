@@ -39,6 +39,7 @@ from ..models import MemoryAtom, MemoryContent, MemoryModality
 from ..security import engine_hooks as _sec
 from ..storage import manifest as mf
 from ..storage._fs import io_errors as _fs_errors
+from ..storage._fs import tree_bytes
 from ..storage.codec import Codec, PlainCodec
 from ..storage.lock import WriterLock
 from ..storage.rows import RowBatch, open_rows, seal_rows
@@ -665,7 +666,7 @@ class Engine:
         current = alive & (t.tx_to[:n] == OPEN)
         disk = 0
         if self.path is not None:
-            disk = sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+            disk = tree_bytes(self.path)  # a writer may remove files while a reader counts
         return {
             "path": str(self.path) if self.path else None,
             "model": self.embedder.identity,

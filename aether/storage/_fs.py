@@ -55,6 +55,20 @@ def replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
         os.replace(src, dst)
 
 
+def tree_bytes(root: str | os.PathLike[str]) -> int:
+    """Bytes of every file under ``root``, counting what exists when each file is looked at.
+
+    Another process (the writer, when this is a reader) may delete or rename files while we walk:
+    a file gone between listing and ``stat`` counts as zero, and never raises.
+    """
+    total = 0
+    for top, _dirs, files in os.walk(root):  # os.walk ignores folders that vanish meanwhile
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.stat(os.path.join(top, name), follow_symlinks=False).st_size
+    return total
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never a mix."""
     tmp = path.with_name(path.name + ".tmp")

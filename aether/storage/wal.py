@@ -289,7 +289,7 @@ class WriteAheadLog:
         """WAL files in replay order."""
         if not self.dir.exists():
             return []
-        return sorted(self.dir.glob("*.wal"), key=lambda p: int(p.stem))
+        return sorted((p for p in self.dir.glob("*.wal") if p.stem.isdigit()), key=lambda p: int(p.stem))
 
     def _aad(self, path: Path, offset: int) -> bytes:
         return f"wal|{self.store_id}|{path.name}|{offset}".encode()
@@ -438,7 +438,12 @@ class WriteAheadLog:
         return [p for p in old if p != self.path]
 
     def size(self) -> int:
-        return sum(p.stat().st_size for p in self.files())
+        """Bytes of the WAL files; a file removed meanwhile (a writer's checkpoint, seen by a reader) counts 0."""
+        total = 0
+        for p in self.files():
+            with contextlib.suppress(FileNotFoundError):
+                total += p.stat().st_size
+        return total
 
     def close(self) -> None:
         if self._fh is not None:
