@@ -331,24 +331,27 @@ class AetherVectorStore(VectorStore):
         targets = self._all_current_ids() if ids is None else list(ids)
         for doc_id in targets:
             try:
-                if self._memory.get(doc_id) is None:
-                    continue
+                exists = self._memory.get(doc_id) is not None
+            except InvalidInputError:  # a malformed id names no document
+                continue
+            if not exists:
+                continue
+            try:
                 self._memory.retract(doc_id, at)
-            except (AtomNotFoundError, InvalidInputError) as exc:
-                if isinstance(exc, InvalidInputError) and at is not None:
-                    raise  # a bad ``at`` is the caller's mistake; a malformed id just names no document
+            except AtomNotFoundError:  # gone meanwhile
                 continue
         return True
 
     def _all_current_ids(self) -> list[str]:
         """Every document true now. The facade has no scan, so this is a search wide enough to return all of them."""
-        dim = self._memory.embedder.dim
-        probe = np.zeros(dim, np.float32)
+        probe = np.zeros(self._memory.embedder.dim, np.float32)
         probe[0] = 1.0
-        n = self._memory.stats().atoms_current
-        if n == 0:
-            return []
-        return [h.atom_id for h in self._memory.search(probe, k=n, mode="dense")]
+        k = 1024
+        while True:  # widen until the search returns fewer than it was asked for: then it returned all
+            hits = self._memory.search(probe, k=k, mode="dense")
+            if len(hits) < k:
+                return [h.atom_id for h in hits]
+            k *= 4
 
     def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
         """The current version of each id that exists, in the order given (missing ids are skipped)."""
@@ -366,7 +369,9 @@ class AetherVectorStore(VectorStore):
     def _search_kwargs(self, filter: Mapping[str, Any] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
         unknown = set(kwargs) - _SEARCH_KWARGS
         if unknown:
-            raise InvalidInputError(f"unexpected search arguments {sorted(unknown)}; aether takes {sorted(_SEARCH_KWARGS)}")
+            raise InvalidInputError(
+                f"unexpected search arguments {sorted(unknown)}; aether takes {sorted(_SEARCH_KWARGS)}"
+            )
         out = dict(kwargs)
         if filter:
             if not isinstance(filter, Mapping):

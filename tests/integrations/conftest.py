@@ -37,6 +37,9 @@ def pytest_pycollect_makeitem(collector: Any, name: str, obj: Any) -> Generator[
     result = outcome.get_result()
     items = result if isinstance(result, list) else [result]
     for item in items:
-        if isinstance(item, pytest.Function) and item.get_closest_marker("asyncio") is None:
-            if item.get_closest_marker("anyio") is None:
-                item.add_marker(pytest.mark.asyncio)
+        if (
+            isinstance(item, pytest.Function)
+            and item.get_closest_marker("asyncio") is None
+            and item.get_closest_marker("anyio") is None
+        ):
+            item.add_marker(pytest.mark.asyncio)

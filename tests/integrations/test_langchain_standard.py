@@ -9,9 +9,9 @@ import pytest
 pytest.importorskip("langchain_core")
 pytest.importorskip("langchain_tests")
 
-from langchain_tests.integration_tests import VectorStoreIntegrationTests  # noqa: E402
+from langchain_tests.integration_tests import VectorStoreIntegrationTests
 
-from aether.integrations.langchain import AetherVectorStore  # noqa: E402
+from aether.integrations.langchain import AetherVectorStore
 
 
 class TestAetherVectorStoreStandard(VectorStoreIntegrationTests):
