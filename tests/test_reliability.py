@@ -273,3 +273,53 @@ def test_disk_bytes_of_a_tree_tolerate_files_vanishing(tmp_path: Path, monkeypat
 
     monkeypatch.setattr(os, "walk", walk_then_rename)
     assert _fs.tree_bytes(tmp_path) == 10  # b.parquet appeared after its folder was listed
+
+
+# ------------------------------------------------------------------ 3. verify on a live store
+@pytest.mark.parametrize("commits", [1, 1000])
+def test_verify_on_a_live_store_never_reports_false_damage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, commits: int
+) -> None:
+    """The writer commits right after verify has read the WAL and before it reads the log (the old
+    code: "log records transaction N, but the store ends at N-1 (records lost)"). Once: the repeated
+    check is clean. Every time: the report is busy, never damaged."""
+    from aether.security import verify as vmod
+
+    path = tmp_path / "s"
+    w = aether.open(path, embedder=_emb())
+    w.add("first")
+    real_scan = vmod.scan_frames
+    left = {"n": commits}
+
+    def scan_then_commit(p: Path, data: bytes) -> object:
+        out = real_scan(p, data)
+        if left["n"] > 0:
+            left["n"] -= 1
+            w.add(f"committed during verify {left['n']}")
+        return out
+
+    monkeypatch.setattr(vmod, "scan_frames", scan_then_commit)
+    monkeypatch.setattr(vmod, "_LIVE_SECONDS", 2.0, raising=False)
+    report = aether.verify(path)
+    assert report.problems == [], [str(p) for p in report.problems]
+    if commits == 1:
+        assert report.ok and report.attempts == 2
+    else:
+        assert report.busy and not report.ok
+        assert any("unconfirmed" in str(p) for p in report.warnings)
+    w.close()
+    monkeypatch.setattr(vmod, "scan_frames", real_scan)
+    assert aether.verify(path).ok
+
+
+def test_verify_still_reports_real_damage(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    with aether.open(path, embedder=_emb()) as w:
+        w.add_many([{"content": f"row {i}"} for i in range(20)])
+    seg = next((path / "segments").glob("*.parquet"))
+    data = bytearray(seg.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    seg.write_bytes(bytes(data))
+    report = aether.verify(path)
+    assert not report.ok and not report.busy and report.attempts == 1
+    assert any("CRC32C" in str(p) for p in report.problems)

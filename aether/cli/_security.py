@@ -84,7 +84,10 @@ def cmd_verify(
     key_file: KeyFileOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Check checksums, ciphertexts, the hash-chained log and the manifest; exit 1 on any problem."""
+    """Check checksums, ciphertexts, the hash-chained log and the manifest; exit 1 on any problem.
+
+    Exit 3 when a writer kept changing the store during every check (nothing could be confirmed).
+    """
     from ..security.verify import verify
 
     report = verify(path, key_file=key_file)
@@ -94,6 +97,8 @@ def cmd_verify(
                 {
                     "path": report.path,
                     "ok": report.ok,
+                    "busy": report.busy,
+                    "attempts": report.attempts,
                     "encrypted": report.encrypted,
                     "authenticated": report.authenticated,
                     "checked": report.checked,
@@ -111,11 +116,14 @@ def cmd_verify(
             typer.echo(f"warning {p}")
         counts = ", ".join(f"{k}={v}" for k, v in sorted(report.checked.items()))
         head = report.log_head
-        status = "OK" if report.ok else "FAILED"
+        status = "OK" if report.ok else "BUSY" if report.busy else "FAILED"
         typer.echo(
             f"{status}: {len(report.problems)} problem(s), {len(report.warnings)} warning(s) [{counts}]"
             + (f"; log head seq {head['seq']} {head['hash']}" if head else "")
         )
+    if report.busy:
+        typer.echo("the store changed during every check (a writer is active): run verify again", err=True)
+        sys.exit(3)
     if not report.ok:
         sys.exit(1)
 

@@ -7,12 +7,20 @@ sequence continuity); the hash-chained log (entry hashes, links, sequence, the m
 head, and the WAL payload digests of records still in the WAL); the keyring (checksum, with a
 key: the key verifier and every wrapped key); and every index catalog and index file named by it.
 Each problem names its file and, where it applies, the byte offset (or the row).
+
+On a live store (a writer committing, checkpointing or compacting meanwhile) the files are not
+read at one instant, so a check can see, say, a log entry whose WAL record it read before the
+writer appended it. A check that finds problems is therefore repeated while the store's files
+change under it; findings are reported only from a check during which nothing changed. If the
+store never holds still, the report says it is *busy* (``busy``, ``ok`` false, no problems) rather
+than calling a healthy store damaged.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,10 +66,14 @@ class VerifyReport:
     checked: dict[str, int] = field(default_factory=dict)
     #: the last entry of the hash-chained log: ``{"seq": ..., "hash": ...}``
     log_head: dict[str, Any] | None = None
+    #: the store changed during every check (a writer is active): findings could not be confirmed
+    busy: bool = False
+    #: how many times the store was checked (more than one: it changed during a check that found problems)
+    attempts: int = 1
 
     @property
     def ok(self) -> bool:
-        return not self.problems
+        return not self.problems and not self.busy
 
     def _count(self, what: str, n: int = 1) -> None:
         self.checked[what] = self.checked.get(what, 0) + n
@@ -108,11 +120,62 @@ def verify(path: str | os.PathLike[str], *, key: Any = None, key_file: Any = Non
     key, key_file
         The master key (else ``AETHER_KEY``); without it an encrypted store's CRCs, structure and
         log are checked but ciphertexts are not authenticated (a warning says so).
+
+    Returns
+    -------
+    VerifyReport
+        ``ok`` when nothing is wrong; ``busy`` when a writer kept changing the store during every
+        check that found something (the findings are then warnings, never problems).
     """
     root = Path(path)
+    master = resolve_key(key, key_file)
+    deadline = time.monotonic() + _LIVE_SECONDS
+    attempt = 0
+    while True:
+        attempt += 1
+        before = _fingerprint(root)
+        try:
+            report = _verify_once(root, master)
+        except OSError as exc:  # a file listed a moment ago is gone (a writer removed it)
+            report = VerifyReport(path=str(root), problems=[Problem(".", None, f"unreadable: {exc}")])
+        report.attempts = attempt
+        if not report.problems or _fingerprint(root) == before:
+            return report  # clean, or the files held still during the whole check: the findings are real
+        if attempt >= _LIVE_ATTEMPTS or time.monotonic() > deadline:
+            report.busy = True
+            report.warnings += [
+                Problem(p.file, p.offset, f"unconfirmed (the store changed during the check): {p.message}")
+                for p in report.problems
+            ]
+            report.problems = []
+            return report
+        time.sleep(min(0.2, 0.01 * attempt))
+
+
+#: A check that found problems while the store changed is repeated up to this many times ...
+_LIVE_ATTEMPTS = 20
+#: ... or for about this long.
+_LIVE_SECONDS = 10.0
+
+
+def _fingerprint(root: Path) -> list[tuple[Any, ...]]:
+    """What changes whenever a writer commits, checkpoints, compacts, re-indexes or rotates keys."""
+    out: list[tuple[Any, ...]] = []
+    for top, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(files):
+            try:
+                st = os.stat(os.path.join(top, name), follow_symlinks=False)
+            except OSError:
+                out.append((top, name, None))
+                continue
+            out.append((top, name, st.st_ino, st.st_size, st.st_mtime_ns))
+    return out
+
+
+def _verify_once(root: Path, master: bytes | None) -> VerifyReport:
     report = VerifyReport(path=str(root))
     v = _V(root, report)
-    master = resolve_key(key, key_file)
     try:
         body = mf.load(root)
         report._count("manifest")
