@@ -205,3 +205,20 @@ def test_missing_extra_names_the_install_line(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.delitem(sys.modules, "aether.integrations.langchain")
     with pytest.raises(aether.MissingDependencyError, match=r"aether\[langchain\]"):
         importlib.import_module("aether.integrations.langchain")
+
+
+def test_without_embedding_the_store_uses_its_own_model() -> None:
+    """End to end with the bundled all-MiniLM-L6-v2 model (offline): real semantic recall and MMR."""
+    s = AetherVectorStore()
+    s.add_texts(["Alice lives in Paris", "Bob's favourite food is sushi", "The quarterly report is due Friday"],
+                ids=["home", "food", "work"])
+    assert s.memory.embedder.identity.startswith("sentence-transformers:")
+    assert s.similarity_search("where is Alice's home?", k=1)[0].id == "home"
+    assert s.similarity_search("when is the deadline for the report?", k=1)[0].id == "work"
+    assert s.max_marginal_relevance_search("what does Bob like to eat?", k=2)[0].id == "food"
+    # The store's model is offered to LangChain as Embeddings, with the store's vectors.
+    vec = s.embeddings.embed_query("what does Bob like to eat?")
+    assert len(vec) == s.memory.embedder.dim
+    assert s.similarity_search_by_vector(vec, k=1)[0].id == "food"
+    assert len(s.embeddings.embed_documents(["a", "b"])) == 2
+    s.close()
