@@ -330,15 +330,12 @@ class AetherVectorStore(VectorStore):
             raise InvalidInputError(f"delete: unexpected arguments {sorted(kwargs)}")
         targets = self._all_current_ids() if ids is None else list(ids)
         for doc_id in targets:
+            if not isinstance(doc_id, str) or not 0 < len(doc_id) <= 256:
+                continue  # not a valid atom id, so no stored document has it
             try:
-                exists = self._memory.get(doc_id) is not None
-            except InvalidInputError:  # a malformed id names no document
-                continue
-            if not exists:
-                continue
-            try:
+                # Also ends a fact only valid in the future (the engine closes it entirely).
                 self._memory.retract(doc_id, at)
-            except AtomNotFoundError:  # gone meanwhile
+            except AtomNotFoundError:
                 continue
         return True
 

@@ -269,10 +269,13 @@ class AetherVectorStore(BasePydanticVectorStore):
             return []
         valid_from = add_kwargs.get("valid_from")
         valid_to = add_kwargs.get("valid_to")
-        vectors = []
+        vectors: list[list[float]] = []
         for node in nodes:
             if node.embedding is None:
                 raise InvalidInputError(f"node {node.node_id} has no embedding; embed it before adding")
+            if vectors and len(node.embedding) != len(vectors[0]):
+                raise InvalidInputError(f"node {node.node_id}: embeddings of dimensions {len(vectors[0])} and "
+                                        f"{len(node.embedding)} in one add")
             vectors.append(node.embedding)
         mem = self._ensure(len(vectors[0]))
         items: list[dict[str, Any]] = []

@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +75,12 @@ def test_valid_time_and_valid_at(store: AetherVectorStore) -> None:
     assert [d.id for d in past] == ["office"]
     past = store.similarity_search("office", k=3, valid_at="2021-06-01T00:00:00+00:00")
     assert [d.id for d in past] == ["office"]
+    # A fact only true in the future is deleted too.
+    soon = datetime.now(UTC) + timedelta(days=7)
+    store.add_texts(["the office moves to Nantes"], ids=["move"], valid_from=soon)
+    assert [d.id for d in store.similarity_search("office moves", k=3, valid_at=soon + timedelta(days=1))] == ["move"]
+    store.delete(["move"])
+    assert store.similarity_search("office moves", k=3, valid_at=soon + timedelta(days=1)) == []
 
 
 def test_filter_maps_to_tags_and_metadata_round_trips(store: AetherVectorStore) -> None:

@@ -298,6 +298,8 @@ def test_persistent_store_reopens_and_checks_dimension(tmp_path: Path) -> None:
         s2.add([bad])
     with pytest.raises(aether.InvalidInputError):
         s2.add([TextNode(text="not embedded", id_="raw")])
+    with pytest.raises(aether.InvalidInputError):  # ragged dimensions in one add
+        s2.add([nodes[0], TextNode(text="short", id_="short", embedding=[1.0, 2.0])])
     with pytest.raises(aether.InvalidInputError):
         s2.query(VectorStoreQuery(query_embedding=query_vec("x"), mode=VectorStoreQueryMode.SVM))
     s2.close()
