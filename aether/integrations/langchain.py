@@ -19,6 +19,7 @@ Only the public facade (``aether.open``, ``Memory``) is used.
 from __future__ import annotations
 
 import math
+import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -28,7 +29,13 @@ import numpy as np
 
 from .. import api as _api
 from ..embed import as_unit_vectors, embed_queries
-from ..errors import AtomNotFoundError, InvalidInputError, MissingDependencyError, ModelMismatchError
+from ..errors import (
+    AtomNotFoundError,
+    ConfigError,
+    InvalidInputError,
+    MissingDependencyError,
+    ModelMismatchError,
+)
 from ..models import Hit, MemoryAtom
 
 try:
@@ -177,6 +184,7 @@ class AetherVectorStore(VectorStore):
         self._embedding = embedding
         self._aether_fields = bool(aether_fields)
         self._mmr_cache: OrderedDict[tuple[str, int | None], np.ndarray] = OrderedDict()
+        self._mmr_lock = threading.Lock()  # the async methods run the sync ones on executor threads
         if memory is not None:
             if open_kwargs:
                 raise InvalidInputError(f"memory= is already open; unexpected options {sorted(open_kwargs)}")
@@ -193,7 +201,13 @@ class AetherVectorStore(VectorStore):
                 if "embedder" in open_kwargs or "model" in open_kwargs:
                     raise InvalidInputError("give embedding= or embedder=/model=, not both")
                 open_kwargs["embedder"] = LangChainEmbedder(embedding)
-            self._memory = _api.open(path, **open_kwargs)
+            try:
+                self._memory = _api.open(path, **open_kwargs)
+            except ConfigError as exc:
+                if embedding is None and "langchain:" in str(exc):
+                    raise ConfigError(f"{exc}: this store was written through LangChain; pass embedding= "
+                                      "(the same model)") from None
+                raise
             self._owns = True
 
     # ------------------------------------------------------------------ plumbing
@@ -427,17 +441,20 @@ class AetherVectorStore(VectorStore):
     def _vectors_of(self, atoms: list[MemoryAtom]) -> np.ndarray:
         """Document vectors for MMR: Hit carries no vector, so contents are embedded again (cached)."""
         keys = [(a.atom_id, a.version_id) for a in atoms]
-        missing = [i for i, key in enumerate(keys) if key not in self._mmr_cache]
-        if missing:
+        with self._mmr_lock:
+            known = {key: self._mmr_cache[key] for key in keys if key in self._mmr_cache}
+        missing = [i for i, key in enumerate(keys) if key not in known]
+        if missing:  # embedded outside the lock: a slow model must not serialise other searches
             vecs = self._memory.embedder.embed([atoms[i].content.inline for i in missing])
             for i, v in zip(missing, np.asarray(vecs, np.float32), strict=True):
-                self._mmr_cache[keys[i]] = v
-        out = np.stack([self._mmr_cache[key] for key in keys])
-        for key in keys:
-            self._mmr_cache.move_to_end(key)
-        while len(self._mmr_cache) > _MMR_CACHE:
-            self._mmr_cache.popitem(last=False)
-        return out
+                known[keys[i]] = v
+        with self._mmr_lock:
+            for key in keys:
+                self._mmr_cache[key] = known[key]
+                self._mmr_cache.move_to_end(key)
+            while len(self._mmr_cache) > _MMR_CACHE:
+                self._mmr_cache.popitem(last=False)
+        return np.stack([known[key] for key in keys])
 
     def max_marginal_relevance_search_by_vector(
         self,

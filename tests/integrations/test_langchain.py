@@ -180,6 +180,8 @@ def test_from_texts_persistence_and_model_check(tmp_path: Path) -> None:
     s.close()
     with pytest.raises(aether.ModelMismatchError):
         AetherVectorStore(path, embedding=DeterministicFakeEmbedding(size=8))
+    with pytest.raises(aether.ConfigError, match="pass embedding="):
+        AetherVectorStore(path)  # aether cannot rebuild a LangChain model from its name
     # memory= shares an open store; the adapter does not close it.
     mem = aether.open(path, embedder=LangChainEmbedder(emb))
     s = AetherVectorStore(memory=mem, embedding=emb)
