@@ -323,3 +323,85 @@ def test_verify_still_reports_real_damage(tmp_path: Path) -> None:
     report = aether.verify(path)
     assert not report.ok and not report.busy and report.attempts == 1
     assert any("CRC32C" in str(p) for p in report.problems)
+
+
+# ------------------------------------------------------------------ 5. clean exit
+_EXIT_CHILD = """
+import atexit, sys, threading, time
+# Registered before aether's own handler, so it runs after it (atexit is last-in, first-out).
+atexit.register(lambda: print("ALIVE", sorted(t.name for t in threading.enumerate() if t.name.startswith("aether")),
+                              flush=True))
+import aether
+from aether.index import bucketed, load_recipe, use_recipe
+
+real = bucketed.make_partition
+def slow(**kw):
+    time.sleep(1.5)  # the seal is certainly running when the script ends
+    return real(**kw)
+bucketed.make_partition = slow
+mem = aether.open(sys.argv[1], embedder=aether.HashingEmbedder(dim=16))
+use_recipe(mem._engine, load_recipe().with_overrides(
+    partition_rows=64, tail_rows=24, background=True,
+    tiers=[{"name": "flat", "max_rows": None, "factory": "Flat"}], planner={"exact_rows": 8}))
+mem.add_many([{"content": f"fact {i}"} for i in range(40)])
+try:
+    mem.add("")
+except aether.AetherError:
+    pass
+if sys.argv[2] == "close":
+    mem.close()
+print("EXITING", flush=True)
+"""
+
+
+@pytest.mark.parametrize("how", ["close", "no-close"])
+def test_process_exits_cleanly_with_a_background_seal_running(tmp_path: Path, how: str) -> None:
+    """The script ends while a background seal is running: the seal is joined (its files and
+    catalog are complete), no aether thread is left at finalisation, and the exit status is 0."""
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "s"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent), HF_HUB_OFFLINE="1")
+    out = subprocess.run([sys.executable, "-c", _EXIT_CHILD, str(path), how], capture_output=True, text=True,
+                         timeout=180, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "EXITING" in out.stdout
+    alive = [ln for ln in out.stdout.splitlines() if ln.startswith("ALIVE")]
+    assert alive == ["ALIVE []"], out.stdout
+    assert (path / "index" / "0" / "CATALOG.json").exists()  # the seal ran to its end
+    assert not list(path.rglob("*.tmp"))
+    report = aether.verify(path)
+    assert report.ok, [str(p) for p in report.problems]
+
+
+def test_close_joins_the_background_vector_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``close()`` waits for the vector loader's current segment: no loader thread outlives it."""
+    import time
+
+    path = tmp_path / "s"
+    with aether.open(path, embedder=_emb(), checkpoint_bytes=2_000) as w:
+        for b in range(4):
+            w.add_many([{"content": f"b{b} {i}"} for i in range(30)])
+            w.checkpoint()
+    real = store_mod.read_segment
+
+    def slow_fetch(*a: object, **kw: object) -> object:
+        tbl, fetch = real(*a, **kw)  # type: ignore[arg-type]
+        if fetch is None:
+            return tbl, fetch
+
+        def later() -> object:
+            time.sleep(0.5)
+            return fetch()
+
+        return tbl, later
+
+    monkeypatch.setattr(store_mod, "read_segment", slow_fetch)
+    mem = aether.open(path, embedder=_emb(), read_only=True)
+    deadline = time.monotonic() + 10
+    while not any(t.name == "aether-vectors" for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    mem.close()
+    assert not [t for t in threading.enumerate() if t.name == "aether-vectors" and t.is_alive()]

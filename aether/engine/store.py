@@ -7,11 +7,14 @@ take a snapshot of the published state and never block on writes.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import threading
 import time
 import uuid
 import warnings
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -160,9 +163,9 @@ class Engine:
 
             attach_if_present(self)
         except BaseException:
-            if self._lock is not None:
-                self._lock.release()
+            self._shutdown()  # joins a background seal an index may have started, releases the lock
             raise
+        _OPEN_ENGINES.add(self)  # background work is stopped at interpreter exit if never closed
         # Started last, so that it does not compete with the open itself (a reader that needs the
         # vectors earlier starts it).
         self.table.start_loading()
@@ -532,14 +535,48 @@ class Engine:
                 self.checkpoint()
         finally:
             self._closed = True
-            self.table.stop_loading()
+            _OPEN_ENGINES.discard(self)
+            self._join_loader()
             for d in self.derived:
-                d.on_close(self)
+                d.on_close(self)  # the bucketed index joins its background seal here
             _sec.on_close(self)
             if self._wal is not None:
                 self._wal.close()
             if self._lock is not None:
                 self._lock.release()
+
+    def _join_loader(self, timeout: float = 60.0) -> None:
+        """Stop the background vector load and wait for its current segment (no thread outlives ``close``)."""
+        self.table.stop_loading()
+        loader = getattr(self.table, "_loader", None)
+        th = getattr(loader, "_thread", None)
+        if isinstance(th, threading.Thread) and th.is_alive() and th is not threading.current_thread():
+            th.join(timeout)
+
+    def _shutdown(self) -> None:
+        """Interpreter exit with the store still open: stop and join background work, release files.
+
+        No checkpoint (every acknowledged write is in the WAL already); background threads are
+        joined so that none runs into interpreter finalisation (which aborted the process,
+        ``terminate called without an active exception``) or is cut off half-way through a file.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(Exception):
+            self._join_loader()
+        for d in self.derived:
+            wait = getattr(d, "wait", None)
+            if callable(wait):
+                with contextlib.suppress(Exception):  # a failed background seal: derived data, rebuilt on open
+                    wait()
+        with contextlib.suppress(Exception):
+            _sec.on_close(self)
+        if self._wal is not None:
+            with contextlib.suppress(Exception):
+                self._wal.close()
+        if self._lock is not None:
+            self._lock.release()
 
     # ------------------------------------------------------------------ reads
     @property
@@ -681,6 +718,32 @@ class Engine:
             "disk_bytes": disk,
             "encrypted": self.codec.encrypted,
         }
+
+
+#: Engines not closed yet (weakly held): their background threads are stopped at interpreter exit.
+_OPEN_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def _stop_background_at_exit() -> None:
+    """``atexit``: runs after non-daemon threads were joined and before daemon threads are frozen."""
+    for engine in list(_OPEN_ENGINES):
+        with contextlib.suppress(Exception):
+            engine._shutdown()
+    from . import table as _table  # vector loads of tables replaced by a reload, not only the current ones
+
+    for loader in list(_table._LOADERS):
+        loader.stop()
+        th = getattr(loader, "_thread", None)
+        if isinstance(th, threading.Thread) and th.is_alive() and th is not threading.current_thread():
+            th.join(60.0)
+    try:
+        from ..index.bucketed import stop_prefaults
+    except ImportError:  # a build without the bucketed index
+        return
+    stop_prefaults()
+
+
+atexit.register(_stop_background_at_exit)
 
 
 def _one_row(q: Any, dim: int) -> np.ndarray:

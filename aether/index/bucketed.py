@@ -401,14 +401,40 @@ def _prefault(views: list[tuple[Any, np.ndarray]]) -> None:
     if not views:
         return
 
+    stop = threading.Event()
+
     def run() -> None:
         # Each view is paired with its FAISS index: the view does not own the mapping, the index does,
         # and must outlive the touching even if the partition is replaced meanwhile.
         for _index, v in views:
             step = max(1, 4096 // max(1, v.strides[0]))  # at least one element per 4 KiB page
-            np.add.reduce(v[::step, 0])
+            sampled = v[::step, 0]
+            for lo in range(0, len(sampled), 1 << 16):  # in slices, so that stop_prefaults is quick
+                if stop.is_set():
+                    return
+                np.add.reduce(sampled[lo : lo + (1 << 16)])
 
-    threading.Thread(target=run, name="aether-prefault", daemon=True).start()
+    th = threading.Thread(target=run, name="aether-prefault", daemon=True)
+    with _PREFAULTS_LOCK:
+        _PREFAULTS[:] = [(t, e) for t, e in _PREFAULTS if t.is_alive()]
+        _PREFAULTS.append((th, stop))
+    th.start()
+
+
+#: Prefault threads started, each with the event that stops it (see :func:`stop_prefaults`).
+_PREFAULTS: list[tuple[threading.Thread, threading.Event]] = []
+_PREFAULTS_LOCK = threading.Lock()
+
+
+def stop_prefaults(timeout: float = 10.0) -> None:
+    """Stop and join the prefault threads (at interpreter exit no thread may still touch mapped files)."""
+    with _PREFAULTS_LOCK:
+        running, _PREFAULTS[:] = list(_PREFAULTS), []
+    for _, stop in running:
+        stop.set()
+    for th, _ in running:
+        if th.is_alive() and th is not threading.current_thread():
+            th.join(timeout)
 
 
 def find_index(engine: Engine) -> BucketedIndex | None:
