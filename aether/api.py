@@ -568,11 +568,11 @@ class Memory:
     ) -> MemoryAtom | None:
         """The version of ``atom_id`` true at ``valid_at`` as the store knew it at ``as_of``, or ``None``."""
         row = self._engine.get_row(atom_id, self._valid_at(valid_at), _opt_time(as_of, "as_of"))
-        return None if row is None else self._engine.atom_at(row)
+        return None if row is None else _search.atoms_at(self._engine, [row])[0]
 
     def history(self, atom_id: str) -> list[MemoryAtom]:
         """Every version of ``atom_id`` (closed ones included), ordered by ``tx_from``."""
-        return [self._engine.atom_at(r) for r in self._engine.history_rows(atom_id)]
+        return _search.atoms_at(self._engine, self._engine.history_rows(atom_id))
 
     def _filters(
         self, valid_at: TimeLike | None, as_of: TimeLike | None, valid_during: Any, tags: Any
@@ -644,7 +644,7 @@ class Memory:
             results, buckets, selected = _search.plan_and_search(self._engine, snap, qvecs, k, f)
         else:  # keyword (BM25) or hybrid: aether.keyword, under the same filters
             results, buckets, selected, extra = _run_keyword(self._engine, snap, qlist, k, f, mode=mode, **fusion)
-        hits = [[Hit(atom=self._engine.atom_at(r), score=s) for r, s in res] for res in results]
+        hits = _search.hits_for(self._engine, results)  # one columnar read for all hits, no re-validation
         plan = SearchPlan(
             valid_at=from_us(f.valid_at) if f.valid_at is not None else None,
             valid_during=(from_us(f.valid_during[0]), from_us(f.valid_during[1])) if f.valid_during else None,
@@ -792,7 +792,7 @@ class View(Memory):
         return from_us(pinned)
 
     def history(self, atom_id: str) -> list[MemoryAtom]:
-        return [self._engine.atom_at(r) for r in self._engine.history_rows(atom_id, self._pin_as_of)]
+        return _search.atoms_at(self._engine, self._engine.history_rows(atom_id, self._pin_as_of))
 
     def _filters(self, valid_at: Any, as_of: Any, valid_during: Any, tags: Any) -> _search.Filters:
         return super()._filters(valid_at, self._pinned(as_of), valid_during, tags)

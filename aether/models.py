@@ -8,9 +8,10 @@ written against the seed keeps working.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -289,6 +290,43 @@ class SearchPlan(BaseModel):
     keyword: KeywordPlan | None = None
     fusion: FusionPlan | None = None
     notes: list[str] = Field(default_factory=list)
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def trusted_builder(cls: type[_M]) -> Callable[[frozenset[str], dict[str, Any]], _M]:
+    """A constructor of ``cls`` from values the engine wrote and validated already (the read path).
+
+    ``build(fields_set, values)``: ``values`` holds every field, in declaration order, and
+    ``fields_set`` the fields a validating constructor would record as set. The instance equals
+    ``cls(**values)`` but skips validation, like ``model_construct``, and also skips its per-call
+    field walk (in pydantic 2.14 it inspects each default factory's signature on every call: ~15 us
+    an atom). Only for plain models (no aliases, extras, private attributes or post-init hooks);
+    any other model gets ``model_construct``.
+    """
+    plain = (
+        not cls.__pydantic_root_model__
+        and cls.__pydantic_post_init__ is None
+        and not cls.__private_attributes__
+        and cls.model_config.get("extra") != "allow"
+        and all(f.alias is None and f.validation_alias is None for f in cls.__pydantic_fields__.values())
+    )
+    names = tuple(cls.__pydantic_fields__)
+    new = cls.__new__
+    setattr_ = object.__setattr__
+
+    def build(fields_set: frozenset[str], values: dict[str, Any]) -> _M:
+        if not plain or tuple(values) != names:
+            return cls.model_construct(set(fields_set), **values)
+        m = new(cls)
+        setattr_(m, "__dict__", values)
+        setattr_(m, "__pydantic_fields_set__", set(fields_set))
+        setattr_(m, "__pydantic_extra__", None)
+        setattr_(m, "__pydantic_private__", None)
+        return m
+
+    return build
 
 
 class StoreStats(BaseModel):

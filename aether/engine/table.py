@@ -14,7 +14,7 @@ import json
 import os
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -647,6 +647,46 @@ class VersionTable:
             "metadata": json.loads(rec["metadata"]),
         }
 
+    def text_columns(self, rows: Sequence[int] | np.ndarray) -> dict[str, list[Any]]:
+        """The text columns of ``rows`` (any order, repeats allowed), decoded, one list per column.
+
+        Read the way a result set needs them: one columnar ``take`` per Arrow chunk the rows fall
+        in (a per-row slice costs ~13 us a row), tag maps decoded to dicts. ``content_meta`` and
+        ``metadata`` stay JSON text: :func:`loads_object` parses them (``"{}"`` without a parser).
+        """
+        pos = np.asarray(rows, np.int64)
+        m = len(pos)
+        out: dict[str, list[Any]] = {k: [None] * m for k in _TEXT}
+        if not m:
+            return out
+        starts = self._chunk_starts
+        which = np.searchsorted(np.asarray(starts, np.int64), pos, side="right") - 1
+        for c in np.unique(which).tolist():
+            at = np.flatnonzero(which == c).tolist() if len(starts) > 1 else list(range(m))
+            base = starts[c]
+            local = [int(pos[j]) - base for j in at]
+            chunk = self._chunks[c]
+            if isinstance(chunk, _Tail):
+                for k in _TEXT:
+                    src = getattr(chunk, k)
+                    col = out[k]
+                    if k == "tags":
+                        for j, i in zip(at, local, strict=True):
+                            col[j] = dict(src[i])
+                    else:
+                        for j, i in zip(at, local, strict=True):
+                            col[j] = src[i]
+                continue
+            part = chunk.take(pa.array(local, pa.int64()))
+            for k in _TEXT:
+                vals = part.column(k).to_pylist()
+                if k == "tags":
+                    vals = [{key: json.loads(v) for key, v in entry} if entry else {} for entry in vals]
+                col = out[k]
+                for j, v in zip(at, vals, strict=True):
+                    col[j] = v
+        return out
+
     def _chunk_spans(self, start: int, end: int) -> Iterator[tuple[pa.Table | _Tail, int, int, int]]:
         """``(chunk, lo, a, b)`` for each text chunk holding rows of ``[start, end)``: its rows ``[a, b)``
         are table rows ``lo, lo + 1, ...``."""
@@ -764,6 +804,14 @@ class VersionTable:
         )
         schema = row_schema(self.dim)
         return pa.Table.from_arrays([cols[f.name] for f in schema], schema=schema)
+
+
+def loads_object(text: str) -> dict[str, Any]:
+    """A JSON object column value (``content_meta``, ``metadata``) as a dict; the common ``"{}"`` without parsing."""
+    if text == "{}":
+        return {}
+    out: dict[str, Any] = json.loads(text)
+    return out
 
 
 def _same_tag(value: Any, want: str) -> bool:
