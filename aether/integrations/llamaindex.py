@@ -211,12 +211,14 @@ class AetherVectorStore(BasePydanticVectorStore):
         self._open_kwargs = dict(open_kwargs)
         self._owns = memory is None
         self._memory = memory
-        if memory is None and (path is not None or "embedder" in open_kwargs or "model" in open_kwargs):
+        has_model = "embedder" in open_kwargs or "model" in open_kwargs
+        if memory is None and (path is not None or has_model):
+            # An existing store, or one given a model, opens now; a new one waits for the first add,
+            # which tells its dimension.
             try:
-                self._memory = _api.open(path, **{"create": "embedder" in open_kwargs or "model" in open_kwargs,
-                                                 **self._open_kwargs})
+                self._memory = _api.open(path, **{"create": has_model, **self._open_kwargs})
             except StoreNotFoundError:
-                self._memory = None  # created by the first add, when the dimension is known
+                self._memory = None
 
     @classmethod
     def class_name(cls) -> str:
