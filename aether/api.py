@@ -37,6 +37,7 @@ from .engine.validate import (
 from .errors import InvalidInputError, InvalidIntervalError, ReadOnlyError
 from .keyword.search import resolve_mode as _resolve_mode
 from .keyword.search import run as _run_keyword
+from .keyword.search import wants_run as _wants_run
 from .models import Hit, MemoryAtom, SearchPlan, StoreStats, new_atom_id
 from .security.erase import EraseResult
 
@@ -598,13 +599,22 @@ class Memory:
         valid_during: tuple[TimeLike | None, TimeLike | None] | None = None,
         tags: Mapping[str, Any] | None = None,
         mode: str | None = None,
-        fusion: str = "rrf",
+        fusion: str | None = None,
         rrf_k: int = 60,
-        dense_weight: float = 0.5,
+        dense_weight: float | None = None,
+        ranking: str | None = None,
+        relevance: float | None = None,
+        recency: float | None = None,
+        importance: float | None = None,
+        half_life: timedelta | float | None = None,
+        recency_axis: str | None = None,
+        diversity: float | None = None,
     ) -> list[list[Hit]]:
         """:meth:`search` for a batch of queries (texts or an ``(m, dim)`` array)."""
         hits, _ = self._search(queries, k, valid_at, as_of, valid_during, tags,
-                               mode=mode, fusion=fusion, rrf_k=rrf_k, dense_weight=dense_weight)
+                               mode=mode, fusion=fusion, rrf_k=rrf_k, dense_weight=dense_weight, ranking=ranking,
+                               relevance=relevance, recency=recency, importance=importance, half_life=half_life,
+                               recency_axis=recency_axis, diversity=diversity)
         return hits
 
     def _search(self, *args: Any, **kwargs: Any) -> tuple[list[list[Hit]], SearchPlan]:
@@ -638,11 +648,11 @@ class Memory:
         f = self._filters(valid_at, as_of, valid_during, tags)
         snap = self._engine.snapshot
         extra: dict[str, Any] = {}
-        mode = _resolve_mode(mode)
-        if mode == "dense":
+        mode, fusion["fusion"] = _resolve_mode(mode, fusion.get("fusion"))
+        if not _wants_run(mode, fusion):
             qvecs = self._engine.query_vectors(qlist)
             results, buckets, selected = _search.plan_and_search(self._engine, snap, qvecs, k, f)
-        else:  # keyword (BM25) or hybrid: aether.keyword, under the same filters
+        else:  # keyword (BM25), hybrid or a re-ranking: aether.keyword, under the same filters
             results, buckets, selected, extra = _run_keyword(self._engine, snap, qlist, k, f, mode=mode, **fusion)
         hits = _search.hits_for(self._engine, results)  # one columnar read for all hits, no re-validation
         plan = SearchPlan(
@@ -671,9 +681,16 @@ class Memory:
         valid_during: tuple[TimeLike | None, TimeLike | None] | None = None,
         tags: Mapping[str, Any] | None = None,
         mode: str | None = None,
-        fusion: str = "rrf",
+        fusion: str | None = None,
         rrf_k: int = 60,
-        dense_weight: float = 0.5,
+        dense_weight: float | None = None,
+        ranking: str | None = None,
+        relevance: float | None = None,
+        recency: float | None = None,
+        importance: float | None = None,
+        half_life: timedelta | float | None = None,
+        recency_axis: str | None = None,
+        diversity: float | None = None,
     ) -> list[Hit]:
         """The ``k`` memories most similar to ``query``, best first.
 
@@ -692,19 +709,31 @@ class Memory:
         mode
             ``"dense"`` (embedding similarity), ``"keyword"`` (BM25 over the content; text queries
             only) or ``"hybrid"`` (both, fused). Every mode applies the same time and tag filters.
-            Keyword and hybrid need ``pip install 'aether[hybrid]'``. Default (``None``):
-            ``aether.keyword.search.DEFAULT_MODE`` (``"dense"`` for now; see the measurement there),
-            and always dense when tantivy is not installed.
-            A hybrid search with a vector query returns the dense hits and their cosine scores;
-            with a text query, hit scores are fused scores (RRF), not cosines.
+            Keyword and hybrid need ``pip install 'aether[hybrid]'``. Default (``None``): hybrid with
+            ``fusion="adaptive"`` (``aether.keyword.search.DEFAULT_MODE``; the measurement is there),
+            and dense when tantivy is not installed. A hybrid search with a vector query returns the
+            dense hits and their cosine scores. What ``Hit.score`` is in each mode: :class:`aether.Hit`.
         fusion
-            Hybrid only: ``"rrf"`` (reciprocal rank fusion, the default; ``score = sum 1/(rrf_k + rank)``)
-            or ``"weighted"`` (``dense_weight * dense + (1 - dense_weight) * bm25``, each min-max scaled).
+            Hybrid only: ``"rrf"`` (reciprocal rank fusion, the default of an explicit ``mode="hybrid"``;
+            ``score = sum 1/(rrf_k + rank)``), ``"weighted"`` (``dense_weight * dense + (1 - dense_weight)
+            * bm25``, each min-max scaled over the union of both halves' candidates, each candidate scored
+            by both) or ``"adaptive"`` (the same with a per-query weight from how sharply each half's list
+            singles out its best hit; ``dense_weight`` is then its base, default 0.6).
+        ranking, relevance, recency, importance, half_life, recency_axis
+            Agent-memory re-ranking of the filtered candidates (``aether.retrieval.ranking``): a preset
+            (``"generative_agents"``, ``"recent"``, ``"relevance"``) and/or weights of relevance, recency
+            (``0.5 ** (age / half_life)``, age in ``recency_axis`` ``"valid"`` or ``"tx"`` time up to
+            ``valid_at``; half-life a timedelta or seconds, default 7 days) and importance
+            (``quality_score``). Re-ranking only reorders what the time and tag filters let through.
+        diversity
+            MMR lambda in [0, 1] (1: plain ranking; lower: more diverse hits).
         """
         if isinstance(query, np.ndarray) and query.ndim == 2:
             raise InvalidInputError("search takes one query; use search_many for a batch")
         return self._search([query], k, valid_at, as_of, valid_during, tags,
-                            mode=mode, fusion=fusion, rrf_k=rrf_k, dense_weight=dense_weight)[0][0]
+                            mode=mode, fusion=fusion, rrf_k=rrf_k, dense_weight=dense_weight, ranking=ranking,
+                            relevance=relevance, recency=recency, importance=importance, half_life=half_life,
+                            recency_axis=recency_axis, diversity=diversity)[0][0]
 
     def explain(
         self,
@@ -716,14 +745,23 @@ class Memory:
         valid_during: tuple[TimeLike | None, TimeLike | None] | None = None,
         tags: Mapping[str, Any] | None = None,
         mode: str | None = None,
-        fusion: str = "rrf",
+        fusion: str | None = None,
         rrf_k: int = 60,
-        dense_weight: float = 0.5,
+        dense_weight: float | None = None,
+        ranking: str | None = None,
+        relevance: float | None = None,
+        recency: float | None = None,
+        importance: float | None = None,
+        half_life: timedelta | float | None = None,
+        recency_axis: str | None = None,
+        diversity: float | None = None,
     ) -> SearchPlan:
         """Run :meth:`search` and report its plan: rows selected, buckets pruned, per-bucket strategy
         (for keyword and hybrid modes also the query terms and both halves' ranked hits)."""
         return self._search([query], k, valid_at, as_of, valid_during, tags,
-                            mode=mode, fusion=fusion, rrf_k=rrf_k, dense_weight=dense_weight)[1]
+                            mode=mode, fusion=fusion, rrf_k=rrf_k, dense_weight=dense_weight, ranking=ranking,
+                            relevance=relevance, recency=recency, importance=importance, half_life=half_life,
+                            recency_axis=recency_axis, diversity=diversity)[1]
 
     def view(self, *, valid_at: TimeLike | None = None, as_of: TimeLike | None = None) -> View:
         """A read-only view pinned at ``valid_at`` / ``as_of`` (defaults: now / the latest commit)."""

@@ -222,7 +222,19 @@ class MemoryAtom(BaseModel):
 
 
 class Hit(BaseModel):
-    """One search result: the atom version and its similarity score (higher is better)."""
+    """One search result: the atom version and its score (higher is better).
+
+    What ``score`` is depends on the search (``aether.keyword.search`` and
+    ``aether.retrieval.ranking`` document each):
+
+    - ``mode="dense"``, and any search with a vector query: the cosine similarity, in [-1, 1];
+    - ``mode="keyword"``: the BM25 score (corpus statistics over every indexed version);
+    - ``mode="hybrid"``, ``fusion="rrf"``: ``sum over the halves of 1 / (rrf_k + rank)``;
+    - ``fusion="weighted"`` or ``"adaptive"`` (the default search): the convex combination of the
+      halves' scores, each min-max scaled over the union of both candidate lists, in [0, 1];
+    - with a ``recency`` / ``importance`` blend (or a ``ranking`` preset): the blended score, in
+      [0, 1]; with ``diversity`` (MMR) the hits are in MMR order, each keeping that score.
+    """
 
     atom: MemoryAtom
     score: float
@@ -262,8 +274,23 @@ class KeywordPlan(BaseModel):
     hits: list[RankedHit] = Field(default_factory=list)
 
 
+class FusedHit(RankedHit):
+    """One returned hit of a hybrid search with both halves' view of it: its rank among each
+    half's candidates (``None``: beyond ``depth``) and each half's score (cosine; BM25, 0 when no
+    query term matches; ``None`` without a keyword half, for a vector query)."""
+
+    dense_rank: int | None = None
+    dense_score: float | None = None
+    keyword_rank: int | None = None
+    keyword_score: float | None = None
+
+
 class FusionPlan(BaseModel):
-    """How a hybrid search fused its dense and keyword halves."""
+    """How a hybrid search fused its dense and keyword halves.
+
+    ``dense_weight`` is the weight asked for (for ``"adaptive"``, the base weight) and
+    ``effective_dense_weight`` the one the first query used (``None`` for RRF).
+    """
 
     method: str
     rrf_k: int
@@ -271,6 +298,8 @@ class FusionPlan(BaseModel):
     depth: int
     dense_hits: list[RankedHit] = Field(default_factory=list)
     keyword_hits: list[RankedHit] = Field(default_factory=list)
+    effective_dense_weight: float | None = None
+    hits: list[FusedHit] = Field(default_factory=list)
 
 
 class SearchPlan(BaseModel):

@@ -12,6 +12,9 @@ import numpy as np
 
 DATA = Path(os.environ.get("AETHER_IR_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "ir"))
 RESULTS = Path(__file__).resolve().parent / "results"
+#: Where embeddings are cached (``.npy``, no pickle): outside the project, so repeated fusion
+#: experiments never re-embed and nothing large lands in the checkout. ``$AETHER_EMB_CACHE`` overrides.
+EMB_CACHE = Path(os.environ.get("AETHER_EMB_CACHE", "/tmp/aether-ir-embeddings"))
 COLLECTIONS = ("scifact", "cranfield", "cisi")
 
 
@@ -66,10 +69,10 @@ def load(name: str) -> Collection:
 
 
 def embeddings(col: Collection, embedder: object, kind: str) -> np.ndarray:
-    """Document (``kind="docs"``) or query embeddings, cached as .npy in benchmarks/results/."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    """Document (``kind="docs"``) or query embeddings, cached as .npy under :data:`EMB_CACHE`."""
+    EMB_CACHE.mkdir(parents=True, exist_ok=True)
     ident = getattr(embedder, "name", "model")
-    path = RESULTS / f"emb_{col.name}_{ident}_{kind}.npy"
+    path = EMB_CACHE / f"emb_{col.name}_{ident}_{kind}.npy"
     texts = col.raw_docs if kind == "docs" else col.queries
     arr = None
     if path.exists():

@@ -1,9 +1,11 @@
-"""Keyword and hybrid search under the same bitemporal filters as dense search.
+"""Keyword and hybrid search under the same bitemporal filters as dense search, and the
+agent-memory re-ranking (:mod:`aether.retrieval.ranking`) for every mode.
 
 Both halves use the engine's row mask for the query's ``valid_at`` / ``valid_during``,
 ``as_of`` and ``tags`` (``Engine.mask``), so a row is visible to the keyword half exactly
 when it is visible to the dense half. The dense half goes through the normal dense planner
 (``engine.search.plan_and_search``), so it uses whatever plan (exact or ANN) dense search uses.
+Re-ranking (recency / importance blend, MMR) only reorders those filtered candidates.
 """
 
 from __future__ import annotations
@@ -13,38 +15,57 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import InvalidInputError
-from ..models import BucketPlan, FusionPlan, KeywordPlan, RankedHit
-from .fusion import DEFAULT_RRF_K, rrf, weighted
+from ..models import BucketPlan, FusedHit, FusionPlan, KeywordPlan, RankedHit
+from ..retrieval import ranking as _ranking
+from .fusion import ADAPTIVE_BASE, DEFAULT_RRF_K, adaptive_weight, rrf, weighted
 
 if TYPE_CHECKING:
     from ..engine.search import Filters
     from ..engine.store import Engine, Snapshot
 
 MODES = ("dense", "keyword", "hybrid")
-#: What ``mode=None`` (the default of ``Memory.search``) means, when tantivy is installed.
-#: Measured with benchmarks/bench_quality.py (all-MiniLM-L6-v2, nDCG@10, RRF k=60):
-#: SciFact dense 0.648, keyword 0.686, hybrid 0.711; Cranfield 0.374, 0.359, 0.411;
-#: CISI 0.426, 0.314, 0.408. Hybrid is best on two of three and on average (0.510 against
-#: 0.483 dense); on CISI, where BM25 is 0.11 below dense, equal-weight RRF lands between them.
-#: The measurement favours "hybrid"; the default stays "dense" until the rest of the store
-#: treats ``keyword/`` as a derived directory (tests/test_corruption.py lists ``index/`` only),
-#: because a hybrid default writes a tantivy index into every store searched by text.
-DEFAULT_MODE = "dense"
-FUSIONS = ("rrf", "weighted")
-#: Candidates taken from each half before fusion (at least ``k``).
+#: What ``mode=None`` (the default of ``Memory.search``) means when tantivy is installed:
+#: hybrid search with :data:`DEFAULT_FUSION`. Measured with ``benchmarks/bench_quality.py``
+#: (all-MiniLM-L6-v2, nDCG@10; "adaptive" with its constants chosen leave-one-collection-out,
+#: the held-out figure of each collection):
+#:
+#: ==========  =====  =======  =====  ========  ==============
+#: collection  dense  keyword  RRF    adaptive  default
+#: ==========  =====  =======  =====  ========  ==============
+#: SciFact     0.648  0.686    0.711  0.738     0.738
+#: Cranfield   0.374  0.359    0.411  0.410     0.410
+#: CISI        0.427  0.314    0.408  0.434     0.434
+#: mean        0.483  0.453    0.510  0.527     0.527
+#: ==========  =====  =======  =====  ========  ==============
+#:
+#: The default is at least the better single half on every collection and 0.031 above the
+#: mean of the better halves (0.496); equal-weight RRF falls below dense on CISI, where BM25 is
+#: 0.11 behind. Without tantivy (``pip install 'aether[hybrid]'``) the default is dense.
+DEFAULT_MODE = "hybrid"
+FUSIONS = ("rrf", "weighted", "adaptive")
+#: The fusion of the default mode (``mode=None``). An explicit ``mode="hybrid"`` keeps RRF as its
+#: default fusion, as before.
+DEFAULT_FUSION = "adaptive"
+#: Candidates taken from each half before fusion, and for re-ranking (at least ``k``).
 DEFAULT_DEPTH = 100
 
 Ranked = list[tuple[int, float]]
 
 
-def resolve_mode(mode: str | None) -> str:
-    """The mode a search runs in: ``mode`` itself, or for ``None`` the measured default
-    (:data:`DEFAULT_MODE`), falling back to ``"dense"`` when tantivy is not installed."""
+def resolve_mode(mode: str | None, fusion: str | None = None) -> tuple[str, str]:
+    """The ``(mode, fusion)`` a search runs with.
+
+    ``mode=None`` is the measured default (:data:`DEFAULT_MODE` with :data:`DEFAULT_FUSION`,
+    unless ``fusion`` is given), falling back to ``"dense"`` when tantivy is not installed.
+    An explicit mode with ``fusion=None`` fuses with RRF.
+    """
     if mode is not None:
-        return mode
+        return mode, fusion if fusion is not None else "rrf"
     from .index import available
 
-    return DEFAULT_MODE if available() else "dense"
+    if not available():
+        return "dense", fusion if fusion is not None else "rrf"
+    return DEFAULT_MODE, fusion if fusion is not None else DEFAULT_FUSION
 
 
 def check_options(mode: Any, fusion: Any, rrf_k: Any, dense_weight: Any, depth: Any) -> None:
@@ -55,10 +76,21 @@ def check_options(mode: Any, fusion: Any, rrf_k: Any, dense_weight: Any, depth: 
         raise InvalidInputError(f"fusion must be one of {', '.join(FUSIONS)}; got {fusion!r}")
     if isinstance(rrf_k, bool) or not isinstance(rrf_k, int) or rrf_k < 1:
         raise InvalidInputError("rrf_k must be a positive int")
-    if isinstance(dense_weight, bool) or not isinstance(dense_weight, int | float) or not 0 <= dense_weight <= 1:
+    if dense_weight is not None and (
+        isinstance(dense_weight, bool) or not isinstance(dense_weight, int | float) or not 0 <= dense_weight <= 1
+    ):
         raise InvalidInputError("dense_weight must be a number in [0, 1]")
     if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 1):
         raise InvalidInputError("depth must be a positive int")
+
+
+#: The ranking keyword arguments of ``Memory.search`` (passed through to :func:`run`).
+RANKING_OPTIONS = ("ranking", "relevance", "recency", "importance", "half_life", "recency_axis", "diversity")
+
+
+def wants_run(mode: str, options: dict[str, Any]) -> bool:
+    """Whether a search must go through :func:`run` (keyword, hybrid, or any re-ranking option)."""
+    return mode != "dense" or any(options.get(o) is not None for o in RANKING_OPTIONS)
 
 
 def _ranked(engine: Engine, res: Ranked, n: int) -> list[RankedHit]:
@@ -69,6 +101,16 @@ def _ranked(engine: Engine, res: Ranked, n: int) -> list[RankedHit]:
     ]
 
 
+def _ref_time(engine: Engine, f: Filters) -> int:
+    """The recency reference: ``valid_at``, or for a valid-time range its end clipped to now."""
+    if f.valid_at is not None:
+        return int(f.valid_at)
+    now = int(engine.clock())
+    if f.valid_during is not None:
+        return min(int(f.valid_during[1]), now)
+    return now
+
+
 def run(
     engine: Engine,
     snap: Snapshot,
@@ -77,33 +119,78 @@ def run(
     f: Filters,
     *,
     mode: str,
-    fusion: str = "rrf",
+    fusion: str | None = "rrf",
     rrf_k: int = DEFAULT_RRF_K,
-    dense_weight: float = 0.5,
+    dense_weight: float | None = None,
     depth: int | None = None,
+    **rank_opts: Any,
 ) -> tuple[list[Ranked], list[BucketPlan], int, dict[str, Any]]:
-    """Keyword or hybrid search for a batch of queries.
+    """Dense, keyword or hybrid search for a batch of queries, then the optional re-ranking.
 
+    ``rank_opts`` are :data:`RANKING_OPTIONS` (see :func:`aether.retrieval.ranking.resolve`).
     Returns the ``(row, score)`` lists per query, the dense half's bucket plan, the number of
     rows the filters select, and extra :class:`~aether.models.SearchPlan` fields (``keyword``,
     ``fusion``, ``notes``) describing the first query.
     """
     from ..engine import search as dense_search
-    from .index import get_index
 
+    fusion = fusion if fusion is not None else "rrf"
     check_options(mode, fusion, rrf_k, dense_weight, depth)
+    unknown = set(rank_opts) - set(RANKING_OPTIONS)
+    if unknown:
+        raise InvalidInputError(f"unknown search option(s): {', '.join(sorted(unknown))}")
+    rk = _ranking.resolve(**rank_opts)
     texts = [q if isinstance(q, str) else None for q in queries]
     if mode == "keyword" and any(t is None for t in texts):
         raise InvalidInputError("keyword search needs text queries, not vectors")
     for t in texts:
         if t is not None and not t.strip():
             raise InvalidInputError("query text is empty")
-    idx = get_index(engine)
-    mask = engine.mask(snap, as_of=f.as_of, valid_at=f.valid_at, valid_during=f.valid_during, tags=f.tags)
-    selected = int(mask.sum())
     dedupe = f.valid_at is None  # as in dense search: a valid-time range can see several versions
     notes: list[str] = []
     extra: dict[str, Any] = {"notes": notes}
+    depth_ = max(k, depth if depth is not None else DEFAULT_DEPTH)
+    fetch = depth_ if rk.active else k  # re-ranking looks deeper than k
+
+    if mode == "hybrid" and all(t is None for t in texts):
+        # Nothing to fuse: exactly the dense search (same k, so the same plan as mode="dense").
+        notes.append("vector query: no keyword half; hybrid returns the dense hits and scores")
+        mode = "dense"
+    if mode == "dense":
+        qvecs = engine.query_vectors(queries)
+        results, buckets, selected = dense_search.plan_and_search(engine, snap, qvecs, fetch, f)
+    else:
+        results, buckets, selected = _lexical(
+            engine, snap, queries, texts, k if not rk.active else fetch, f, mode=mode, fusion=fusion,
+            rrf_k=rrf_k, dense_weight=dense_weight, depth_=depth_, dedupe=dedupe, extra=extra,
+        )
+    if rk.active:
+        ref = _ref_time(engine, f) if rk.axis == "valid" else int(f.as_of)
+        results = [_ranking.rerank(engine, res, k, rk, ref) for res in results]
+        notes.append(
+            f"re-ranked {fetch} filtered candidates: relevance {rk.relevance:g}, recency {rk.recency:g} "
+            f"({rk.axis} time, half-life {rk.half_life}), importance {rk.importance:g}"
+            + (f", MMR lambda {rk.diversity:g}" if rk.diversity is not None else "")
+        )
+    halves = extra.pop("_halves", None)
+    fp = extra.get("fusion")
+    if isinstance(fp, FusionPlan) and halves is not None and results:
+        fp.hits = _fused_hits(engine, results[0], *halves)
+    return results, buckets, selected, extra
+
+
+def _lexical(
+    engine: Engine, snap: Snapshot, queries: list[Any], texts: list[str | None], k: int, f: Filters, *,
+    mode: str, fusion: str, rrf_k: int, dense_weight: float | None, depth_: int, dedupe: bool,
+    extra: dict[str, Any],
+) -> tuple[list[Ranked], list[BucketPlan], int]:
+    from ..engine import search as dense_search
+    from .index import get_index
+
+    notes: list[str] = extra["notes"]
+    idx = get_index(engine)
+    mask = engine.mask(snap, as_of=f.as_of, valid_at=f.valid_at, valid_during=f.valid_during, tags=f.tags)
+    selected = int(mask.sum())
     results: list[Ranked] = []
     info: dict[str, Any]
     if mode == "keyword":
@@ -113,15 +200,14 @@ def run(
             results.append(res)
             if i == 0:
                 extra["keyword"] = KeywordPlan(**info, hits=_ranked(engine, res, k))
-        buckets = [BucketPlan(bucket="keyword", rows=snap.n, selected=selected, strategy="bm25")]
-        return results, buckets, selected, extra
+        return results, [BucketPlan(bucket="keyword", rows=snap.n, selected=selected, strategy="bm25")], selected
 
-    depth_ = max(k, depth if depth is not None else DEFAULT_DEPTH)
     qvecs = engine.query_vectors(queries)
     dense_res, buckets, _ = dense_search.plan_and_search(engine, snap, qvecs, depth_, f)
     key = (lambda r: int(engine.table.atom_code[r])) if dedupe else None
     for i, text in enumerate(texts):
         dres = dense_res[i]
+        w_used: float | None = None
         if text is None:
             kres: Ranked = []
             info = {"strategy": "none"}
@@ -134,25 +220,58 @@ def run(
         elif fusion == "rrf":
             fused = rrf([dres, kres], k, rrf_k=rrf_k, key=key)
         else:
-            fused = _weighted(engine, idx, qvecs[i], text, dres, kres, k, dense_weight, dedupe)
+            if fusion == "weighted":
+                w_used = 0.5 if dense_weight is None else float(dense_weight)
+            else:
+                w_used = adaptive_weight(
+                    [s for _, s in dres], [s for _, s in kres],
+                    base=ADAPTIVE_BASE if dense_weight is None else float(dense_weight),
+                )
+            fused = _convex(engine, idx, qvecs[i], text, dres, kres, k, w_used, dedupe)
         results.append(fused)
         if i == 0:
             extra["keyword"] = KeywordPlan(**info, hits=_ranked(engine, kres, k))
-            extra["fusion"] = FusionPlan(
-                method=fusion, rrf_k=rrf_k, dense_weight=float(dense_weight), depth=depth_,
+            base = dense_weight if dense_weight is not None else (ADAPTIVE_BASE if fusion == "adaptive" else 0.5)
+            fp = FusionPlan(
+                method=fusion, rrf_k=rrf_k, dense_weight=float(base), depth=depth_,
                 dense_hits=_ranked(engine, dres, k), keyword_hits=_ranked(engine, kres, k),
+                effective_dense_weight=w_used,
             )
-    return results, buckets, selected, extra
+            extra["fusion"] = fp
+            extra["_halves"] = (dres, kres, qvecs[i], text, idx)
+    return results, buckets, selected
 
 
-def _weighted(
+def _fused_hits(
+    engine: Engine, fused: Ranked, dres: Ranked, kres: Ranked, qvec: np.ndarray, text: str | None, idx: Any,
+) -> list[FusedHit]:
+    """Each returned hit with both halves' rank (``None``: beyond the half's ``depth`` candidates)
+    and score (the cosine; BM25, 0 where no term matched, ``None`` for a vector query)."""
+    drank = {r: i + 1 for i, (r, _) in enumerate(dres)}
+    krank = {r: i + 1 for i, (r, _) in enumerate(kres)}
+    t = engine.table
+    rows = np.asarray([r for r, _ in fused], np.int64)
+    cos = t.vectors[rows] @ qvec if len(rows) else np.zeros(0)
+    bm = idx.scores_for(engine, text, rows) if text is not None and len(rows) else None
+    return [
+        FusedHit(
+            atom_id=t.atom_ids[int(t.atom_code[r])], version_id=int(t.version_id[r]), rank=i + 1, score=s,
+            dense_rank=drank.get(r), dense_score=float(cos[i]),
+            keyword_rank=krank.get(r), keyword_score=float(bm[i]) if bm is not None else None,
+        )
+        for i, (r, s) in enumerate(fused)
+    ]
+
+
+def _convex(
     engine: Engine, idx: Any, qvec: np.ndarray, text: str | None, dres: Ranked, kres: Ranked, k: int,
     dense_weight: float, dedupe: bool,
 ) -> Ranked:
-    """Weighted fusion over the union of both halves' candidates, each scored by both halves.
+    """Convex fusion over the union of both halves' candidates, each scored by both halves.
 
     A candidate found by one half only gets its exact score from the other half (cosine from
-    its vector; BM25 through the keyword index), not a made-up zero.
+    its vector; BM25 through the keyword index), not a made-up zero; both halves are min-max
+    scaled over the union, so the fused score lies in [0, 1].
     """
     from ..engine.store import topk_rows
 
