@@ -12,6 +12,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .api import UNSET, Memory, View, open
+from .client import AsyncRemoteMemory, RemoteMemory, RemoteView, connect, connect_async
 from .embed import (
     Embedder,
     HashingEmbedder,
@@ -62,6 +63,7 @@ from .state import (
 __all__ = [
     "UNSET",
     "AetherError",
+    "AsyncRemoteMemory",
     "AtomNotFoundError",
     "BitemporalMemoryStore",
     "BucketPlan",
@@ -92,6 +94,8 @@ __all__ = [
     "PersistenceResult",
     "PrecomputedEmbedder",
     "ReadOnlyError",
+    "RemoteMemory",
+    "RemoteView",
     "SearchPlan",
     "SecurityError",
     "SentenceTransformerEmbedder",
@@ -112,6 +116,8 @@ __all__ = [
     "View",
     "WrongKeyError",
     "__version__",
+    "connect",
+    "connect_async",
     "open",
     "verify",
 ]

@@ -1,0 +1,581 @@
+"""The FastAPI application: REST under ``/v1/namespaces/{ns}/``, health, metrics, OpenAPI.
+
+Every engine call (and the JSON encoding of its result) runs on a worker thread through
+:func:`anyio.to_thread.run_sync`; the event loop only parses requests and checks keys.
+"""
+
+# No ``from __future__ import annotations``: FastAPI resolves the route annotations, which name
+# dependencies defined inside create_app.
+import functools
+import inspect
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio.to_thread
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import errors as E
+from ..api import Memory
+from ..models import MemoryAtom, SearchPlan, StoreStats
+from . import _schemas as S
+from ._auth import ANONYMOUS, DEFAULT_KEYS_NAME, KeyStore, Principal
+from ._errors import PayloadTooLarge, UnknownResource, describe_validation, error_doc, error_type, status_for
+from ._jobs import Jobs
+from ._metrics import Metrics
+from ._middleware import RequestLayer
+from ._names import NAME_RE, Namespaces
+
+log = logging.getLogger("aether.server")
+
+DEFAULT_MAX_BODY = 256 * 1024 * 1024
+DEFAULT_MAX_BATCH = 100_000
+DEFAULT_MAX_QUERIES = 1_024
+
+NsPath = Annotated[str, PathParam(pattern=f"^{NAME_RE.pattern}$", description="Namespace name")]
+TimeQ = Annotated[str | None, Query(max_length=64, description="ISO-8601 with an offset")]
+
+_ERR: dict[int | str, dict[str, Any]] = {
+    status: {"model": S.ErrorResponse} for status in (400, 401, 403, 404, 409, 413, 422, 503)
+}
+
+
+@dataclass
+class Ctx:
+    """One authorised request: the principal and the namespace it may use."""
+
+    server: "Server"
+    principal: Principal
+    ns: str
+
+    def memory(self, *, create: bool = False) -> Memory:
+        """The namespace's store (call on a worker thread: the first use opens it)."""
+        return self.server.namespaces.get(self.ns, create=create and self.server.auto_create)
+
+
+class Server:
+    """State shared by the routes of one app."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        keys: KeyStore,
+        model: str | None,
+        key_file: str | os.PathLike[str] | None,
+        max_body_bytes: int,
+        max_batch: int,
+        max_queries: int,
+        auto_create: bool,
+        open_kwargs: dict[str, Any] | None,
+    ) -> None:
+        self.namespaces = Namespaces(root, model=model, key_file=key_file, open_kwargs=open_kwargs)
+        self.keys = keys
+        self.model = model
+        self.max_body_bytes = max_body_bytes
+        self.max_batch = max_batch
+        self.max_queries = max_queries
+        self.auto_create = auto_create
+        self.metrics = Metrics(self.namespaces.opened)
+        self.jobs = Jobs(lambda kind, status, dt: self.metrics.job.labels(kind, status).observe(dt))
+        self.ready = False
+        self.not_ready: list[str] = ["starting"]
+
+    def startup(self) -> None:
+        """Check that the default model loads and every existing namespace opens (``/readyz``)."""
+        problems: list[str] = []
+        if self.model is not None:
+            from ..embed import embedder_for
+
+            try:
+                embedder_for(self.model).embed(["ready"])
+            except E.AetherError as exc:
+                problems.append(f"model {self.model}: {type(exc).__name__}: {exc}")
+        for name in self.namespaces.names():
+            try:
+                mem = self.namespaces.get(name)
+                mem.embedder.embed(["ready"])  # loads the model now, not on the first request
+            except E.AetherError as exc:
+                problems.append(f"namespace {name}: {type(exc).__name__}: {exc}")
+                log.error("namespace %s does not open: %s: %s", name, type(exc).__name__, exc)
+        self.not_ready = problems
+        self.ready = not problems
+
+    def shutdown(self) -> None:
+        self.ready = False
+        self.not_ready = ["shutting down"]
+        self.jobs.shutdown()
+        for name, exc in self.namespaces.close_all():
+            log.error("closing namespace %s failed: %s: %s", name, type(exc).__name__, exc)
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+def _json(model: BaseModel, status: int = 200) -> Response:
+    return Response(model.model_dump_json(), status_code=status, media_type="application/json")
+
+
+def _error_response(exc: BaseException, request_id: str | None) -> JSONResponse:
+    status = status_for(exc)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(error_doc(error_type(exc), str(exc), request_id), status_code=status, headers=headers)
+
+
+def _rid(request: Request) -> str | None:
+    rid: str | None = request.scope.get("state", {}).get("request_id")
+    return rid
+
+
+async def _call(request: Request, fn: Callable[[], Response]) -> Response:
+    """Run ``fn`` on a worker thread; an error that is not an ``AetherError`` is a logged 500, never a trace."""
+    try:
+        return await anyio.to_thread.run_sync(fn)
+    except E.AetherError:
+        raise
+    except Exception:
+        rid = _rid(request)
+        log.exception("internal error in %s %s (request %s)", request.method, request.url.path, rid)
+        return JSONResponse(
+            error_doc("RemoteError", f"internal server error (request id {rid})", rid), status_code=500
+        )
+
+
+@functools.cache
+def _options_of(fn: Callable[..., Any]) -> frozenset[str]:
+    """Keyword parameters of a Memory read method (the search options the engine takes)."""
+    return frozenset(
+        n for n, p in inspect.signature(fn).parameters.items()
+        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and n != "self"
+    )
+
+
+def _search_kwargs(body: S._SearchOptions, fn: Callable[..., Any], exclude: set[str]) -> dict[str, Any]:
+    """The options the caller set (so the engine's defaults apply to the others), checked against ``fn``."""
+    data = body.model_dump(exclude_unset=True, exclude={"view", *exclude})
+    for key in list(data):
+        if data[key] is None and key in S._SearchOptions.model_fields:
+            del data[key]  # an explicit null means "default", as when the option is left out
+    unknown = sorted(set(data) - _options_of(fn))
+    if unknown:
+        raise E.InvalidInputError(f"unknown search option(s): {', '.join(unknown)}")
+    return data
+
+
+def _target(mem: Memory, pin: S.ViewPin | None) -> Memory:
+    return mem if pin is None else mem.view(valid_at=pin.valid_at, as_of=pin.as_of)
+
+
+def _pin(valid_at: str | None, as_of: str | None) -> S.ViewPin | None:
+    return None if valid_at is None and as_of is None else S.ViewPin(valid_at=valid_at, as_of=as_of)
+
+
+def _info(name: str, mem: Memory) -> S.NamespaceInfo:
+    last = mem.last_commit
+    return S.NamespaceInfo(name=name, model=mem.embedder.identity, dim=mem.embedder.dim,
+                           last_commit=None if last is None else last.isoformat())
+
+
+def _add_kwargs(item: S.AddRequest) -> dict[str, Any]:
+    data = item.model_dump(exclude_unset=True, exclude={"vector"})
+    if item.vector is not None:
+        data["vector"] = S.as_array(item.vector)
+    return {k: v for k, v in data.items() if v is not None or k in ("tags", "metadata", "content_metadata")}
+
+
+# ------------------------------------------------------------------------------------ the app
+
+
+def create_app(
+    root: str | os.PathLike[str],
+    *,
+    keys_file: str | os.PathLike[str] | None = None,
+    api_key: str | None = None,
+    model: str | None = None,
+    key_file: str | os.PathLike[str] | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    max_queries: int = DEFAULT_MAX_QUERIES,
+    auto_create: bool = True,
+    open_kwargs: dict[str, Any] | None = None,
+) -> FastAPI:
+    """The aether HTTP API over the stores under ``root`` (one store per namespace), as an ASGI app.
+
+    Parameters
+    ----------
+    root
+        Directory of the namespaces (``root/<namespace>/`` is an ordinary store).
+    keys_file
+        API keys file (``aether keys add``); default ``root/api-keys.json``.
+    api_key
+        One admin key for every namespace; default ``AETHER_API_KEY`` from the environment.
+        Without any key every request is allowed (only :func:`aether.server.serve` on loopback permits that).
+    model
+        Model of namespaces created through the server (``hashing:DIM`` or a ``models/`` name);
+        default aether's default model.
+    key_file
+        Master key file: namespaces are encrypted stores.
+    max_body_bytes, max_batch, max_queries
+        Largest request body, rows per write and queries per ``search_many`` (else 413).
+    auto_create
+        A write to a namespace that does not exist creates it (with ``model``).
+    open_kwargs
+        More keyword arguments of :func:`aether.open` for every namespace.
+    """
+    root = Path(root)
+    keys = KeyStore(keys_file if keys_file is not None else root / DEFAULT_KEYS_NAME,
+                    api_key if api_key is not None else os.environ.get("AETHER_API_KEY"))
+    server = Server(root, keys=keys, model=model, key_file=key_file, max_body_bytes=max_body_bytes,
+                    max_batch=max_batch, max_queries=max_queries, auto_create=auto_create, open_kwargs=open_kwargs)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await anyio.to_thread.run_sync(server.startup)
+        try:
+            yield
+        finally:
+            # uvicorn gets here after SIGTERM/SIGINT once in-flight requests are done: checkpoint and close.
+            await anyio.to_thread.run_sync(server.shutdown)
+
+    from .. import __version__
+
+    app = FastAPI(
+        title="aether", version=__version__, lifespan=lifespan,
+        description="Bitemporal semantic memory over HTTP. Every namespace is an aether store; "
+        "times are ISO-8601 with an offset; errors are {\"error\": {\"type\", \"message\"}}.",
+    )
+    app.state.server = server
+    app.add_middleware(RequestLayer, max_body=max_body_bytes, metrics=server.metrics)
+
+    @app.exception_handler(E.AetherError)
+    async def _aether_error(request: Request, exc: E.AetherError) -> JSONResponse:
+        return _error_response(exc, _rid(request))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        status, message = describe_validation(list(exc.errors()))
+        return JSONResponse(error_doc("InvalidInputError", message, _rid(request)), status_code=status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(error_doc("InvalidInputError" if exc.status_code < 500 else "RemoteError",
+                                      str(exc.detail), _rid(request)),
+                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    # ---------------------------------------------------------------- auth
+    bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <API key>")
+    header_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="X-API-Key: <API key>")
+
+    async def principal(
+        request: Request,
+        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+        xkey: Annotated[str | None, Depends(header_key)],
+    ) -> Principal:
+        if not server.keys.enabled:
+            return ANONYMOUS
+        key = creds.credentials if creds is not None else xkey
+        if not key:
+            raise E.AuthenticationError("an API key is required (Authorization: Bearer <key> or X-API-Key)")
+        p = server.keys.authenticate(key)
+        if p is None:
+            raise E.AuthenticationError("the API key is wrong or revoked")
+        request.scope.setdefault("state", {})["key_id"] = p.key_id
+        return p
+
+    def need(scope: str) -> Callable[..., Any]:
+        async def dep(ns: NsPath, p: Annotated[Principal, Depends(principal)]) -> Ctx:
+            if not p.allows(scope, ns):
+                what = f"scope {scope!r}" if not p.allows(scope, None) else f"namespace {ns!r}"
+                raise E.PermissionDeniedError(f"key {p.key_id!r} does not grant {what}")
+            return Ctx(server, p, ns)
+
+        return dep
+
+    Read = Annotated[Ctx, Depends(need("read"))]
+    Write = Annotated[Ctx, Depends(need("write"))]
+    Admin = Annotated[Ctx, Depends(need("admin"))]
+    V1 = "/v1/namespaces/{ns}"
+
+    def limit(n: int, what: str, most: int) -> None:
+        if n > most:
+            raise PayloadTooLarge(f"{n} {what} in one request; the server accepts at most {most}")
+
+    # ---------------------------------------------------------------- health and metrics
+    @app.get("/healthz", response_model=S.Health, tags=["health"])
+    async def healthz() -> S.Health:
+        """Liveness: the process serves requests."""
+        return S.Health(status="ok")
+
+    @app.get("/readyz", response_model=S.Health, tags=["health"], responses={503: {"model": S.ErrorResponse}})
+    async def readyz(request: Request) -> Response:
+        """Readiness: the model loaded and every namespace opened (503 while starting, failing or stopping)."""
+        if server.ready:
+            return _json(S.Health(status="ready"))
+        return JSONResponse(error_doc("StoreError", "; ".join(server.not_ready) or "not ready", _rid(request)),
+                            status_code=503)
+
+    @app.get("/metrics", tags=["health"], response_class=Response, responses=_ERR)
+    async def metrics(request: Request, p: Annotated[Principal, Depends(principal)]) -> Response:
+        """Prometheus metrics (text format); needs any valid key."""
+        body = await anyio.to_thread.run_sync(server.metrics.render)
+        return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    # ---------------------------------------------------------------- namespaces
+    @app.get("/v1/namespaces", response_model=S.NamespaceList, tags=["namespaces"], responses=_ERR)
+    async def list_namespaces(p: Annotated[Principal, Depends(principal)]) -> Response:
+        """The namespaces this key may read."""
+        names = await anyio.to_thread.run_sync(server.namespaces.names)
+        return _json(S.NamespaceList(namespaces=[n for n in names if p.allows("read", n)]))
+
+    @app.get(V1, response_model=S.NamespaceInfo, tags=["namespaces"], responses=_ERR)
+    async def namespace_info(request: Request, ctx: Read) -> Response:
+        """The namespace's model and last commit."""
+        return await _call(request, lambda: _json(_info(ctx.ns, ctx.memory())))
+
+    @app.put(V1, response_model=S.NamespaceInfo, status_code=201, tags=["namespaces"], responses=_ERR)
+    async def create_namespace(request: Request, body: S.CreateNamespace, ctx: Admin) -> Response:
+        """Create the namespace with a model (201), or check an existing one's model (200)."""
+
+        def run() -> Response:
+            existed = server.namespaces.exists(ctx.ns)
+            if existed and body.model is not None:
+                from ..embed import embedder_for
+
+                want = embedder_for(body.model).identity
+                mem = ctx.memory()
+                if mem.embedder.identity != want:
+                    raise E.ModelMismatchError(f"namespace {ctx.ns!r} uses {mem.embedder.identity}, not {want}")
+            else:
+                mem = server.namespaces.get(ctx.ns, create=True, model=body.model)
+            return _json(_info(ctx.ns, mem), 200 if existed else 201)
+
+        return await _call(request, run)
+
+    @app.post(f"{V1}/view", response_model=S.ViewResponse, tags=["read"], responses=_ERR)
+    async def view(request: Request, body: S.ViewRequest, ctx: Read) -> Response:
+        """Resolve the pins of ``Memory.view`` (defaults: now, the latest commit)."""
+
+        def run() -> Response:
+            v = _target(ctx.memory(), body.view).view(valid_at=body.valid_at, as_of=body.as_of)
+            va, ao = v.valid_at, v.as_of
+            return _json(S.ViewResponse(valid_at=None if va is None else va.isoformat(),
+                                        as_of=None if ao is None else ao.isoformat()))
+
+        return await _call(request, run)
+
+    # ---------------------------------------------------------------- writes
+    @app.post(f"{V1}/atoms", response_model=MemoryAtom, status_code=201, tags=["write"], responses=_ERR)
+    async def add(request: Request, body: S.AddRequest, ctx: Write) -> Response:
+        """``Memory.add``: one memory (text, or with a pre-computed ``vector``); returns the version written."""
+        kwargs = _add_kwargs(body)
+        return await _call(request, lambda: _json(ctx.memory(create=True).add(**kwargs), 201))
+
+    @app.post(f"{V1}/atoms/batch", response_model=S.AtomIds, status_code=201, tags=["write"], responses=_ERR)
+    async def add_many(request: Request, body: S.AddManyRequest, ctx: Write) -> Response:
+        """``Memory.add_many``: many memories in one atomic transaction."""
+        limit(len(body.items), "items", server.max_batch)
+        items = [it if isinstance(it, str) else _add_kwargs(it) for it in body.items]
+        vectors = None if body.vectors is None else S.as_array(body.vectors)
+
+        def run() -> Response:
+            return _json(S.AtomIds(atom_ids=ctx.memory(create=True).add_many(items, vectors=vectors)), 201)
+
+        return await _call(request, run)
+
+    @app.post(f"{V1}/atoms/columns", response_model=S.AtomIds, status_code=201, tags=["write"], responses=_ERR)
+    async def add_columns(request: Request, body: S.AddColumnsRequest, ctx: Write) -> Response:
+        """``Memory.add_columns``: the bulk path (base64 ``vectors`` are the fastest way in)."""
+        limit(len(body.content), "rows", server.max_batch)
+        data = body.model_dump(exclude_unset=True, exclude={"content", "vectors"})
+        data = {k: v for k, v in data.items() if v is not None or k in ("tags", "metadata", "content_metadata")}
+        content = body.content
+        vectors = None if body.vectors is None else S.as_array(body.vectors)
+
+        def run() -> Response:
+            ids = ctx.memory(create=True).add_columns(content, vectors=vectors, **data)
+            return _json(S.AtomIds(atom_ids=ids), 201)
+
+        return await _call(request, run)
+
+    @app.post(f"{V1}/correct", response_model=MemoryAtom, tags=["write"], responses=_ERR)
+    async def correct(request: Request, body: S.CorrectRequest, ctx: Write) -> Response:
+        """``Memory.correct``: what is now believed for a valid period (``tags``/``metadata`` kept unless given)."""
+        data = body.model_dump(exclude_unset=True, exclude={"atom_id", "content", "vector"})
+        if body.vector is not None:
+            data["vector"] = S.as_array(body.vector)
+        aid, content = body.atom_id, body.content
+        return await _call(request, lambda: _json(ctx.memory().correct(aid, content, **data)))
+
+    @app.post(f"{V1}/retract", status_code=204, tags=["write"], responses=_ERR)
+    async def retract(request: Request, body: S.RetractRequest, ctx: Write) -> Response:
+        """``Memory.retract``: the fact stopped being true ``at`` (default now)."""
+
+        def run() -> Response:
+            ctx.memory().retract(body.atom_id, at=body.at)
+            return Response(status_code=204)
+
+        return await _call(request, run)
+
+    @app.delete(V1 + "/atoms/{atom_id:path}", status_code=204, tags=["write"], responses=_ERR)
+    async def delete(request: Request, atom_id: str, ctx: Write) -> Response:
+        """``Memory.delete``: no longer believed for any valid time (history stays)."""
+
+        def run() -> Response:
+            ctx.memory().delete(atom_id)
+            return Response(status_code=204)
+
+        return await _call(request, run)
+
+    @app.post(f"{V1}/erase", response_model=S.EraseResponse, tags=["admin"], responses=_ERR)
+    async def erase(request: Request, body: S.EraseRequest, ctx: Admin) -> Response:
+        """``Memory.erase`` (admin): a subject or an atom, gone for all valid and transaction time."""
+
+        def run() -> Response:
+            res = ctx.memory().erase(subject=body.subject, atom_id=body.atom_id)
+            return _json(S.EraseResponse(versions=res.versions, keys_destroyed=res.keys_destroyed, seq=res.seq))
+
+        return await _call(request, run)
+
+    # ---------------------------------------------------------------- reads
+    @app.get(V1 + "/atoms/{atom_id:path}", response_model=MemoryAtom, tags=["read"], responses=_ERR)
+    async def get(
+        request: Request, atom_id: str, ctx: Read, valid_at: TimeQ = None, as_of: TimeQ = None,
+        view_valid_at: TimeQ = None, view_as_of: TimeQ = None,
+    ) -> Response:
+        """``Memory.get``: the version true at ``valid_at`` as known at ``as_of`` (404 when there is none)."""
+
+        def run() -> Response:
+            mem = _target(ctx.memory(), _pin(view_valid_at, view_as_of))
+            atom = mem.get(atom_id, valid_at=valid_at, as_of=as_of)
+            if atom is None:
+                raise E.AtomNotFoundError(f"no version of atom {atom_id!r} at that valid and transaction time")
+            return _json(atom)
+
+        return await _call(request, run)
+
+    @app.get(V1 + "/history/{atom_id:path}", response_model=S.HistoryResponse, tags=["read"], responses=_ERR)
+    async def history(
+        request: Request, atom_id: str, ctx: Read, view_valid_at: TimeQ = None, view_as_of: TimeQ = None,
+    ) -> Response:
+        """``Memory.history``: every version, by transaction time (404 for an unknown atom)."""
+
+        def run() -> Response:
+            versions = _target(ctx.memory(), _pin(view_valid_at, view_as_of)).history(atom_id)
+            if not versions:
+                raise E.AtomNotFoundError(f"no atom {atom_id!r}")
+            return _json(S.HistoryResponse(versions=versions))
+
+        return await _call(request, run)
+
+    def _timed(mode: str | None, op: str, fn: Callable[[], Any]) -> Any:
+        t0 = time.perf_counter()
+        out = fn()
+        server.metrics.search.labels(mode or "default", op).observe(time.perf_counter() - t0)
+        return out
+
+    @app.post(f"{V1}/search", response_model=S.SearchResponse, tags=["read"], responses=_ERR)
+    async def search(request: Request, body: S.SearchRequest, ctx: Read) -> Response:
+        """``Memory.search``: the ``k`` best hits for a text or vector query under the time and tag filters."""
+        kwargs = _search_kwargs(body, Memory.search, {"query"})
+        q = S.as_array(body.query)
+
+        def run() -> Response:
+            mem = _target(ctx.memory(), body.view)
+            hits = _timed(body.mode, "search", lambda: mem.search(q, **kwargs))
+            return _json(S.SearchResponse(hits=hits))
+
+        return await _call(request, run)
+
+    @app.post(f"{V1}/search/batch", response_model=S.SearchManyResponse, tags=["read"], responses=_ERR)
+    async def search_many(request: Request, body: S.SearchManyRequest, ctx: Read) -> Response:
+        """``Memory.search_many``: a batch of text or vector queries with the same options."""
+        kwargs = _search_kwargs(body, Memory.search_many, {"queries"})
+        qs = S.as_array(body.queries)
+        limit(len(qs), "queries", server.max_queries)
+
+        def run() -> Response:
+            mem = _target(ctx.memory(), body.view)
+            results = _timed(body.mode, "search_many", lambda: mem.search_many(qs, **kwargs))
+            return _json(S.SearchManyResponse(results=results))
+
+        return await _call(request, run)
+
+    @app.post(f"{V1}/explain", response_model=SearchPlan, tags=["read"], responses=_ERR)
+    async def explain(request: Request, body: S.SearchRequest, ctx: Read) -> Response:
+        """``Memory.explain``: run the search and report its plan."""
+        kwargs = _search_kwargs(body, Memory.explain, {"query"})
+        q = S.as_array(body.query)
+
+        def run() -> Response:
+            mem = _target(ctx.memory(), body.view)
+            return _json(_timed(body.mode, "explain", lambda: mem.explain(q, **kwargs)))
+
+        return await _call(request, run)
+
+    @app.get(f"{V1}/stats", response_model=StoreStats, tags=["read"], responses=_ERR)
+    async def stats(request: Request, ctx: Read) -> Response:
+        """``Memory.stats``: counts and sizes (``path`` is the namespace name, not a server path)."""
+
+        def run() -> Response:
+            s = ctx.memory().stats()
+            return _json(s.model_copy(update={"path": ctx.ns}))
+
+        return await _call(request, run)
+
+    # ---------------------------------------------------------------- admin jobs
+    @app.post(f"{V1}/jobs", response_model=S.Job, status_code=202, tags=["admin"], responses=_ERR)
+    async def submit_job(request: Request, body: S.JobRequest, ctx: Admin) -> Response:
+        """Start a compaction or a re-index (admin); poll ``GET .../jobs/{id}`` for its status."""
+
+        def run() -> Response:
+            mem = ctx.memory()
+            if body.kind == "compact":
+                retain: Any = body.retain
+                if body.retain_days is not None:
+                    from datetime import timedelta
+
+                    if retain is not None:
+                        raise E.InvalidInputError("give retain or retain_days, not both")
+                    retain = timedelta(days=body.retain_days)
+
+                def job() -> Any:
+                    return mem.compact(merge_below=body.merge_below, retain=retain)
+            else:
+                from ..embed import embedder_for
+
+                embedder = embedder_for(body.model) if body.model is not None else None  # ConfigError now, not later
+                opts: dict[str, Any] = {"recipe": body.recipe}
+                if body.batch_size is not None:
+                    opts["batch_size"] = body.batch_size
+
+                def job() -> Any:
+                    return mem.reindex(embedder=embedder, **opts)
+            return _json(server.jobs.submit(ctx.ns, body.kind, job), 202)
+
+        return await _call(request, run)
+
+    @app.get(f"{V1}/jobs", response_model=S.JobList, tags=["admin"], responses=_ERR)
+    async def list_jobs(ctx: Admin) -> Response:
+        """The namespace's recent jobs."""
+        return _json(S.JobList(jobs=server.jobs.list(ctx.ns)))
+
+    @app.get(V1 + "/jobs/{job_id}", response_model=S.Job, tags=["admin"], responses=_ERR)
+    async def job_status(job_id: Annotated[str, PathParam(max_length=64)], ctx: Admin) -> Response:
+        """One job's status and, when finished, its result or error."""
+        job = server.jobs.get(job_id)
+        if job is None or job.namespace != ctx.ns:
+            raise UnknownResource(f"no job {job_id!r} in namespace {ctx.ns!r}")
+        return _json(job)
+
+    return app

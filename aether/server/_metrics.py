@@ -1,0 +1,69 @@
+"""Prometheus metrics of one server (its own registry, so several apps in one process do not collide).
+
+Store gauges are read from :meth:`aether.Memory.stats` of each open namespace at scrape time. The
+public API does not expose the tail size, the seal durations or the embed / index / materialize
+split of a search, so those are not exported (searches are timed as a whole, by mode).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+_LATENCY = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_JOBS = (0.01, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 1800.0, 7200.0)
+
+
+class _StoreCollector(Collector):
+    def __init__(self, opened: Callable[[], dict[str, Any]]) -> None:
+        self._opened = opened
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        atoms = GaugeMetricFamily("aether_atoms", "Atoms currently believed, by namespace", labels=["namespace"])
+        total = GaugeMetricFamily("aether_atoms_total_known", "Atoms with any version (not erased)",
+                                  labels=["namespace"])
+        versions = GaugeMetricFamily("aether_versions", "Version rows (not erased)", labels=["namespace"])
+        wal = GaugeMetricFamily("aether_wal_bytes", "Bytes in the write-ahead log", labels=["namespace"])
+        disk = GaugeMetricFamily("aether_disk_bytes", "Bytes of the store on disk", labels=["namespace"])
+        segs = GaugeMetricFamily("aether_segments", "Parquet segments", labels=["namespace"])
+        txs = GaugeMetricFamily("aether_transactions", "Committed transactions", labels=["namespace"])
+        for name, mem in sorted(self._opened().items()):
+            try:
+                s = mem.stats()
+            except Exception:  # a store closing under the scrape: skip it this time
+                continue
+            atoms.add_metric([name], s.atoms_current)
+            total.add_metric([name], s.atoms_total)
+            versions.add_metric([name], s.versions)
+            wal.add_metric([name], s.wal_bytes)
+            disk.add_metric([name], s.disk_bytes)
+            segs.add_metric([name], s.segments)
+            txs.add_metric([name], s.transactions)
+        yield from (atoms, total, versions, wal, disk, segs, txs)
+
+
+class Metrics:
+    """The server's metrics."""
+
+    def __init__(self, opened: Callable[[], dict[str, Any]]) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.request = Histogram(
+            "aether_request_duration_seconds", "HTTP request duration, by route template, method and status",
+            ["route", "method", "status"], registry=self.registry, buckets=_LATENCY,
+        )
+        self.search = Histogram(
+            "aether_search_duration_seconds", "Engine time of a search call (in the worker thread), by mode",
+            ["mode", "op"], registry=self.registry, buckets=_LATENCY,
+        )
+        self.job = Histogram(
+            "aether_job_duration_seconds", "Admin job duration (compaction, re-index), by kind and outcome",
+            ["kind", "status"], registry=self.registry, buckets=_JOBS,
+        )
+        self.registry.register(_StoreCollector(opened))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
