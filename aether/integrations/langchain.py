@@ -50,7 +50,10 @@ except ImportError as exc:  # the optional extra is not installed
 __all__ = ["AetherEmbeddings", "AetherVectorStore", "LangChainEmbedder"]
 
 #: Search keyword arguments passed through to :meth:`aether.Memory.search`.
-_SEARCH_KWARGS = frozenset({"valid_at", "as_of", "valid_during", "tags", "mode", "fusion", "rrf_k", "dense_weight"})
+_SEARCH_KWARGS = frozenset({
+    "valid_at", "as_of", "valid_during", "tags", "mode", "fusion", "rrf_k", "dense_weight",
+    "ranking", "relevance", "recency", "importance", "half_life", "recency_axis", "diversity",
+})
 #: Longest tag key aether accepts (``aether.engine.validate``); longer metadata keys are not mirrored as tags.
 _MAX_TAG_KEY = 256
 #: Candidate vectors kept for MMR re-ranking, keyed by (atom id, version id).
@@ -165,8 +168,10 @@ class AetherVectorStore(VectorStore):
     Extra search keyword arguments (``similarity_search*``, ``max_marginal_relevance_search*``,
     ``as_retriever(search_kwargs=...)``): ``valid_at``, ``as_of``, ``valid_during``, ``tags``, and
     ``mode`` (``"dense"``, the default here, ``"keyword"`` or ``"hybrid"``) with ``fusion``,
-    ``rrf_k``, ``dense_weight``. ``filter`` is a dict of ``key == value`` conditions on metadata:
-    scalar metadata values are stored as aether tags, and ``filter`` becomes a tag filter.
+    ``rrf_k``, ``dense_weight``, and aether's re-ranking (``ranking``, ``relevance``, ``recency``,
+    ``importance``, ``half_life``, ``recency_axis``, ``diversity``); see :meth:`aether.Memory.search`.
+    ``filter`` is a dict of ``key == value`` conditions on metadata: scalar metadata values are
+    stored as aether tags, and ``filter`` becomes a tag filter.
 
     Scores from ``similarity_search_with_score`` are cosine similarities in dense mode (higher is
     better); relevance scores are the cosine clamped to ``[0, 1]``.

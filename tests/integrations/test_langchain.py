@@ -139,6 +139,15 @@ def test_keyword_and_hybrid_modes(store: AetherVectorStore) -> None:
         store.similarity_search_with_relevance_scores("invoice", k=2, mode="keyword")
 
 
+def test_aether_ranking_options_pass_through(store: AetherVectorStore) -> None:
+    now = datetime.now(UTC)
+    store.add_texts(["standup at nine"], ids=["new"], valid_from=now - timedelta(days=1))
+    store.add_texts(["standup at nine"], ids=["old"], valid_from=now - timedelta(days=60))
+    # Equally similar; the recency blend puts the fact that started to hold more recently first.
+    assert [d.id for d in store.similarity_search("standup", k=2, ranking="recent")] == ["new", "old"]
+    assert len(store.similarity_search("standup", k=2, diversity=0.5)) == 2
+
+
 def test_mmr_matches_langchain_reference_and_diversifies(store: AetherVectorStore) -> None:
     rng = np.random.default_rng(1)
     q = rng.normal(size=16)
