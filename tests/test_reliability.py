@@ -405,3 +405,68 @@ def test_close_joins_the_background_vector_load(tmp_path: Path, monkeypatch: pyt
         time.sleep(0.01)
     mem.close()
     assert not [t for t in threading.enumerate() if t.name == "aether-vectors" and t.is_alive()]
+
+
+# ------------------------------------------------------------------ 7. erasure vs. old keyring copies
+def _decryptable_subjects(root: Path, keyring_copy: bytes, key: bytes, tmp: Path) -> set[str]:
+    """Subjects whose rows decrypt from the store's current data files when the attacker puts an
+    old keyring copy in place and uses the master key of that copy (row level, no engine logic)."""
+    import json
+    import shutil
+
+    from aether.security.codec import ERASED, AeadCodec
+    from aether.storage.rows import open_rows
+    from aether.storage.segments import read_table
+    from aether.storage.wal import WriteAheadLog
+
+    dst = tmp / f"attack-{len(list(tmp.iterdir()))}"
+    shutil.copytree(root, dst)
+    (dst / "keys" / "keyring.json").write_bytes(keyring_copy)
+    body = json.loads((dst / "MANIFEST.json").read_bytes())
+    codec = AeadCodec(key)
+    codec.bind(dst, body, read_only=True)
+    found: set[str] = set()
+    for entry in body["segments"]:
+        plain = open_rows(read_table(dst, entry, codec, body["store_id"]), codec)
+        found |= set(plain.column("subject").to_pylist())
+    for rec in WriteAheadLog(dst / "wal", codec, store_id=body["store_id"]).read(repair=False):
+        if rec.rows is not None:
+            found |= set(rec.rows.subject)
+    return found - {ERASED}
+
+
+def test_erasure_after_rotation_leaves_nothing_an_old_keyring_copy_decrypts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aether.security.keys import generate_key
+    from aether.security.rotate import rotate_key
+
+    monkeypatch.delenv("AETHER_KEY", raising=False)
+    monkeypatch.delenv("AETHER_KEY_FILE", raising=False)
+    k1, k2 = generate_key(), generate_key()
+    root = tmp_path / "enc"
+    work = tmp_path / "work"
+    work.mkdir()
+    with aether.open(root, embedder=_emb(), key=k1) as mem:
+        mem.add_many([{"content": f"alice secret {i}", "subject": "alice"} for i in range(5)])
+        mem.add_many([{"content": f"bob note {i}", "subject": "bob"} for i in range(5)])
+    old_ring = (root / "keys" / "keyring.json").read_bytes()  # a backup of the keyring, under k1
+    assert _decryptable_subjects(root, old_ring, k1, work) == {"alice", "bob"}
+    rotate_key(root, k1, k2)
+    with aether.open(root, embedder=_emb(), key=k2) as mem:
+        mem.add_many([{"content": f"alice later {i}", "subject": "alice"} for i in range(3)])
+        mem.checkpoint()
+        mem.add("alice in the WAL only", subject="alice")
+        mem.add("bob in the WAL only", subject="bob")
+        # Written after the rotation: the old keyring copy with the old master opens none of it.
+        res = mem.erase(subject="alice")
+        assert res.versions == 9 and res.keys_destroyed == 2
+        assert mem.stats().versions == 6
+    # (bob's rows were re-sealed by the purge under his post-rotation key: the old copy opens none)
+    assert "alice" not in _decryptable_subjects(root, old_ring, k1, work)
+    new_ring = (root / "keys" / "keyring.json").read_bytes()
+    assert _decryptable_subjects(root, new_ring, k2, work) == {"bob"}
+    report = aether.verify(root, key=k2)
+    assert report.ok, [str(p) for p in report.problems]
+    with aether.open(root, embedder=_emb(), key=k2) as mem:
+        assert {h.atom.subject for h in mem.search("note", k=20)} == {"bob"}

@@ -3,9 +3,13 @@
 An erasure is one durable transaction whose WAL record is content-free: the version ids it
 kills, the data keys it destroys, and its scope. Applying it (live or on replay) marks the
 rows dead, so no get, search, history or as-of view returns them again, and, for a subject
-of an encrypted store, destroys the subject's data key, after which no copy of any file can
-be decrypted for that subject. :func:`aether.engine.compact.compact` then removes the rows and
-vectors from disk. The hash-chained log records the erasure as a tombstone.
+of an encrypted store, destroys every data key the subject ever had. A key-destroying erasure
+then purges the subject's ciphertext from the store's files at once (the segments holding its
+rows are rewritten, older WAL files and the index files are removed): a keyring copy taken
+earlier, with the master key of its time, would otherwise still unwrap the destroyed key and
+decrypt those files. Copies of data files taken before the erasure stay readable with a keyring
+copy of the same age (they were readable then). Other erasures leave the rows to
+:func:`aether.engine.compact.compact`. The hash-chained log records the erasure as a tombstone.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ class EraseResult:
 
     #: versions (rows) erased
     versions: int
-    #: data keys destroyed (1 for a subject of an encrypted store, else 0)
+    #: data keys destroyed (for a subject of an encrypted store: one per key it had, else 0)
     keys_destroyed: int
     #: sequence number of the erasure's transaction (0 when nothing was erased)
     seq: int
@@ -92,9 +96,7 @@ def erase(engine: Engine, *, subject: str | None = None, atom_id: str | None = N
         destroy: list[str] = []
         codec = engine.codec
         if subject is not None and isinstance(codec, AeadCodec) and codec.keyring is not None:
-            kid = codec.keyring.key_id_of(subject)
-            if kid is not None:
-                destroy.append(kid)
+            destroy.extend(codec.keyring.key_ids_of(subject))  # every rotation gave it a new one
         if not len(rows) and not destroy:
             return EraseResult(0, 0, 0)
         tx = max(engine.clock(), snap.last_tx + 1)
@@ -119,4 +121,19 @@ def erase(engine: Engine, *, subject: str | None = None, atom_id: str | None = N
             on_erase = getattr(d, "on_erase", None)
             if callable(on_erase) and len(rows):
                 on_erase(engine, rows)
+        if destroy and engine.path is not None and len(rows):
+            _purge(engine)
         return EraseResult(len(rows), len(destroy), int(header["seq"]))
+
+
+def _purge(engine: Engine) -> None:
+    """Rewrite only the files holding erased rows (no merging); the erasure itself is durable already."""
+    import warnings
+
+    from ..engine.compact_policy import compact_policy
+    from ..errors import StorageIOError
+
+    try:
+        compact_policy(engine, merge_below=0)
+    except StorageIOError as exc:  # the erasure stands; the next compaction purges the rows
+        warnings.warn(f"aether: could not purge the erased rows yet: {exc}", RuntimeWarning, stacklevel=3)

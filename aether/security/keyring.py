@@ -14,8 +14,12 @@
   segments, index files); every other subject's key seals that subject's rows.
 * ``checksum`` (CRC32C of the rest) catches accidental damage with a clear ``CorruptionError``.
 
-Rotating the master key re-wraps the entries; no data file changes. Destroying a subject's
-entry makes every ciphertext sealed with it (including old copies of data files) unreadable.
+Rotating the master key re-wraps the entries and gives every subject a fresh data key for new
+writes (its older keys stay, to read older rows; ``current`` names the key each subject writes
+with), so a keyring copy from before a rotation, even with the old master key, opens nothing
+written after it. Erasing a subject destroys every key it ever had; the erasure also purges the
+subject's ciphertext from the store's files (see :mod:`aether.security.erase`), so nothing left in
+the store is decryptable with any key that ever existed.
 """
 
 from __future__ import annotations
@@ -151,6 +155,12 @@ class Keyring:
             except (TamperedError, struct.error, UnicodeDecodeError) as exc:
                 raise TamperedError(f"wrapped data key {key_id} in {path} does not verify: {exc}") from None
             ring._install(key_id, subject, dk)
+        current = doc.get("current")
+        if isinstance(current, list):  # which key each subject writes with (several after a rotation)
+            for key_id in current:
+                if not isinstance(key_id, str) or key_id not in ring._keys:
+                    raise CorruptionError("keyring names an unknown current key", path=str(path))
+                ring._by_subject[ring._keys[key_id][0]] = key_id
         if STORE_SUBJECT not in ring._by_subject:
             raise CorruptionError("keyring has no store key", path=str(path))
         return ring
@@ -162,7 +172,10 @@ class Keyring:
             s = subject.encode()
             plain = struct.pack("<H", len(s)) + s + dk
             keys[key_id] = _b64(seal(self._master, plain, _wrap_aad(self.store_id, key_id)))
-        return {"format": FORMAT, "store_id": self.store_id, "check": _b64(self._check), "keys": keys}
+        return {
+            "format": FORMAT, "store_id": self.store_id, "check": _b64(self._check), "keys": keys,
+            "current": sorted(self._by_subject.values()),
+        }
 
     def save(self) -> None:
         """Write the keyring atomically and durably (before any ciphertext that needs a new key)."""
@@ -219,7 +232,13 @@ class Keyring:
         return self._aeads.get(key_id)
 
     def key_id_of(self, subject: str) -> str | None:
+        """The key ``subject`` writes with (``None``: it has none)."""
         return self._by_subject.get(subject)
+
+    def key_ids_of(self, subject: str) -> list[str]:
+        """Every key ``subject`` has had (one per master-key rotation since its first write)."""
+        with self._lock:
+            return sorted(k for k, (s, _) in self._keys.items() if s == subject)
 
     def subjects(self) -> list[str]:
         return sorted(s for s in self._by_subject if s != STORE_SUBJECT)
@@ -243,8 +262,11 @@ class Keyring:
             return n
 
     def rewrap(self, new_master: bytes) -> None:
-        """Wrap every data key under ``new_master`` (and a new verifier), then save."""
+        """Wrap every data key under ``new_master`` (and a new verifier), give every subject a fresh
+        key for new writes (a keyring copy wrapped by the old master must not open them), then save."""
         with self._lock:
+            for subject in self.subjects():
+                self._add(subject)
             self._master = AESGCM(new_master)
             self._check = seal(self._master, _CHECK_PLAIN, _check_aad(self.store_id))
             self.save()
