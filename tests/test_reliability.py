@@ -470,3 +470,32 @@ def test_erasure_after_rotation_leaves_nothing_an_old_keyring_copy_decrypts(
     assert report.ok, [str(p) for p in report.problems]
     with aether.open(root, embedder=_emb(), key=k2) as mem:
         assert {h.atom.subject for h in mem.search("note", k=20)} == {"bob"}
+
+
+def test_core_cli_commands_take_a_key_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """init, add, search, get, history and stats open an encrypted store with ``--key-file``
+    (before: only through the environment)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from aether.cli import app
+
+    monkeypatch.delenv("AETHER_KEY", raising=False)
+    monkeypatch.delenv("AETHER_KEY_FILE", raising=False)
+    runner = CliRunner()
+    kf = tmp_path / "master.key"
+    assert runner.invoke(app, ["keygen", str(kf)]).exit_code == 0
+    root = str(tmp_path / "enc")
+    k = ["--key-file", str(kf)]
+    res = runner.invoke(app, ["init", root, "--model", f"hashing:{DIM}", *k])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["add", root, "the launch moved to friday", "--json", *k])
+    assert res.exit_code == 0, res.output
+    atom_id = json.loads(res.output)["atom_id"]
+    for cmd in (["search", root, "launch"], ["get", root, atom_id], ["history", root, atom_id], ["stats", root]):
+        res = runner.invoke(app, [*cmd, "--json", *k])
+        assert res.exit_code == 0, (cmd, res.output)
+        assert ("friday" in res.output) or cmd[0] == "stats"
+        assert runner.invoke(app, [*cmd, "--json"]).exit_code != 0  # no key: a typed refusal
+    assert json.loads(runner.invoke(app, ["stats", root, "--json", *k]).output)["encrypted"] is True

@@ -105,11 +105,18 @@ def parse_json_object(text: str, name: str) -> dict[str, Any]:
     return value
 
 
-def _open_store(path: Path, *, read_only: bool = False) -> Any:
+KeyFileOpt = Annotated[
+    Path | None,
+    typer.Option("--key-file", metavar="FILE", help="Master key file of an encrypted store (default: AETHER_KEY_FILE "
+                 "or AETHER_KEY).", show_default=False),
+]
+
+
+def _open_store(path: Path, *, read_only: bool = False, key_file: Path | None = None) -> Any:
     import aether
 
     try:
-        return aether.open(path, create=False, read_only=read_only)
+        return aether.open(path, create=False, read_only=read_only, key_file=key_file)
     except StoreNotFoundError:
         raise StoreNotFoundError(f"no aether store at {path}; create one with `aether init {path}`") from None
 
@@ -203,6 +210,7 @@ def cmd_init(
             show_default=False,
         ),
     ] = None,
+    key_file: KeyFileOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create a store at PATH (an existing store is left as is; its model must match --model)."""
@@ -213,7 +221,7 @@ def cmd_init(
 
     existed = (path / NAME).exists()
     embedder = embedder_for(model) if model is not None else None
-    with aether.open(path, embedder=embedder) as mem:
+    with aether.open(path, embedder=embedder, key_file=key_file) as mem:
         info = {"path": str(path), "model": mem.embedder.identity, "dim": mem.embedder.dim,
                 "created": not existed}
     if as_json:
@@ -251,6 +259,7 @@ def cmd_add(
         typer.Option("--metadata", metavar="JSON", help="A JSON object stored with the memory (not filtered on).",
                      show_default=False),
     ] = None,
+    key_file: KeyFileOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Add one memory to the store at PATH (run `aether init PATH` first)."""
@@ -258,7 +267,7 @@ def cmd_add(
     meta = parse_json_object(metadata, "--metadata") if metadata is not None else None
     vf = _opt_time(valid_from, "--valid-from")
     vt = _opt_time(valid_to, "--valid-to")
-    with _open_store(path) as mem:
+    with _open_store(path, key_file=key_file) as mem:
         atom = mem.add(text, tags=tags or None, metadata=meta, valid_from=vf, valid_to=vt, atom_id=atom_id,
                        subject=subject)
     if as_json:
@@ -276,6 +285,7 @@ def cmd_search(
     valid_at: ValidAtOpt = None,
     as_of: AsOfOpt = None,
     tag: TagOpt = None,
+    key_file: KeyFileOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Semantic search: the K memories closest to QUERY, true at --valid-at as known at --as-of."""
@@ -283,7 +293,7 @@ def cmd_search(
     tags = parse_tags(tag)
     va = _opt_time(valid_at, "--valid-at")
     ao = _opt_time(as_of, "--as-of")
-    with _open_store(path, read_only=True) as mem:
+    with _open_store(path, read_only=True, key_file=key_file) as mem:
         hits = mem.search(query, k, valid_at=va, as_of=ao, tags=tags or None)
     if as_json:
         _emit_json({
@@ -312,12 +322,13 @@ def cmd_get(
     atom_id: Annotated[str, typer.Argument(help="The atom id.", show_default=False, metavar="ATOM_ID")],
     valid_at: ValidAtOpt = None,
     as_of: AsOfOpt = None,
+    key_file: KeyFileOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """The version of ATOM_ID true at --valid-at as known at --as-of (exit 1 if there is none)."""
     va = _opt_time(valid_at, "--valid-at")
     ao = _opt_time(as_of, "--as-of")
-    with _open_store(path, read_only=True) as mem:
+    with _open_store(path, read_only=True, key_file=key_file) as mem:
         atom = mem.get(atom_id, valid_at=va, as_of=ao)
         known = atom is not None or bool(mem.history(atom_id))
     if as_json:
@@ -334,12 +345,13 @@ def cmd_get(
 def cmd_history(
     path: StoreArg,
     atom_id: Annotated[str, typer.Argument(help="The atom id.", show_default=False, metavar="ATOM_ID")],
+    key_file: KeyFileOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Every version of ATOM_ID, superseded ones included, ordered by transaction time."""
     from ..errors import AtomNotFoundError
 
-    with _open_store(path, read_only=True) as mem:
+    with _open_store(path, read_only=True, key_file=key_file) as mem:
         versions = mem.history(atom_id)
     if not versions:
         raise AtomNotFoundError(f"no atom {atom_id!r} in {path}")
@@ -361,9 +373,9 @@ def history_table(versions: Sequence[MemoryAtom], *, title: str | None = None) -
     return table
 
 
-def cmd_stats(path: StoreArg, as_json: JsonOpt = False) -> None:
+def cmd_stats(path: StoreArg, key_file: KeyFileOpt = None, as_json: JsonOpt = False) -> None:
     """Counts and sizes of the store at PATH."""
-    with _open_store(path, read_only=True) as mem:
+    with _open_store(path, read_only=True, key_file=key_file) as mem:
         stats = mem.stats()
     if as_json:
         _emit_json(stats.model_dump(mode="json"))
