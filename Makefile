@@ -15,11 +15,11 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	$(PIP) install $(CONSTRAINTS) 'torch==2.13.0'
-	$(PIP) install $(CONSTRAINTS) -e '.[hybrid]'
+	$(PIP) install $(CONSTRAINTS) -e '.[hybrid,onnx]'
 	touch $@
 
 $(DEVSTAMP): $(STAMP)
-	$(PIP) install $(CONSTRAINTS) -e '.[dev,hybrid,ray,server,mcp,langchain,langgraph,llamaindex]'
+	$(PIP) install $(CONSTRAINTS) -e '.[dev,hybrid,onnx,ray,server,mcp,langchain,langgraph,llamaindex]'
 	touch $@
 
 install: $(STAMP)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import threading
 from collections.abc import Sequence
@@ -11,9 +12,11 @@ from typing import Any
 import numpy as np
 
 from .._resources import model_manifest
-from ..errors import EmbeddingError, MissingDependencyError
+from ..errors import ConfigError, EmbeddingError, MissingDependencyError
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+_BACKENDS = ("auto", "torch", "onnx")
+log = logging.getLogger("aether.embed")
 
 
 class SentenceTransformerEmbedder:
@@ -30,12 +33,33 @@ class SentenceTransformerEmbedder:
         Texts per forward pass.
     device
         Torch device; ``None`` lets sentence-transformers choose.
+    backend
+        ``"torch"`` (sentence-transformers), ``"onnx"`` (ONNX Runtime over a graph exported locally
+        from the same weights, cached under ``$AETHER_CACHE_DIR`` or ``~/.cache/aether``), or
+        ``"auto"`` (the default, overridable by ``$AETHER_EMBED_BACKEND``): ONNX when onnxruntime is
+        installed and the export matches the torch model, torch otherwise. Both give the same
+        vectors to float32 rounding, so they share one model identity and a store written with one
+        is searched with the other.
     """
 
-    def __init__(self, model: str = DEFAULT_MODEL, *, batch_size: int = 64, device: str | None = None) -> None:
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        *,
+        batch_size: int = 64,
+        device: str | None = None,
+        backend: str | None = None,
+    ) -> None:
         self.manifest: dict[str, Any] = model_manifest(model)
         self.batch_size = batch_size
         self.device = device
+        chosen = (backend or os.environ.get("AETHER_EMBED_BACKEND") or "auto").lower()
+        if chosen not in _BACKENDS:
+            raise ConfigError(f"unknown embedding backend {chosen!r}; choose one of {', '.join(_BACKENDS)}")
+        if chosen == "auto" and device not in (None, "cpu"):
+            chosen = "torch"  # ONNX Runtime runs here on the CPU only
+        self.requested_backend = chosen
+        self.backend: str | None = None  # the one in use, known once the model is loaded
         self._model: Any = None
         self._lock = threading.Lock()
 
@@ -65,6 +89,8 @@ class SentenceTransformerEmbedder:
 
     def _load(self) -> Any:
         with self._lock:
+            if self._model is None and self.requested_backend in ("auto", "onnx"):
+                self._model = self._load_onnx()
             if self._model is None:
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")
                 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -87,7 +113,22 @@ class SentenceTransformerEmbedder:
                 if self.manifest.get("max_seq_length"):
                     model.max_seq_length = int(self.manifest["max_seq_length"])
                 self._model = model
+                self.backend = "torch"
             return self._model
+
+    def _load_onnx(self) -> Any:
+        from ._onnx import OnnxSentenceModel
+
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        try:
+            model = OnnxSentenceModel(self.model_path(), max_seq_length=int(self.manifest.get("max_seq_length") or 512))
+        except (MissingDependencyError, EmbeddingError) as exc:
+            if self.requested_backend == "onnx":
+                raise
+            log.info("embedding with torch: the ONNX backend is unavailable (%s)", exc)
+            return None
+        self.backend = "onnx"
+        return model
 
     def _encode(self, texts: Sequence[str], prefix: str) -> np.ndarray:
         if not texts:
@@ -95,6 +136,8 @@ class SentenceTransformerEmbedder:
         model = self._load()
         batch = [prefix + t for t in texts] if prefix else list(texts)
         try:
+            if self.backend == "onnx":
+                return np.ascontiguousarray(model.encode(batch, batch_size=self.batch_size), dtype=np.float32)
             vecs = model.encode(
                 batch,
                 batch_size=self.batch_size,

@@ -1,0 +1,101 @@
+"""The packaged model on its two backends: torch (sentence-transformers) and ONNX Runtime.
+
+Real model, real export: the ONNX graph is built from the packaged weights into a temporary cache.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import aether
+from aether.embed import SentenceTransformerEmbedder
+
+pytest.importorskip("onnxruntime")
+
+TEXTS = [
+    "Alice moved from Paris to Lyon in June 2024.",
+    "Bob's favourite programming language is Rust.",
+    "The Helios project reached general availability in March.",
+    "short",
+    "A much longer memory " + "about a meeting that ran over time and covered many topics " * 12,
+]
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("aether-cache")
+
+
+@pytest.fixture(scope="module")
+def torch_vectors() -> np.ndarray:
+    return SentenceTransformerEmbedder(backend="torch").embed(TEXTS)
+
+
+@pytest.fixture
+def onnx_embedder(cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> SentenceTransformerEmbedder:
+    monkeypatch.setenv("AETHER_CACHE_DIR", str(cache_dir))
+    return SentenceTransformerEmbedder(backend="onnx")
+
+
+def test_onnx_vectors_equal_torch(onnx_embedder: SentenceTransformerEmbedder, torch_vectors: np.ndarray) -> None:
+    got = onnx_embedder.embed(TEXTS)
+    assert onnx_embedder.backend == "onnx"
+    assert got.shape == torch_vectors.shape and got.dtype == np.float32
+    assert np.abs(got - torch_vectors).max() < 1e-4
+    # Order is kept although batches are sorted by length inside.
+    one_by_one = np.vstack([onnx_embedder.embed([t]) for t in TEXTS])
+    assert np.abs(one_by_one - got).max() < 1e-4
+    assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+
+
+def test_same_identity_so_stores_are_interchangeable(
+    onnx_embedder: SentenceTransformerEmbedder, tmp_path: Path
+) -> None:
+    torch_emb = SentenceTransformerEmbedder(backend="torch")
+    assert onnx_embedder.identity == torch_emb.identity
+    with aether.open(tmp_path / "s", embedder=torch_emb) as mem:
+        mem.add("Alice lives in Lyon")
+        mem.add("Bob plays the cello")
+    with aether.open(tmp_path / "s", embedder=onnx_embedder) as mem:
+        hits = mem.search("where does alice live?", k=1, mode="dense")
+        assert hits[0].atom.content.inline == "Alice lives in Lyon"
+
+
+def test_export_is_cached_and_a_damaged_cache_is_rebuilt(
+    onnx_embedder: SentenceTransformerEmbedder, cache_dir: Path, torch_vectors: np.ndarray,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    onnx_embedder.embed(["warm"])
+    graphs = list(cache_dir.glob("onnx/*/model.onnx"))
+    assert len(graphs) == 1
+    before = graphs[0].stat().st_mtime_ns
+    again = SentenceTransformerEmbedder(backend="onnx")
+    again.embed(["reuse"])
+    assert graphs[0].stat().st_mtime_ns == before  # reused, not exported again
+    data = bytearray(graphs[0].read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    graphs[0].write_bytes(bytes(data))
+    rebuilt = SentenceTransformerEmbedder(backend="onnx")
+    assert np.abs(rebuilt.embed(TEXTS) - torch_vectors).max() < 1e-4
+    assert graphs[0].stat().st_mtime_ns != before
+
+
+def test_unknown_backend_is_a_config_error() -> None:
+    with pytest.raises(aether.ConfigError, match="backend"):
+        SentenceTransformerEmbedder(backend="tpu")
+
+
+def test_auto_falls_back_to_torch_without_onnxruntime(
+    monkeypatch: pytest.MonkeyPatch, torch_vectors: np.ndarray
+) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
+    auto = SentenceTransformerEmbedder(backend="auto")
+    assert np.abs(auto.embed(TEXTS) - torch_vectors).max() < 1e-6
+    assert auto.backend == "torch"
+    explicit = SentenceTransformerEmbedder(backend="onnx")
+    with pytest.raises(aether.MissingDependencyError, match=r"aether\[onnx\]"):
+        explicit.embed(["x"])
