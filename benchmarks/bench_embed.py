@@ -45,7 +45,7 @@ def main() -> None:
     args = ap.parse_args()
 
     col = load("scifact")
-    backends = {"torch": SentenceTransformerEmbedder(backend="torch"), "onnx": SentenceTransformerEmbedder(backend="onnx")}
+    backends = {b: SentenceTransformerEmbedder(backend=b) for b in ("torch", "onnx")}
     for name, emb in backends.items():
         t0 = time.perf_counter()
         emb.embed_queries(["warm up"])
@@ -85,7 +85,10 @@ def main() -> None:
             dvec = emb.embed(col.docs)
             qvec = emb.embed_queries(col.queries)
             top = np.argsort(-(qvec @ dvec.T), axis=1)[:, :10]
-            nd = [ndcg_at_10([col.doc_ids[j] for j in row], col.qrels[qid]) for qid, row in zip(col.query_ids, top)]
+            nd = [
+                ndcg_at_10([col.doc_ids[j] for j in row], col.qrels[qid])
+                for qid, row in zip(col.query_ids, top, strict=True)
+            ]
             result[name]["scifact_ndcg@10"] = float(np.mean(nd))
             result[name]["scifact_embed_s"] = time.perf_counter() - t0
             print(f"{name}: SciFact nDCG@10 {result[name]['scifact_ndcg@10']:.4f}", flush=True)
