@@ -501,7 +501,7 @@ def create_app(
     async def search_many(request: Request, body: S.SearchManyRequest, ctx: Read) -> Response:
         """``Memory.search_many``: a batch of text or vector queries with the same options."""
         kwargs = _search_kwargs(body, Memory.search_many, {"queries"})
-        qs = S.as_array(body.queries)
+        qs = S.as_queries(body.queries)
         limit(len(qs), "queries", server.max_queries)
 
         def run() -> Response:

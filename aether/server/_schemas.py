@@ -64,6 +64,13 @@ def as_array(v: Any) -> Any:
     return v
 
 
+def as_queries(qs: Any) -> Any:
+    """search_many queries: a list of texts stays a list; vectors become an ``(m, dim)`` array."""
+    if isinstance(qs, list) and all(isinstance(q, str) for q in qs):
+        return qs
+    return as_array(qs)
+
+
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
