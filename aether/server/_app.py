@@ -95,6 +95,8 @@ class Server:
     def startup(self) -> None:
         """Check that the default model loads and every existing namespace opens (``/readyz``)."""
         problems: list[str] = []
+        self.namespaces.reopen()
+        self.jobs.start()
         if self.model is not None:
             from ..embed import embedder_for
 

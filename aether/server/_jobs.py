@@ -40,6 +40,13 @@ class Jobs:
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._lock = threading.Lock()
         self._observe = observe
+        self._stopped = False
+
+    def start(self) -> None:
+        """A fresh worker after :meth:`shutdown` (an app whose lifespan runs again)."""
+        if self._stopped:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aether-job")
+            self._stopped = False
 
     def submit(self, namespace: str, kind: str, fn: Callable[[], Any]) -> Job:
         job = Job(id=uuid.uuid4().hex, namespace=namespace, kind=kind, status="queued", created=_now())
@@ -96,3 +103,4 @@ class Jobs:
                         "error": JobError(type="StoreClosedError", message="the server shut down before the job ran"),
                     })
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._stopped = True

@@ -123,6 +123,11 @@ class Namespaces:
             raise StoreNotFoundError(f"namespace {name!r} is not an aether store") from None
 
     # -------------------------------------------------------------------------------- lifecycle
+    def reopen(self) -> None:
+        """Accept opens again after :meth:`close_all` (an app whose lifespan runs again)."""
+        with self._lock:
+            self._closed = False
+
     def close_all(self) -> list[tuple[str, BaseException]]:
         """Checkpoint and close every open store; returns the failures (each store is still tried)."""
         with self._lock:

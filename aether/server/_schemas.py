@@ -58,7 +58,8 @@ def as_array(v: Any) -> Any:
         return v.array()
     if isinstance(v, list):
         try:
-            return np.asarray(v, dtype=np.float32)
+            with np.errstate(over="ignore", invalid="ignore"):  # out-of-range numbers become inf: rejected later
+                return np.asarray(v, dtype=np.float32)
         except (TypeError, ValueError) as exc:  # ragged rows
             raise InvalidVectorError(f"not a numeric vector or matrix: {exc}") from None
     return v
