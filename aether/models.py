@@ -327,7 +327,8 @@ _M = TypeVar("_M", bound=BaseModel)
 def trusted_builder(cls: type[_M]) -> Callable[[frozenset[str], dict[str, Any]], _M]:
     """A constructor of ``cls`` from values the engine wrote and validated already (the read path).
 
-    ``build(fields_set, values)``: ``values`` holds every field, in declaration order, and
+    ``build(fields_set, values)``: ``values`` holds every field, in declaration order (the order
+    ``model_dump`` keeps; only the count is checked, on every call), and
     ``fields_set`` the fields a validating constructor would record as set. The instance equals
     ``cls(**values)`` but skips validation, like ``model_construct``, and also skips its per-call
     field walk (in pydantic 2.14 it inspects each default factory's signature on every call: ~15 us
@@ -341,12 +342,12 @@ def trusted_builder(cls: type[_M]) -> Callable[[frozenset[str], dict[str, Any]],
         and cls.model_config.get("extra") != "allow"
         and all(f.alias is None and f.validation_alias is None for f in cls.__pydantic_fields__.values())
     )
-    names = tuple(cls.__pydantic_fields__)
+    nfields = len(cls.__pydantic_fields__)
     new = cls.__new__
     setattr_ = object.__setattr__
 
     def build(fields_set: frozenset[str], values: dict[str, Any]) -> _M:
-        if not plain or tuple(values) != names:
+        if not plain or len(values) != nfields:
             return cls.model_construct(set(fields_set), **values)
         m = new(cls)
         setattr_(m, "__dict__", values)

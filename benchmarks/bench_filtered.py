@@ -227,6 +227,98 @@ class Chroma(Peer):
         return [int(i) for i in r["ids"][0]]
 
 
+# ---------------------------------------------------------------------------- right after a bulk add_many
+def bulk_phase(args: argparse.Namespace, work: Path, x: np.ndarray, vf: np.ndarray, vt: np.ndarray,
+               rng: np.random.Generator) -> dict[str, Any]:
+    """Ingest every atom with one ``add_many`` (pre-embedded) and query at once, beside FAISS flat+bitmap.
+
+    Queries start the moment ``add_many`` returns: the index seals the tail into runs meanwhile
+    (see ``aether/index/bucketed.py``). Each query records the rows the tail scanned exactly and
+    when it ran; the API figures go through ``Memory.search`` (``Hit`` objects), the engine ones
+    through ``plan_and_search`` (row ids, like FAISS), interleaved query by query.
+    """
+    n, k = len(x), args.k
+    store = work / "aether_bulk"
+    if store.exists():
+        shutil.rmtree(store)
+    mem = aether.open(store, embedder=aether.PrecomputedEmbedder(x.shape[1]))
+    items = [{"content": f"atom {i}", "atom_id": f"b{i}", "valid_from": dt(int(vf[i])), "valid_to": dt(int(vt[i]))}
+             for i in range(n)]
+    t = time.perf_counter()
+    mem.add_many(items, vectors=x)
+    t_done = time.perf_counter()
+    add_s = t_done - t
+    eng = mem._engine
+    idx = find_index(eng)
+    assert idx is not None
+    flat = FaissFlat()
+    flat.build(x, {})  # rows are in the same order as x (one transaction, fresh ids)
+    atom_of = eng.table.atom_code
+    snap = eng.snapshot
+    cur_vf, cur_vt = eng.table.valid_from[: snap.n], eng.table.valid_to[: snap.n]
+    nq = args.queries
+    queries = perturb(x[rng.integers(0, n, nq)], rng, 0.6)
+    out: dict[str, Any] = {"n": n, "add_many_s": add_s, "sets": []}
+    print(f"bulk add_many of {n} pre-embedded atoms: {add_s:.2f}s", flush=True)
+    sets = [(f"valid-time {s:g}", window_for(cur_vf, cur_vt, s, rng)) for s in (0.01, 1.0)]
+    for phase in ("immediately", "after the tail is sealed"):
+        if phase != "immediately":
+            while snap.n - idx.state.covered >= idx.recipe.tail_rows and time.perf_counter() - t_done < 600:
+                time.sleep(0.05)
+        for name, width in sets:
+            lat: dict[str, list[float]] = {"engine": [], "api": [], "faiss": []}
+            rec: dict[str, list[float]] = {"engine": [], "api": [], "faiss": []}
+            tails: list[int] = []
+            when: list[float] = []
+            for i in range(nq):
+                a = -(2**62) if width < 0 else int(T0_US + (SPAN_US - width) * ((i * 0.618034) % 1.0))
+                b = 2**63 - 1 if width < 0 else a + width
+                f = Filters(as_of=snap.last_tx, valid_at=None, valid_during=(a, b), tags=None)
+                q = queries[i]
+                mask = eng.mask(snap, as_of=f.as_of, valid_at=None, valid_during=f.valid_during, tags=None)
+                when.append(time.perf_counter() - t_done)
+                s0 = time.perf_counter()
+                res, plan, _ = plan_and_search(eng, snap, q[None], k, f)
+                lat["engine"].append((time.perf_counter() - s0) * 1000)
+                got_e = [r for r, _ in res[0]]
+                tails.append(sum(bp.selected for bp in plan if bp.bucket == "tail"))
+                s0 = time.perf_counter()
+                hits = mem.search(q, k=k, valid_during=(dt(a) if width >= 0 else None, dt(b) if width >= 0 else None),
+                                  as_of=dt(snap.last_tx))
+                lat["api"].append((time.perf_counter() - s0) * 1000)
+                got_a = [int(eng.table.row_index(np.array([h.atom.version_id]))[0]) for h in hits]
+                s0 = time.perf_counter()
+                got_f = flat.search(q, k, f, mask)
+                lat["faiss"].append((time.perf_counter() - s0) * 1000)
+                ref, _, _ = exact_search(eng, snap, q[None], k, f)
+                ref_atoms = {int(atom_of[r]) for r, _ in ref[0]}
+                for key, got in (("engine", got_e), ("api", got_a), ("faiss", got_f)):
+                    rec[key].append(len({int(atom_of[r]) for r in got} & ref_atoms) / max(1, len(ref_atoms)))
+            row: dict[str, Any] = {"phase": phase, "set": name, "t_first_s": when[0], "t_last_s": when[-1],
+                   "tail_rows_max": max(tails), "tail_rows_p50": statistics.median(tails)}
+            for key in lat:
+                row[f"{key}_p50_ms"] = statistics.median(lat[key])
+                row[f"{key}_recall"] = float(np.mean(rec[key]))
+            row["api_over_engine"] = row["api_p50_ms"] / row["engine_p50_ms"]
+            row["engine_over_faiss"] = row["engine_p50_ms"] / row["faiss_p50_ms"]
+            row["api_over_faiss"] = row["api_p50_ms"] / row["faiss_p50_ms"]
+            out["sets"].append(row)
+            print(f"  bulk {phase:26s} {name:16s} t={when[0]:5.1f}-{when[-1]:5.1f}s tail<={max(tails):6d} rows  "
+                  f"engine {row['engine_p50_ms']:.3f}ms R{row['engine_recall']:.3f}  "
+                  f"API {row['api_p50_ms']:.3f}ms R{row['api_recall']:.3f} (x{row['api_over_engine']:.2f} engine)  "
+                  f"faiss flat {row['faiss_p50_ms']:.3f}ms  aether/faiss x{row['api_over_faiss']:.2f}", flush=True)
+    while snap.n - idx.state.covered >= idx.recipe.tail_rows and time.perf_counter() - t_done < 600:
+        time.sleep(0.05)
+    sealed_at = time.perf_counter() - t_done
+    out["tail_sealed_after_s"] = sealed_at
+    out["partitions"] = [(p.label, p.m, p.tier.name) for p in idx.state.partitions]
+    print(f"  bulk: tail below tail_rows={idx.recipe.tail_rows} (queries running) {sealed_at:.1f}s after add_many; "
+          f"partitions {out['partitions']}", flush=True)
+    mem.close()
+    shutil.rmtree(store, ignore_errors=True)
+    return out
+
+
 # ---------------------------------------------------------------------------- main
 def _reuse(built: Path, n: int) -> tuple[float, float, list[int], int]:
     """The figures and transaction times recorded when the store was built (``--reuse``)."""
@@ -302,6 +394,8 @@ def main() -> None:
                     help="reuse the store --workdir holds from an earlier run with the same --n (queries only)")
     ap.add_argument("--defer-build", action="store_true",
                     help="pause index sealing during ingest and build once after it (bulk-load mode)")
+    ap.add_argument("--bulk", choices=("on", "off", "only"), default="on",
+                    help="also (or only) measure queries right after one bulk add_many of every atom")
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
     n, dim, k = args.n, args.dim, args.k
@@ -324,6 +418,11 @@ def main() -> None:
     ncorr = n // 10
     corr = rng.choice(n, ncorr, replace=False)
     xc = perturb(x[corr], rng, 0.5)
+    if args.bulk != "off":
+        report["bulk"] = bulk_phase(args, work, x, vf, vt, np.random.default_rng(args.seed + 1))
+        if args.bulk == "only":
+            (out_dir / f"filtered_{n}_bulk.json").write_text(json.dumps(report, indent=1, default=str))
+            return
 
     # -- aether ingest (durable: each add_many is one fsynced transaction)
     store = work / "aether"
@@ -519,7 +618,23 @@ def main() -> None:
         b = sysr.get("build_s")
         lines.append(f"| {name} | {b:.1f} | " + " | ".join(cells) + " |" if b is not None else
                      f"| {name} | - | " + " | ".join(cells) + " |")
-    lines += ["", "cells: p50 / p99 latency, R = recall@10 vs exact numpy search over the same selected rows"]
+    lines += ["", "cells: p50 / p99 latency, R = recall@10 vs exact numpy search over the same selected rows", "",
+              "API p50 / engine p50 (the cost of building Hit objects): " + ", ".join(
+                  f"{e['set']} x{a['p50_ms'] / e['p50_ms']:.2f}" for e, a in zip(
+                      report["systems"]["aether (engine)"]["sets"], report["systems"]["aether (API)"]["sets"],
+                      strict=True))]
+    if "bulk" in report:
+        b = report["bulk"]
+        lines += ["", f"Right after one bulk add_many of {b['n']} atoms ({b['add_many_s']:.1f}s); tail below tail_rows "
+                  f"{b['tail_sealed_after_s']:.1f}s after it returned:", "",
+                  "| phase | set | queries at | max exact tail rows | engine p50 | API p50 (x engine) | "
+                  "faiss flat+bitmap p50 | API / faiss | recall engine / API |", "|---" * 9 + "|"]
+        for r in b["sets"]:
+            lines.append(f"| {r['phase']} | {r['set']} | {r['t_first_s']:.1f}-{r['t_last_s']:.1f}s | "
+                         f"{r['tail_rows_max']} | "
+                         f"{r['engine_p50_ms']:.3f} ms | {r['api_p50_ms']:.3f} ms (x{r['api_over_engine']:.2f}) | "
+                         f"{r['faiss_p50_ms']:.3f} ms | x{r['api_over_faiss']:.2f} | "
+                         f"{r['engine_recall']:.3f} / {r['api_recall']:.3f} |")
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     try:

@@ -2,10 +2,21 @@
 
 Rows ``[0, covered)`` live in sealed partitions (runs of consecutive ``valid_from``
 buckets, each with its own FAISS index); rows ``[covered, n)`` are the tail, scanned
-exactly. When the tail grows past ``recipe.tail_rows`` it is sealed: the partitions
-its rows fall into are rebuilt (new buckets start or extend a partition), on a
-background thread unless the recipe says otherwise, and the new state is published
-with one reference swap, so readers never wait and never see half a build.
+exactly. With a background recipe (the default) the index is a small LSM tree with two lanes:
+
+- the fast lane seals the tail, when it reaches ``recipe.tail_rows``, into a *fresh run*: one
+  partition over those rows with a ``run_tiers`` index (flat, or IVF for a bulk load, built in
+  seconds), and merges fresh runs of similar size into one (``run_fanout``);
+- the slow lane rebuilds fresh IVF runs (with the older runs of similar size) as *sealed runs*
+  with the bucket tiers' index (HNSW), and once the runs hold ``merge_min_rows`` rows and
+  ``merge_ratio`` of the bucket partitions' rows, merges them into the bucket partitions whose
+  buckets they fall into (new buckets start or extend a partition).
+
+The exact-scanned tail therefore stays below ``tail_rows`` plus what arrives while one fresh
+run builds, whatever the write pattern; an IVF run is searched only until its rebuild.
+Without a background recipe the tail is merged into the bucket partitions directly and
+synchronously. Every new state is published with one reference swap, so readers never wait
+and never see half a build.
 """
 
 from __future__ import annotations
@@ -22,7 +33,7 @@ from ..errors import ConfigError, CorruptionError, InvalidInputError, StorageIOE
 from . import catalog as cat
 from .buckets import bucket_keys, bucket_label
 from .partition import Partition, PartitionSpec, make_partition, order_rows
-from .recipes import Recipe, load_recipe, recipe_from_dict
+from .recipes import Recipe, Tier, load_recipe, recipe_from_dict
 
 if TYPE_CHECKING:
     from ..engine.store import Engine
@@ -37,6 +48,26 @@ class IndexState:
     covered: int = 0
     owner: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))  # partition of each covered row
     local: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # its position in the partition
+    #: ``partitions[runs_from:]`` are runs (row ranges in order, after the bucket partitions); -1: none.
+    runs_from: int = -1
+
+    @property
+    def base_parts(self) -> tuple[Partition, ...]:
+        """The bucket partitions (rows ``[0, base_covered)``)."""
+        return self.partitions if self.runs_from < 0 else self.partitions[: self.runs_from]
+
+    @property
+    def run_parts(self) -> tuple[Partition, ...]:
+        """The runs, oldest first: consecutive table row ranges ``[base_covered, covered)``."""
+        return () if self.runs_from < 0 else self.partitions[self.runs_from :]
+
+    @property
+    def base_covered(self) -> int:
+        runs = self.run_parts
+        if runs:
+            assert runs[0].run is not None
+            return runs[0].run[0]
+        return self.covered
 
 
 def _label(klo: int, khi: int, period: str) -> str:
@@ -124,12 +155,47 @@ def _catalog_head(
     }
 
 
+#: Runs are named in catalogs and file names by ``klo = RUN_KEY + first row``, ``khi = RUN_KEY + last row``
+#: (bucket keys are far smaller), so that two runs over the same buckets never share a file name.
+RUN_KEY = 1 << 40
+
+
+def _run_partition(
+    table: Any, start: int, end: int, recipe: Recipe, *, sealed: bool, index: Any = None, tier: Tier | None = None
+) -> Partition:
+    """A run over table rows ``[start, end)``: fresh (a ``run_tiers`` index) or sealed (a bucket tier's
+    index); built unless ``index`` is given."""
+    rows = order_rows(np.arange(start, end, dtype=np.int64), table.valid_from)
+    keys = bucket_keys(table.valid_from[rows[[0, -1]]], recipe.bucket) if len(rows) else np.zeros(2, np.int64)
+    label = f"run {start}-{end} ({_label(int(keys[0]), int(keys[-1]), recipe.bucket)})"
+    if tier is None:
+        tier = recipe.tier_for(end - start) if sealed else recipe.run_tier_for(end - start)
+    return make_partition(
+        klo=RUN_KEY + start, khi=RUN_KEY + end - 1, label=label, rows=rows, table=table,
+        tier=tier, index=index, run=(start, end),
+    )
+
+
+def _fresh(p: Partition, recipe: Recipe) -> bool:
+    """A run the fast lane built (its tier is a run tier), not yet rebuilt by the slow lane."""
+    return p.run is not None and any(p.tier is t or p.tier == t for t in recipe.run_tiers) and (
+        not any(p.tier == t for t in recipe.tiers)
+    )
+
+
+def _one_thread() -> None:
+    """Background builds use one OpenMP thread (set per thread): queries keep the other cores."""
+    import faiss
+
+    faiss.omp_set_num_threads(1)
+
+
 def _file_name(generation: int, klo: int, khi: int, covered: int) -> str:
     return f"index/{int(generation)}/{klo}-{khi}-{covered}.faiss"
 
 
 def _entry_fields(spec: Partition | PartitionSpec, version_ids: np.ndarray) -> dict[str, Any]:
-    return {
+    out = {
         "klo": spec.klo,
         "khi": spec.khi,
         "label": spec.label,
@@ -137,6 +203,10 @@ def _entry_fields(spec: Partition | PartitionSpec, version_ids: np.ndarray) -> d
         "vids_crc": cat.vids_crc(version_ids[spec.rows]),
         "tier": spec.tier.name,
     }
+    run = getattr(spec, "run", None)
+    if run is not None:  # a run: its table rows [start, end)
+        out["run"] = [int(run[0]), int(run[1])]
+    return out
 
 
 class BucketedIndex:
@@ -161,6 +231,10 @@ class BucketedIndex:
         self._build_error: BaseException | None = None
         self._blk = threading.Lock()
         self._paused = False
+        self._more = False  # work was scheduled while the sealer ran (it looks again before it stops)
+        self._merger: threading.Thread | None = None
+        self._merge_lock = threading.Lock()  # one merge into the bucket partitions at a time
+        self._merge_upto = 0  # rows below this are being merged into the bucket partitions
 
     # ------------------------------------------------------------------ DerivedIndex callbacks
     def on_open(self, engine: Engine) -> None:
@@ -201,10 +275,14 @@ class BucketedIndex:
 
     # ------------------------------------------------------------------ sealing
     def wait(self) -> None:
-        """Block until a background seal in progress has finished (tests and benchmarks use this)."""
-        t = self._builder
-        if t is not None:
-            t.join()
+        """Block until background sealing has finished: the tail sealed into runs, and any merge into
+        the bucket partitions that started meanwhile (tests and benchmarks use this)."""
+        while True:
+            busy = [t for t in (self._builder, self._merger) if t is not None and t.is_alive()]
+            if not busy:
+                break
+            for t in busy:
+                t.join()
         err, self._build_error = self._build_error, None
         if err is not None:
             raise err
@@ -215,6 +293,7 @@ class BucketedIndex:
         assert engine is not None
         self.wait()
         self._seal(engine, engine.snapshot.n)
+        self._schedule(engine)  # rows committed meanwhile
 
     def pause(self) -> None:
         """Stop sealing the tail (e.g. during a bulk load); queries scan the tail exactly meanwhile."""
@@ -233,38 +312,175 @@ class BucketedIndex:
             self._seal(engine, engine.table.n)
             return
         with self._blk:
-            if self._builder is not None and self._builder.is_alive():
-                return  # the running build picks up what it can; the next commit schedules the rest
-            target = engine.table.n
+            self._more = True
+            if self._builder is not None:
+                return  # the sealer looks for more work before it stops
+            th = threading.Thread(target=self._sealer, args=(engine,), name="aether-index-seal", daemon=True)
+            self._builder = th
+        th.start()
 
-            def run() -> None:
-                try:
-                    self._seal(engine, target)
-                    # Rows committed while we built: seal them too if they already make a full tail.
-                    while engine.table.n - self.state.covered >= self.recipe.tail_rows and not engine._closed:
-                        self._seal(engine, engine.table.n)
-                except BaseException as exc:  # surfaced by wait(); the tail stays exact meanwhile
-                    self._build_error = exc
+    # -- the background LSM: tail -> runs -> bucket partitions
+    def _sealer(self, engine: Engine) -> None:
+        _one_thread()
+        try:
+            while not engine._closed and not self._paused:
+                with self._blk:
+                    self._more = False
+                if self._step(engine):
+                    continue
+                with self._blk:
+                    if not self._more:
+                        self._builder = None
+                        return
+        except BaseException as exc:  # surfaced by wait(); the tail stays exact meanwhile
+            self._build_error = exc
+        with self._blk:
+            self._builder = None
 
-            self._builder = threading.Thread(target=run, name="aether-index-seal", daemon=True)
-            self._builder.start()
-
-    def _seal(self, engine: Engine, target: int) -> None:
+    def _step(self, engine: Engine) -> bool:
+        """One unit of sealing work; whether there was any."""
         st = self.state
         table = st.table
-        if table is None or target <= st.covered:
+        if table is None:
+            return False
+        n = table.n
+        if n - st.covered >= self.recipe.tail_rows and st.covered >= self._merge_upto:
+            self._add_run(engine, st, (), st.covered, n, sealed=False)
+            return True
+        group = self._compaction(st)
+        if group:
+            first, last = group[0].run, group[-1].run
+            assert first is not None and last is not None
+            self._add_run(engine, st, group, first[0], last[1], sealed=False)
+            return True
+        self._slow_lane(engine, st)
+        return False
+
+    def _compaction(self, st: IndexState) -> tuple[Partition, ...]:
+        """The newest runs to merge into one: each older run joins while it holds at most ``run_fanout``
+        times the rows of the newer ones (so run sizes grow geometrically: few runs, each row rebuilt
+        about log(rows / tail_rows) times)."""
+        runs: list[Partition] = []
+        for p in st.run_parts:  # the fresh runs after the last sealed one, past the slow lane's work
+            if not _fresh(p, self.recipe):
+                runs = []
+            elif p.run is not None and p.run[0] >= self._merge_upto:
+                runs.append(p)
+        if len(runs) < 2:
+            return ()
+        total = runs[-1].m
+        j = len(runs) - 2
+        while j >= 0 and runs[j].m <= self.recipe.run_fanout * total:
+            total += runs[j].m
+            j -= 1
+        group = runs[j + 1 :]
+        return tuple(group) if len(group) >= 2 else ()
+
+    def _add_run(
+        self, engine: Engine, st: IndexState, group: tuple[Partition, ...], start: int, end: int, *, sealed: bool
+    ) -> None:
+        """Build a run over rows ``[start, end)`` (the tail, or the rows of ``group``) and publish it."""
+        table = st.table
+        run = _run_partition(table, start, end, self.recipe, sealed=sealed)
+        with engine._wlock:
+            cur = self.state
+            if cur.table is not table:
+                return  # the store was reloaded meanwhile
+            runs = list(cur.run_parts)
+            if group:
+                at = [i for i, p in enumerate(runs) if any(p is g for g in group)]
+                if len(at) != len(group) or at != list(range(at[0], at[0] + len(group))):
+                    return  # merged into the bucket partitions meanwhile
+                runs[at[0] : at[-1] + 1] = [run]
+            else:
+                if cur.covered != start:
+                    return
+                runs.append(run)
+            run.txto[:] = table.tx_to[run.rows]  # closings committed while we built
+            base = cur.base_parts
+            parts = (*base, *runs)
+            covered = max(cur.covered, end)
+            owner, local = _maps(parts, covered)
+            self.state = IndexState(
+                table=table, partitions=parts, covered=covered, owner=owner, local=local, runs_from=len(base)
+            )
+            fresh = [len(base) + runs.index(run)]
+        if engine.path is not None and not engine.read_only:
+            with contextlib.suppress(StorageIOError):  # derived data: a failed write is retried at the next seal
+                self._persist(engine, fresh)
+
+    def _slow_lane(self, engine: Engine, st: IndexState) -> None:
+        """Start the slow lane's next job on its own thread, if it has one and is idle: merge the runs
+        into the bucket partitions once they are large enough, else rebuild the fresh IVF runs (with
+        the older runs of similar size) as one sealed run."""
+        runs = st.run_parts
+        if not runs or (self._merger is not None and self._merger.is_alive()):
             return
-        new_rows = np.arange(st.covered, target, dtype=np.int64)
+        rows = sum(p.m for p in runs)
+        recipe = self.recipe
+        last = runs[-1].run
+        assert last is not None
+        if rows >= max(recipe.merge_min_rows, recipe.merge_ratio * st.base_covered):
+            target = last[1]
+
+            def job() -> None:
+                self._seal(engine, target)
+        else:
+            ivf = [i for i, p in enumerate(runs) if _fresh(p, recipe) and p.tier.kind != "flat"]
+            if not ivf:
+                return
+            j = ivf[-1]  # the group ends at the newest fresh IVF run ...
+            i = j
+            total = runs[j].m
+            while i > 0 and runs[i - 1].m <= recipe.run_fanout * total:  # ... and takes older runs of similar size
+                i -= 1
+                total += runs[i].m
+            group = runs[i : j + 1]
+            first, end = group[0].run, group[-1].run
+            assert first is not None and end is not None
+            target = end[1]
+
+            def job() -> None:
+                self._add_run(engine, st, group, first[0], end[1], sealed=True)
+        self._merge_upto = target  # the fast lane leaves these runs alone meanwhile
+
+        def run() -> None:
+            _one_thread()
+            try:
+                with self._merge_lock:
+                    job()
+            except BaseException as exc:  # surfaced by wait(); the runs stay searchable meanwhile
+                self._build_error = exc
+            finally:
+                self._merge_upto = 0
+            if not engine._closed:
+                self._schedule(engine)  # work held back meanwhile, and the slow lane's next job
+
+        self._merger = threading.Thread(target=run, name="aether-index-merge", daemon=True)
+        self._merger.start()
+
+    def _seal(self, engine: Engine, target: int) -> None:
+        """Merge table rows ``[base_covered, target)`` (runs and tail) into the bucket partitions."""
+        st = self.state
+        table = st.table
+        start = st.base_covered
+        if table is None or target <= start:
+            return
+        if target > st.covered:  # the tail too: hold back the sealer's runs past the merge
+            self._merge_upto = max(self._merge_upto, target)
+        new_rows = np.arange(start, target, dtype=np.int64)
         keys = bucket_keys(table.valid_from[new_rows], self.recipe.bucket)
         parts: list[Partition] = []
         rebuilt: list[int] = []
-        for klo, khi, _, old, added in _assign(keys, st.partitions, self.recipe.partition_rows):
+        for klo, khi, _, old, added in _assign(keys, st.base_parts, self.recipe.partition_rows):
             if not added and old is not None:
                 parts.append(old)
                 continue
             sel = new_rows[(keys >= klo) & (keys <= khi)]
             rows = sel if old is None else np.concatenate([old.rows, sel])
             for spec in _specs(klo, khi, rows, table.valid_from, self.recipe):
+                if engine._closed:
+                    return  # closing: the runs and tail stay as they are (rebuilt at the next open)
                 parts.append(
                     make_partition(
                         klo=spec.klo, khi=spec.khi, label=spec.label, rows=spec.rows, table=table, tier=spec.tier
@@ -276,13 +492,21 @@ class BucketedIndex:
     def _publish(
         self, engine: Engine, table: Any, parts: tuple[Partition, ...], covered: int, fresh: list[int]
     ) -> None:
+        """Publish new bucket partitions covering rows ``[0, covered)``; runs past ``covered`` stay."""
         with engine._wlock:
             if self.state.table is not table:  # the store was reloaded (refresh) meanwhile: drop this build
                 return
             for i in fresh:  # closings committed while we built
                 parts[i].txto[:] = table.tx_to[parts[i].rows]
-            owner, local = _maps(parts, covered)
-            self.state = IndexState(table=table, partitions=parts, covered=covered, owner=owner, local=local)
+            runs = tuple(p for p in self.state.run_parts if p.run is not None and p.run[0] >= covered)
+            end = max([covered] + [p.run[1] for p in runs if p.run is not None])
+            owner, local = _maps((*parts, *runs), end)
+            self.state = IndexState(
+                table=table, partitions=(*parts, *runs), covered=end, owner=owner, local=local,
+                runs_from=len(parts) if runs else -1,
+            )
+            if self._merge_upto <= covered:
+                self._merge_upto = 0
         if engine.path is not None and not engine.read_only:
             with contextlib.suppress(StorageIOError):  # derived data: a failed write is retried at the next seal
                 self._persist(engine, fresh)
@@ -339,14 +563,28 @@ class BucketedIndex:
             self.notes.append("index catalog does not match the rows or recipe: rebuilding")
             return
         period = self.recipe.bucket
-        all_rows = np.arange(covered, dtype=np.int64)
-        keys = bucket_keys(t.valid_from[:covered], period)
+        entries = body["partitions"]
+        nbase = sum(1 for e in entries if not e.get("run"))
+        runs = [(int(e["run"][0]), int(e["run"][1])) for e in entries[nbase:] if e.get("run")]
+        base_end = runs[0][0] if runs else covered
+        tiled = all(a == b for (_, a), (b, _) in zip([(0, base_end), *runs], runs, strict=False))
+        if len(runs) != len(entries) - nbase or not tiled or (runs and runs[-1][1] != covered):
+            self.notes.append("index runs do not tile the rows: rebuilding")
+            return
+        all_rows = np.arange(base_end, dtype=np.int64)
+        keys = bucket_keys(t.valid_from[:base_end], period)
         parts: list[Partition] = []
         rebuilt: list[int] = []
-        for e in body["partitions"]:
+        for e in entries:
             klo, khi = int(e["klo"]), int(e["khi"])
-            rows = order_rows(all_rows[(keys >= klo) & (keys <= khi)], t.valid_from)
-            tier = self.recipe.tier_for(len(rows))
+            run = (int(e["run"][0]), int(e["run"][1])) if e.get("run") else None
+            if run is not None:
+                rows = order_rows(np.arange(run[0], run[1], dtype=np.int64), t.valid_from)
+                sealed_tier = self.recipe.tier_for(len(rows))
+                tier = sealed_tier if e.get("tier") == sealed_tier.name else self.recipe.run_tier_for(len(rows))
+            else:
+                rows = order_rows(all_rows[(keys >= klo) & (keys <= khi)], t.valid_from)
+                tier = self.recipe.tier_for(len(rows))
             index = None
             try:
                 if len(rows) != e["rows"] or cat.vids_crc(t.version_id[rows]) != e["vids_crc"]:
@@ -358,16 +596,22 @@ class BucketedIndex:
                 self.notes.append(f"rebuilt index partition {e.get('label', klo)}: {exc}")
                 index = None
                 rebuilt.append(len(parts))
-            parts.append(
-                make_partition(
-                    klo=klo, khi=khi, label=_label(klo, khi, period), rows=rows, table=t, tier=tier, index=index
+            if run is not None:
+                parts.append(_run_partition(t, run[0], run[1], self.recipe, sealed=False, index=index, tier=tier))
+            else:
+                parts.append(
+                    make_partition(
+                        klo=klo, khi=khi, label=_label(klo, khi, period), rows=rows, table=t, tier=tier, index=index
+                    )
                 )
-            )
         if sum(p.m for p in parts) != covered:
             self.notes.append("index partitions do not cover the rows: rebuilding")
             return
         owner, local = _maps(tuple(parts), covered)
-        self.state = IndexState(table=t, partitions=tuple(parts), covered=covered, owner=owner, local=local)
+        self.state = IndexState(
+            table=t, partitions=tuple(parts), covered=covered, owner=owner, local=local,
+            runs_from=nbase if runs else -1,
+        )
         _prefault([(p.index, p.vecs) for i, p in enumerate(parts) if i not in rebuilt and p.vecs is not None])
         if rebuilt and not engine.read_only:
             with contextlib.suppress(StorageIOError):

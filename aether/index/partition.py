@@ -49,6 +49,8 @@ class Partition:
     tier: Tier
     index: Any  # faiss.Index whose vectors are stored in local order
     vecs: np.ndarray  # (m, dim) float32, a view of the index's storage (or its own copy)
+    #: For a run (the sealed tail, not yet merged into the bucket partitions): its table rows ``[start, end)``.
+    run: tuple[int, int] | None = None
 
     @property
     def m(self) -> int:
@@ -80,14 +82,30 @@ def vectors_view(index: Any, m: int, dim: int) -> np.ndarray | None:
     return None
 
 
+def factory_for(tier: Tier, m: int) -> str:
+    """The tier's factory string for ``m`` rows: ``{nlist}`` becomes ``m / rows_per_list`` inverted
+    lists (``build`` settings ``rows_per_list``, default 512, and ``max_nlist``, default 1024; at least 4)."""
+    if "{nlist}" not in tier.factory:
+        return tier.factory
+    per = max(1, int(tier.build.get("rows_per_list", 512)))
+    nlist = max(4, min(int(tier.build.get("max_nlist", 1024)), m // per))
+    return tier.factory.replace("{nlist}", str(nlist))
+
+
 def new_index(tier: Tier, dim: int, vecs: np.ndarray) -> Any:
     """Build the tier's FAISS index (inner product on unit vectors = cosine) over ``vecs``."""
-    index: Any = faiss.index_factory(dim, tier.factory, faiss.METRIC_INNER_PRODUCT)
+    index: Any = faiss.index_factory(dim, factory_for(tier, len(vecs)), faiss.METRIC_INNER_PRODUCT)
     if tier.kind == "hnsw":
         index.hnsw.efConstruction = int(tier.build.get("efConstruction", 40))
         index.hnsw.efSearch = int(tier.search.get("efSearch", 64))
     elif tier.kind == "ivf":
         if not index.is_trained:
+            # k-means on a small sample with few iterations (FAISS defaults: 256 points a list, 25
+            # iterations): a run must be searchable within seconds of its commit; recall is kept by
+            # the planner's nprobe (tests/test_tail.py checks it against exact search).
+            index.cp.niter = int(tier.build.get("niter", 10))
+            index.cp.max_points_per_centroid = int(tier.build.get("max_points_per_centroid", 48))
+            index.cp.min_points_per_centroid = 1
             index.train(vecs)
         index.nprobe = int(tier.search.get("nprobe", 8))
     index.add(vecs)
@@ -162,6 +180,7 @@ def make_partition(
     table: Any,
     tier: Tier,
     index: Any | None = None,
+    run: tuple[int, int] | None = None,
 ) -> Partition:
     """Assemble a partition from ordered ``rows``; builds the FAISS index unless one is given."""
     m = len(rows)
@@ -198,4 +217,5 @@ def make_partition(
         tier=tier,
         index=index,
         vecs=vecs,
+        run=run,
     )

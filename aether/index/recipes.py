@@ -63,6 +63,15 @@ class Recipe:
     background: bool = True
     tiers: tuple[Tier, ...] = ()
     planner: PlannerParams = PlannerParams()
+    #: Tiers of runs: the tail sealed as it is, before it is merged into the bucket partitions
+    #: (a background index only). Empty: runs use ``tiers``.
+    run_tiers: tuple[Tier, ...] = ()
+    #: A run is merged with the newer runs after it while it is at most this many times their rows.
+    run_fanout: int = 4
+    #: Runs are merged into the bucket partitions once they hold this many rows ...
+    merge_min_rows: int = 65_536
+    #: ... and at least this fraction of the rows already in bucket partitions.
+    merge_ratio: float = 0.25
 
     def tier_for(self, rows: int) -> Tier:
         """The tier of a partition of ``rows`` rows."""
@@ -71,11 +80,21 @@ class Recipe:
                 return t
         return self.tiers[-1]
 
+    def run_tier_for(self, rows: int) -> Tier:
+        """The tier of a run of ``rows`` rows."""
+        for t in self.run_tiers:
+            if t.max_rows is None or rows <= t.max_rows:
+                return t
+        return self.run_tiers[-1] if self.run_tiers else self.tier_for(rows)
+
     def with_overrides(self, **overrides: Any) -> Recipe:
         """A copy with top-level fields replaced; ``planner`` may be a dict of planner fields."""
         planner = overrides.pop("planner", None)
         tiers = overrides.pop("tiers", None)
+        run_tiers = overrides.pop("run_tiers", None)
         out = replace(self, **overrides)
+        if run_tiers is not None:
+            out = replace(out, run_tiers=tuple(_tier(t) if isinstance(t, dict) else t for t in run_tiers))
         if planner is not None:
             out = replace(out, planner=replace(self.planner, **planner) if isinstance(planner, dict) else planner)
         if tiers is not None:
@@ -91,6 +110,7 @@ class Recipe:
             "bucket": self.bucket,
             "partition_rows": self.partition_rows,
             "tiers": [{"max_rows": t.max_rows, "factory": t.factory, "build": t.build} for t in self.tiers],
+            "run_tiers": [{"max_rows": t.max_rows, "factory": t.factory, "build": t.build} for t in self.run_tiers],
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -105,6 +125,13 @@ class Recipe:
                 for t in self.tiers
             ],
             "planner": dict(self.planner.__dict__),
+            "run_tiers": [
+                {"name": t.name, "max_rows": t.max_rows, "factory": t.factory, "build": t.build, "search": t.search}
+                for t in self.run_tiers
+            ],
+            "run_fanout": self.run_fanout,
+            "merge_min_rows": self.merge_min_rows,
+            "merge_ratio": self.merge_ratio,
         }
 
 
@@ -125,6 +152,8 @@ def _check(r: Recipe) -> None:
         raise ConfigError(f"recipe {r.name!r} has no tiers")
     if r.partition_rows < 1 or r.tail_rows < 1:
         raise ConfigError(f"recipe {r.name!r}: partition_rows and tail_rows must be positive")
+    if r.run_fanout < 1 or r.merge_min_rows < 1 or not r.merge_ratio >= 0:
+        raise ConfigError(f"recipe {r.name!r}: run_fanout and merge_min_rows must be positive, merge_ratio >= 0")
 
 
 def recipe_from_dict(d: dict[str, Any]) -> Recipe:
@@ -139,6 +168,10 @@ def recipe_from_dict(d: dict[str, Any]) -> Recipe:
             background=bool(d.get("background", True)),
             tiers=tuple(_tier(t) for t in d["tiers"]),
             planner=planner,
+            run_tiers=tuple(_tier(t) for t in d.get("run_tiers") or ()),
+            run_fanout=int(d.get("run_fanout", 4)),
+            merge_min_rows=int(d.get("merge_min_rows", 65_536)),
+            merge_ratio=float(d.get("merge_ratio", 0.25)),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"malformed index recipe: {exc}") from None
