@@ -121,6 +121,42 @@ def _open_store(path: Path, *, read_only: bool = False, key_file: Path | None = 
         raise StoreNotFoundError(f"no aether store at {path}; create one with `aether init {path}`") from None
 
 
+UrlOpt = Annotated[
+    str | None,
+    typer.Option("--url", metavar="URL", help="Read from an aether server (`aether serve`) instead of a store "
+                 "directory; then leave PATH out.", show_default=False),
+]
+NamespaceOpt = Annotated[str, typer.Option("--namespace", metavar="NS", help="Namespace on the server (with --url).")]
+ApiKeyOpt = Annotated[
+    str | None,
+    typer.Option("--api-key", metavar="KEY", envvar="AETHER_API_KEY", help="API key for --url (or AETHER_API_KEY).",
+                 show_default=False),
+]
+
+
+def _shift(path: Path | None, arg: str | None, url: str | None, what: str) -> tuple[Path | None, str]:
+    """With ``--url`` there is no PATH: the one positional argument given is ``what``."""
+    if url is None:
+        if path is None or arg is None:
+            raise InvalidInputError(f"missing PATH or {what} (or give --url URL and {what})")
+        return path, arg
+    if arg is not None:
+        raise InvalidInputError(f"give a store PATH or --url, not both ({path} and {url})")
+    if path is None:
+        raise InvalidInputError(f"missing {what}")
+    return None, str(path)
+
+
+def _reader(path: Path | None, key_file: Path | None, url: str | None, namespace: str, api_key: str | None) -> Any:
+    """A read-only store, or a client of a server namespace (the same read methods)."""
+    if url is not None:
+        import aether
+
+        return aether.connect(url, api_key=api_key, namespace=namespace)
+    assert path is not None
+    return _open_store(path, read_only=True, key_file=key_file)
+
+
 def _emit_json(doc: Any) -> None:
     # plain print, not rich: no markup, no wrapping, exactly one JSON document
     typer.echo(json.dumps(doc, ensure_ascii=False, indent=2, default=str))
@@ -167,6 +203,9 @@ def _check_k(k: int) -> None:
 # ---------------------------------------------------------------------------- commands
 
 StoreArg = Annotated[Path, typer.Argument(help="Store directory.", show_default=False, metavar="PATH")]
+OptStoreArg = Annotated[
+    Path | None, typer.Argument(help="Store directory (leave out with --url).", show_default=False, metavar="PATH")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of a table.")]
 TagOpt = Annotated[
     list[str] | None,
@@ -277,23 +316,27 @@ def cmd_add(
 
 
 def cmd_search(
-    path: StoreArg,
+    path: OptStoreArg,
     query: Annotated[
-        str, typer.Argument(help="What to look for (natural language).", show_default=False, metavar="QUERY")
-    ],
+        str | None, typer.Argument(help="What to look for (natural language).", show_default=False, metavar="QUERY")
+    ] = None,
     k: Annotated[int, typer.Option("-k", "--k", metavar="N", help="Number of results.")] = 10,
     valid_at: ValidAtOpt = None,
     as_of: AsOfOpt = None,
     tag: TagOpt = None,
     key_file: KeyFileOpt = None,
+    url: UrlOpt = None,
+    namespace: NamespaceOpt = "default",
+    api_key: ApiKeyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Semantic search: the K memories closest to QUERY, true at --valid-at as known at --as-of."""
+    path, query = _shift(path, query, url, "QUERY")
     _check_k(k)
     tags = parse_tags(tag)
     va = _opt_time(valid_at, "--valid-at")
     ao = _opt_time(as_of, "--as-of")
-    with _open_store(path, read_only=True, key_file=key_file) as mem:
+    with _reader(path, key_file, url, namespace, api_key) as mem:
         hits = mem.search(query, k, valid_at=va, as_of=ao, tags=tags or None)
     if as_json:
         _emit_json({
@@ -318,17 +361,21 @@ def cmd_search(
 
 
 def cmd_get(
-    path: StoreArg,
-    atom_id: Annotated[str, typer.Argument(help="The atom id.", show_default=False, metavar="ATOM_ID")],
+    path: OptStoreArg,
+    atom_id: Annotated[str | None, typer.Argument(help="The atom id.", show_default=False, metavar="ATOM_ID")] = None,
     valid_at: ValidAtOpt = None,
     as_of: AsOfOpt = None,
     key_file: KeyFileOpt = None,
+    url: UrlOpt = None,
+    namespace: NamespaceOpt = "default",
+    api_key: ApiKeyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """The version of ATOM_ID true at --valid-at as known at --as-of (exit 1 if there is none)."""
+    path, atom_id = _shift(path, atom_id, url, "ATOM_ID")
     va = _opt_time(valid_at, "--valid-at")
     ao = _opt_time(as_of, "--as-of")
-    with _open_store(path, read_only=True, key_file=key_file) as mem:
+    with _reader(path, key_file, url, namespace, api_key) as mem:
         atom = mem.get(atom_id, valid_at=va, as_of=ao)
         known = atom is not None or bool(mem.history(atom_id))
     if as_json:
@@ -343,18 +390,22 @@ def cmd_get(
 
 
 def cmd_history(
-    path: StoreArg,
-    atom_id: Annotated[str, typer.Argument(help="The atom id.", show_default=False, metavar="ATOM_ID")],
+    path: OptStoreArg,
+    atom_id: Annotated[str | None, typer.Argument(help="The atom id.", show_default=False, metavar="ATOM_ID")] = None,
     key_file: KeyFileOpt = None,
+    url: UrlOpt = None,
+    namespace: NamespaceOpt = "default",
+    api_key: ApiKeyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Every version of ATOM_ID, superseded ones included, ordered by transaction time."""
     from ..errors import AtomNotFoundError
 
-    with _open_store(path, read_only=True, key_file=key_file) as mem:
+    path, atom_id = _shift(path, atom_id, url, "ATOM_ID")
+    with _reader(path, key_file, url, namespace, api_key) as mem:
         versions = mem.history(atom_id)
     if not versions:
-        raise AtomNotFoundError(f"no atom {atom_id!r} in {path}")
+        raise AtomNotFoundError(f"no atom {atom_id!r} in {path or url}")
     if as_json:
         _emit_json([a.to_dict() for a in versions])
         return
@@ -373,14 +424,23 @@ def history_table(versions: Sequence[MemoryAtom], *, title: str | None = None) -
     return table
 
 
-def cmd_stats(path: StoreArg, key_file: KeyFileOpt = None, as_json: JsonOpt = False) -> None:
-    """Counts and sizes of the store at PATH."""
-    with _open_store(path, read_only=True, key_file=key_file) as mem:
+def cmd_stats(
+    path: OptStoreArg = None,
+    key_file: KeyFileOpt = None,
+    url: UrlOpt = None,
+    namespace: NamespaceOpt = "default",
+    api_key: ApiKeyOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Counts and sizes of the store at PATH (or of a server namespace with --url)."""
+    if (path is None) == (url is None):
+        raise InvalidInputError("give a store PATH or --url URL")
+    with _reader(path, key_file, url, namespace, api_key) as mem:
         stats = mem.stats()
     if as_json:
         _emit_json(stats.model_dump(mode="json"))
         return
-    table = Table(show_header=False, box=None, title=f"store {path}", title_justify="left")
+    table = Table(show_header=False, box=None, title=f"store {path or url}", title_justify="left")
     table.add_column(style="bold cyan")
     table.add_column()
     for key, value in stats.model_dump().items():
