@@ -16,7 +16,7 @@ import numpy as np
 
 from .._time import OPEN, from_us_strict
 from ..models import BucketPlan, Hit, MemoryAtom, MemoryContent, MemoryModality, trusted_builder
-from .table import loads_object
+from .table import loads_objects
 
 if TYPE_CHECKING:
     from .store import Engine, Snapshot
@@ -99,14 +99,16 @@ def atoms_at(engine: Engine, rows: Sequence[int] | np.ndarray) -> list[MemoryAto
     us = timedelta
     make_content, make_atom = _CONTENT, _ATOM
     out: list[MemoryAtom] = []
+    m = len(pos)
+    objs = loads_objects(txt["content_meta"] + txt["metadata"])  # one parse for the whole set
     for i, (aid, text, cmeta, tags, meta, subject, modality) in enumerate(zip(
-        txt["atom_id"], txt["content"], txt["content_meta"], txt["tags"], txt["metadata"], txt["subject"],
+        txt["atom_id"], txt["content"], objs[:m], txt["tags"], objs[m:], txt["subject"],
         txt["modality"], strict=True,
     )):
         count, last = access.get(aid, (0, None)) if access else (0, None)
         vt, tt = vts[i], tts[i]
         content = make_content(_CONTENT_SET, {
-            "inline": text, "metadata": loads_object(cmeta), "content_type": "text/plain", "encoding": "utf-8",
+            "inline": text, "metadata": cmeta, "content_type": "text/plain", "encoding": "utf-8",
             "size_bytes": len(text.encode("utf-8")) if text else 0,
         })
         out.append(make_atom(_ATOM_SET, {
@@ -114,7 +116,7 @@ def atoms_at(engine: Engine, rows: Sequence[int] | np.ndarray) -> list[MemoryAto
             "modality": _MODALITY[modality],
             "content": content,
             "tags": tags,
-            "metadata": loads_object(meta),
+            "metadata": meta,
             "subject": subject,
             "quality_score": quality[i],
             "access_count": count,

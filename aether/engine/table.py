@@ -681,7 +681,7 @@ class VersionTable:
             for k in _TEXT:
                 vals = part.column(k).to_pylist()
                 if k == "tags":
-                    vals = [{key: json.loads(v) for key, v in entry} if entry else {} for entry in vals]
+                    vals = _decode_tags(vals)
                 col = out[k]
                 for j, v in zip(at, vals, strict=True):
                     col[j] = v
@@ -804,6 +804,35 @@ class VersionTable:
         )
         schema = row_schema(self.dim)
         return pa.Table.from_arrays([cols[f.name] for f in schema], schema=schema)
+
+
+def loads_many(texts: list[str]) -> list[Any]:
+    """``[json.loads(t) for t in texts]`` in one parse of a JSON array: per-call overhead is most of
+    the cost of parsing a small value (10 metadata objects and 10 tag values: 43 us -> 9 us)."""
+    if len(texts) > 1:
+        try:
+            out: list[Any] = json.loads("[" + ",".join(texts) + "]")
+            if len(out) == len(texts):
+                return out
+        except ValueError:
+            pass  # parsed one by one below, which raises for the bad one
+    return [json.loads(t) for t in texts]
+
+
+def loads_objects(texts: list[str]) -> list[dict[str, Any]]:
+    """JSON object column values (``content_meta``, ``metadata``) as dicts, ``"{}"`` without parsing."""
+    out: list[Any] = [{} if t == "{}" else None for t in texts]
+    todo = [i for i, v in enumerate(out) if v is None]
+    for i, v in zip(todo, loads_many([texts[i] for i in todo]), strict=True):
+        out[i] = v
+    return out
+
+
+def _decode_tags(entries: list[Any]) -> list[dict[str, Any]]:
+    """Arrow tag maps (``[(key, JSON value), ...]`` or ``None``) as dicts, the values parsed in one call."""
+    values = loads_many([v for entry in entries if entry for _, v in entry])
+    it = iter(values)
+    return [{key: next(it) for key, _ in entry} if entry else {} for entry in entries]
 
 
 def loads_object(text: str) -> dict[str, Any]:
