@@ -499,3 +499,55 @@ def test_core_cli_commands_take_a_key_file(tmp_path: Path, monkeypatch: pytest.M
         assert ("friday" in res.output) or cmd[0] == "stats"
         assert runner.invoke(app, [*cmd, "--json"]).exit_code != 0  # no key: a typed refusal
     assert json.loads(runner.invoke(app, ["stats", root, "--json", *k]).output)["encrypted"] is True
+
+
+@pytest.mark.parametrize("merge", [False, True])
+def test_compaction_does_not_deadlock_with_a_background_seal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, merge: bool
+) -> None:
+    """A background seal finishes its build while a compaction holds the write lock: the seal needs
+    that lock to publish, so a compaction that waited for it there would never return."""
+    from aether.index import bucketed, load_recipe, use_recipe
+
+    mem = aether.open(tmp_path / "s", embedder=_emb())
+    eng = mem._engine
+    use_recipe(eng, load_recipe().with_overrides(
+        partition_rows=96, tail_rows=32, background=True,
+        tiers=[{"name": "flat", "max_rows": None, "factory": "Flat"}], planner={"exact_rows": 8},
+    ))
+    building, go = threading.Event(), threading.Event()
+    real_make = bucketed.make_partition
+
+    def held_build(**kw: object) -> object:
+        if threading.current_thread().name == "aether-index-seal":
+            building.set()
+            go.wait(30)
+        return real_make(**kw)
+
+    monkeypatch.setattr(bucketed, "make_partition", held_build)
+    mem.add_many([{"content": f"fact {i}", "subject": "a" if i % 2 else "b"} for i in range(40)])
+    assert building.wait(30)
+    mem.erase(atom_id=mem.search("fact 3", k=1)[0].atom.atom_id)
+    real_ckpt = eng.checkpoint
+
+    def ckpt_then_release() -> bool:
+        out = real_ckpt()
+        if threading.current_thread().name == "compactor":
+            go.set()  # the seal finishes its build now, while the compaction holds the write lock
+        return out
+
+    monkeypatch.setattr(eng, "checkpoint", ckpt_then_release)
+    done: list[object] = []
+    c = threading.Thread(target=lambda: done.append(mem.compact(merge_below=64) if merge else mem.compact()),
+                         name="compactor", daemon=True)
+    c.start()
+    c.join(30)
+    assert done, "compaction deadlocked with the background seal"
+    monkeypatch.setattr(eng, "checkpoint", real_ckpt)
+    bucketed_index = bucketed.find_index(eng)
+    assert bucketed_index is not None
+    bucketed_index.wait()
+    assert mem.stats().versions == 39
+    mem.close()
+    report = aether.verify(tmp_path / "s")
+    assert report.ok, [str(p) for p in report.problems]

@@ -15,7 +15,9 @@ function later; keep it the one entry point.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -80,11 +82,24 @@ def remove_index_files(root: Path) -> int:
     return catalog.remove_all(root)
 
 
-def _wait_derived(engine: Engine) -> None:
-    for d in engine.derived:
-        wait = getattr(d, "wait", None)
-        if callable(wait):
-            wait()  # background index builds must not write files while we delete them
+@contextlib.contextmanager
+def no_index_publication(engine: Engine) -> Iterator[None]:
+    """Hold index publication off for a compaction (with the write lock already held).
+
+    Background index builds publish their in-memory state under the write lock (so they wait for
+    the compaction, then drop a build of the replaced table) and write their files under the
+    store's publication lock (taken here): one already writing finishes first, one not yet
+    started finds the table replaced and writes nothing. So no index file with vectors of purged
+    rows is written after the compaction removed them, and the compaction never waits, under the
+    write lock, for a build that needs the write lock to finish (a deadlock).
+    """
+    if engine.path is None:
+        yield
+        return
+    from ..index import catalog  # late: aether.index imports the engine's types
+
+    with catalog.publish_lock(engine.path):
+        yield
 
 
 def check_options(engine: Engine, *, merge_below: Any, retain_after: Any) -> int | None:
@@ -130,7 +145,7 @@ def compact(engine: Engine, *, merge_below: int | None = None, retain_after: int
 
         return compact_policy(engine, merge_below=merge_below, retain_after=retain_after)
     engine._check_writable()
-    with engine._wlock:
+    with engine._wlock, no_index_publication(engine):
         engine._check_writable()
         before = _disk_bytes(engine.path)
         t = engine.table
@@ -162,7 +177,6 @@ def compact(engine: Engine, *, merge_below: int | None = None, retain_after: int
         removed = 0
         # Derived index files hold vectors of erased rows: remove them before the swap (a crash
         # then leaves the old manifest and no index, which is rebuilt from the rows).
-        _wait_derived(engine)
         removed += remove_index_files(root)
         # WAL files before the current one may still hold rows from before the erasure.
         for old in engine._wal.rotate(snap.last_seq + 1):

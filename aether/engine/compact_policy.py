@@ -28,7 +28,7 @@ from .._time import OPEN
 from ..security import engine_hooks as hooks
 from ..storage import manifest as mf
 from ..storage.segments import closings_table, write_table
-from .compact import CompactResult, _disk_bytes, _reload, _wait_derived, remove_index_files
+from .compact import CompactResult, _disk_bytes, _reload, no_index_publication, remove_index_files
 from .table import VersionTable
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ def compact_policy(
     """
     merge_below = DEFAULT_MERGE_BELOW if merge_below is None else int(merge_below)
     engine._check_writable()
-    with engine._wlock:
+    with engine._wlock, no_index_publication(engine):
         engine._check_writable()
         if engine.path is None:
             return compact_in_memory(engine, retain_after)
@@ -144,7 +144,6 @@ def compact_policy(
         removed = 0
         if dropped:
             body["erased"] = []
-            _wait_derived(engine)
             # Index files hold vectors of the dropped rows (removed atomically: see remove_all).
             removed += remove_index_files(root)
         for old in engine._wal.rotate(snap.last_seq + 1):  # old WAL files may hold dropped rows
