@@ -6,6 +6,7 @@ Every engine call (and the JSON encoding of its result) runs on a worker thread 
 
 # No ``from __future__ import annotations``: FastAPI resolves the route annotations, which name
 # dependencies defined inside create_app.
+import contextlib
 import functools
 import inspect
 import logging
@@ -22,7 +23,6 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -107,7 +107,10 @@ class Server:
         for name in self.namespaces.names():
             try:
                 mem = self.namespaces.get(name)
-                mem.embedder.embed(["ready"])  # loads the model now, not on the first request
+                # Load the model now, not on the first request (a store of precomputed vectors has
+                # an embedder that embeds no text: nothing to load).
+                with contextlib.suppress(E.InvalidInputError):
+                    mem.embedder.embed(["ready"])
             except E.AetherError as exc:
                 problems.append(f"namespace {name}: {type(exc).__name__}: {exc}")
                 log.error("namespace %s does not open: %s: %s", name, type(exc).__name__, exc)
@@ -276,17 +279,20 @@ def create_app(
                             status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     # ---------------------------------------------------------------- auth
-    bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <API key>")
-    header_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="X-API-Key: <API key>")
-
-    async def principal(
-        request: Request,
-        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-        xkey: Annotated[str | None, Depends(header_key)],
-    ) -> Principal:
+    # Keys are read from the headers in one dependency (FastAPI's security classes would add two more
+    # dependency levels to every request); the OpenAPI document declares both schemes (see below).
+    def authenticate(request: Request) -> Principal:
         if not server.keys.enabled:
             return ANONYMOUS
-        key = creds.credentials if creds is not None else xkey
+        headers = request.headers
+        auth = headers.get("authorization")
+        key: str | None = None
+        if auth is not None:
+            scheme, _, cred = auth.partition(" ")
+            if scheme.lower() == "bearer" and cred.strip():
+                key = cred.strip()
+        if key is None:
+            key = headers.get("x-api-key") or None
         if not key:
             raise E.AuthenticationError("an API key is required (Authorization: Bearer <key> or X-API-Key)")
         p = server.keys.authenticate(key)
@@ -295,14 +301,36 @@ def create_app(
         request.scope.setdefault("state", {})["key_id"] = p.key_id
         return p
 
+    async def principal(request: Request) -> Principal:
+        return authenticate(request)
+
     def need(scope: str) -> Callable[..., Any]:
-        async def dep(ns: NsPath, p: Annotated[Principal, Depends(principal)]) -> Ctx:
+        async def dep(request: Request, ns: NsPath) -> Ctx:
+            p = authenticate(request)
             if not p.allows(scope, ns):
                 what = f"scope {scope!r}" if not p.allows(scope, None) else f"namespace {ns!r}"
                 raise E.PermissionDeniedError(f"key {p.key_id!r} does not grant {what}")
             return Ctx(server, p, ns)
 
         return dep
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            doc.setdefault("components", {})["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <API key>"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            }
+            for path, ops in doc.get("paths", {}).items():
+                if path not in ("/healthz", "/readyz"):
+                    for op in ops.values():
+                        op["security"] = [{"bearer": []}, {"apiKey": []}]
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     Read = Annotated[Ctx, Depends(need("read"))]
     Write = Annotated[Ctx, Depends(need("write"))]
