@@ -221,6 +221,64 @@ def run_collection(name: str, embedder: Any, weights: list[float], lat_n: int, *
     return out
 
 
+def latency_at_scale(n: int, n_queries: int, seed: int = 0) -> dict[str, Any]:
+    """Search latency at ``n`` atoms (synthetic Zipf-distributed texts, HashingEmbedder dim 384):
+    dense, keyword, hybrid RRF and the default (adaptive hybrid) p50 / p95, and read-after-write:
+    one ``add`` then at once a keyword (and a default) search, whose first answer must hold the
+    new atom (served from the keyword index's in-memory tail; no tantivy commit on that path)."""
+    from aether.keyword import get_index
+
+    rng = np.random.default_rng(seed)
+    vocab = [f"w{i}" for i in range(20_000)]
+    p = 1.0 / np.arange(1, len(vocab) + 1)
+    p /= p.sum()
+
+    def text(m: int) -> str:
+        return " ".join(vocab[j] for j in rng.choice(len(vocab), size=m, p=p))
+
+    docs = [text(int(rng.integers(8, 40))) for _ in range(n)]
+    queries = [text(int(rng.integers(2, 6))) for _ in range(n_queries)]
+    mem = aether.open(None, embedder=aether.HashingEmbedder(dim=384))
+    out: dict[str, Any] = {"atoms": n}
+    try:
+        t0 = time.perf_counter()
+        for i in range(0, n, 20_000):
+            mem.add_many(docs[i : i + 20_000])
+        out["ingest_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        mem.search(queries[0], k=10, mode="keyword")
+        out["keyword_build_s"] = time.perf_counter() - t0
+        from aether.index import find_index
+
+        idx = find_index(mem._engine)
+        if idx is not None:
+            idx.wait()  # the dense tail sealed into its runs: steady-state dense latency
+        mem.search_many(queries, k=10, mode="dense")  # query embeddings cached, as in the quality runs
+        for label, opts in (("dense", {"mode": "dense"}), ("keyword", {"mode": "keyword"}),
+                            ("hybrid-rrf", {"mode": "hybrid"}), ("default", {})):
+            out[label] = latency(lambda q, o=opts: mem.search(q, k=10, **o), queries, n_queries)  # type: ignore[misc]
+        kwi = get_index(mem._engine)
+        commits = kwi.stats["commits"]
+        for label, opts in (("read_after_write_keyword", {"mode": "keyword"}), ("read_after_write_default", {})):
+            ts = []
+            for i in range(n_queries):
+                word = f"fresh{label[-3:]}{i}"
+                mem.add(f"{text(10)} {word}")
+                t0 = time.perf_counter()
+                hits = mem.search(word, k=10, **opts)  # type: ignore[arg-type]
+                ts.append((time.perf_counter() - t0) * 1000)
+                if not hits or word not in hits[0].atom.content.inline:
+                    raise AssertionError(f"read-after-write missed the new atom ({label})")
+            ts.sort()
+            out[label] = {"p50_ms": statistics.median(ts), "p95_ms": ts[min(len(ts) - 1, int(0.95 * len(ts)))]}
+        out["tail_searches"] = kwi.stats["tail_searches"]
+        out["background_commits"] = kwi.stats["commits"] - commits
+        out["hybrid_over_dense_p50"] = out["default"]["p50_ms"] / out["dense"]["p50_ms"]
+    finally:
+        mem.close()
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--collections", nargs="+", default=list(COLLECTIONS), choices=list(COLLECTIONS))
@@ -230,7 +288,17 @@ def main() -> None:
                     help="extra dense-ann columns with the HNSW tier's efSearch set to each value")
     ap.add_argument("--dense-only", action="store_true",
                     help="only dense-exact and dense-ann (no aether store with keyword/hybrid; fast)")
+    ap.add_argument("--scale", type=int, default=0,
+                    help="only the latency run at this many synthetic atoms (e.g. 100000): dense, keyword, "
+                         "hybrid and read-after-write p50/p95")
     args = ap.parse_args()
+    if args.scale:
+        r = latency_at_scale(args.scale, args.latency_queries)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / f"bench_quality_scale_{args.scale}.json").write_text(json.dumps(r, indent=1))
+        for key, v in r.items():
+            print(f"{key:28s} {v}")
+        return
     embedder = aether.SentenceTransformerEmbedder()
     report: dict[str, Any] = {"model": embedder.identity, "collections": {}}
     for name in args.collections:

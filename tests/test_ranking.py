@@ -33,7 +33,7 @@ def test_options_are_validated(memory_mem: aether.Memory) -> None:
                 {"half_life": 0}, {"half_life": "1d"}, {"recency_axis": "world"},
                 {"relevance": 0, "recency": 0, "importance": 0}, {"recency": True}):
         with pytest.raises(aether.InvalidInputError):
-            memory_mem.search("note", mode="dense", **bad)  # type: ignore[arg-type]
+            memory_mem.search("note", mode="dense", **bad)
     r = rk.resolve(ranking="generative_agents", recency=0.25, half_life=3600)
     assert (r.relevance, r.recency, r.importance, r.half_life) == (1.0, 0.25, 1.0, timedelta(hours=1))
 

@@ -98,15 +98,20 @@ def adaptive_weight(
 ) -> float:
     """Per-query dense weight: ``(1 - share) * base + share * e_d / (e_d + e_k)``.
 
-    ``e_d`` and ``e_k`` are the :func:`evidence` of each half's own ranked list. A half that found
-    nothing (no keyword term matched) gets no weight; with no evidence on either side the weight
-    is ``base``.
+    ``e_d`` and ``e_k`` are the :func:`evidence` of each half's own ranked list. The keyword list
+    is padded with zeros to the dense list's length: a row outside it matches no query term, so
+    its BM25 is 0, and a term only one memory holds is strong evidence, not none. A half that
+    found nothing (no keyword term matched) gets no weight; with no evidence on either side the
+    weight is ``base``.
     """
     if len(keyword_scores) == 0:
         return 1.0
     if len(dense_scores) == 0:
         return 0.0
-    ed, ek = evidence(dense_scores), evidence(keyword_scores)
+    ks = np.asarray(keyword_scores, np.float64)
+    if len(ks) < len(dense_scores):
+        ks = np.concatenate([ks, np.zeros(len(dense_scores) - len(ks))])
+    ed, ek = evidence(dense_scores), evidence(ks)
     if ed + ek <= 0:
         return float(base)
     return float((1.0 - share) * base + share * ed / (ed + ek))

@@ -5,9 +5,13 @@ One tantivy document per version row: the analysed ``content`` and the row's ``v
 tantivy: the engine's row mask is the one source of truth for valid time, transaction time,
 tags and erasure, and a search applies it to the BM25 ranking (see :meth:`KeywordIndex.search`).
 
-Durability. A plain on-disk store keeps the index under ``<store>/keyword/``. Writes add
-documents under the engine's write lock (``on_commit``); the tantivy commit (an fsync) is
-deferred to the next keyword search, checkpoint or close, so a burst of writes pays for one.
+Durability. A plain on-disk store keeps the index under ``<store>/keyword/``. A write of up to
+``TAIL_MAX_ROWS`` rows (``on_commit``) puts its rows' analysed terms into an in-memory tail
+(:mod:`aether.keyword.tail`) and wakes a background thread that adds them to tantivy and
+commits (an fsync): a search right after a write never pays for that commit, and scores the tail
+with the statistics of the committed index plus the tail, so its results equal a committed
+index's. A larger write (a bulk load) goes to the tantivy writer directly and the next search,
+checkpoint or close commits it, so the bulk pays for one commit.
 After a crash the index simply lacks the newest rows: on open it finds the largest indexed
 ``version_id`` and indexes the rows after it (the WAL replay has already restored them).
 Encrypted, read-only and in-memory stores keep the index in RAM and rebuild it from the
@@ -19,6 +23,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import MissingDependencyError
+from . import tail as _bm25
 
 if TYPE_CHECKING:
     from ..engine.store import Engine, Snapshot
@@ -43,6 +49,15 @@ _TOKENIZER = "aether_en"
 #: Cranfield, all 1,398 rows selected: 5.8 ms a query pushed down against 0.3 ms paged).
 PUSHDOWN_MAX_ROWS = 4096
 PUSHDOWN_MAX_FRACTION = 0.125
+#: Writes of at most this many rows go through the in-memory tail (committed in the background);
+#: larger ones, and any write while the tail already holds this many, are committed synchronously
+#: by the next search (scoring a large tail in Python would cost more than the commit).
+TAIL_MAX_ROWS = 4096
+#: How long the background committer waits after a write before committing, so that a burst of
+#: writes shares one commit (fsync).
+COMMIT_DELAY_S = 0.02
+#: Analysed committed rows kept for tail-time re-scoring.
+_AN_CACHE_ROWS = 100_000
 #: Rows indexed per batch during a rebuild or catch-up.
 _BATCH = 8192
 _HEAP = 50_000_000
@@ -135,8 +150,29 @@ class KeywordIndex:
         self._table: Any = None
         self._dead_seen = 0  # dead rows (erased, placeholders) the index has accounted for
         self._engine_ref: Any = None
-        #: Counters for tests and stats: rows indexed, rebuilds, tantivy commits.
-        self.stats = {"indexed": 0, "rebuilds": 0, "commits": 0}
+        # The in-memory tail (rows analysed, not in the committed searcher) and the rows queued for
+        # the background committer. ``_searcher`` is the committed searcher that goes with the tail:
+        # both change together, under ``_lock``; every tantivy writer call holds ``_wl`` (never taken
+        # before ``_lock`` by the committer, so the two cannot deadlock).
+        self._tail = _bm25.Tail()
+        self._queue: list[tuple[int, int, str]] = []
+        self._wl = threading.RLock()
+        self._searcher: Any = None
+        self._seq = 0  # tantivy commits made; a searcher from an older commit is never installed
+        self._installed = 0
+        self._gen = 0  # bumped by every rebuild: a committer result from before it is discarded
+        self._sync_needed = False  # rows in the writer that the tail does not cover (bulk writes)
+        self._tokens: tuple[Any, float] | None = None  # (searcher, its total token count)
+        # Analysed committed rows, for re-scoring them while the tail is not empty (a version's
+        # content never changes; the cache is dropped with the table or a rebuild).
+        self._an_cache: dict[int, tuple[Any, int]] = {}
+        self._an_table: Any = None
+        self._cond = threading.Condition(threading.Lock())
+        self._thread: threading.Thread | None = None
+        self._stop = False
+        #: Counters for tests and stats: rows indexed, rebuilds, tantivy commits (background ones
+        #: included), searches served with a non-empty tail.
+        self.stats = {"indexed": 0, "rebuilds": 0, "commits": 0, "tail_searches": 0}
 
     # ------------------------------------------------------------------ setup
     @property
@@ -162,6 +198,18 @@ class KeywordIndex:
         self._index.config_reader(reload_policy="manual")
         self._writer = self._index.writer(heap_size=_HEAP, num_threads=1)
         self._pending = 0
+        self._reset_tail()
+        self._searcher = self._index.searcher()
+
+    def _reset_tail(self) -> None:
+        """Forget the tail and the queue (the caller re-indexes every row, or gives up the index)."""
+        with self._wl:
+            with self._cond:
+                self._queue = []
+            self._tail = _bm25.Tail()
+            self._an_cache = {}
+            self._gen += 1
+            self._sync_needed = False
 
     def on_open(self, engine: Engine) -> None:
         """Load the persisted index and index the rows it lacks, or build one in RAM."""
@@ -307,6 +355,10 @@ class KeywordIndex:
         self._make(self._dir)
 
     def _close_writer(self) -> None:
+        with self._wl:
+            self._close_writer_locked()
+
+    def _close_writer_locked(self) -> None:
         if self._writer is not None:
             try:
                 self._writer.rollback()
@@ -326,9 +378,11 @@ class KeywordIndex:
             doc = doc_cls()
             doc.add_text("body", text)
             doc.add_unsigned("vid", vid)
-            self._writer.add_document(doc)
+            with self._wl:
+                self._writer.add_document(doc)
             self._max_vid = vid
             self._pending += 1
+            self._sync_needed = True
             self.stats["indexed"] += 1
         self._table = t
 
@@ -350,17 +404,95 @@ class KeywordIndex:
         self._commit()
         dead = int(np.count_nonzero(t.dead[: t.n]))
         self._dead_seen = dead
-        if self._index.searcher().num_docs != t.n - dead:
+        if self._searcher.num_docs != t.n - dead:
             self._rebuild(engine)
 
     def _commit(self) -> None:
-        if self._pending or self.stats["commits"] == 0:
-            self._writer.commit()
-            self._index.reload()
-            self.stats["commits"] += 1
-            self._pending = 0
-            if self._idx_dir is not None and self._engine_ref is not None:
-                self._write_meta(self._idx_dir, self._engine_ref)
+        """Commit everything queued or added (caller holds ``_lock``) and install the new searcher."""
+        with self._wl:
+            last = self._drain()
+            if self._pending or self.stats["commits"] == 0:
+                self._tantivy_commit()
+            self._sync_needed = False
+            self._install(self._index.searcher(), self._seq, last)
+
+    def _drain(self) -> int:
+        """Add the queued tail rows to the tantivy writer (caller holds ``_wl``); their last version id."""
+        with self._cond:
+            items, self._queue = self._queue, []
+        doc_cls = self._tv.Document
+        for _, vid, text in items:
+            doc = doc_cls()
+            doc.add_text("body", text)
+            doc.add_unsigned("vid", vid)
+            self._writer.add_document(doc)
+            self._pending += 1
+        return items[-1][1] if items else -1
+
+    def _tantivy_commit(self) -> None:
+        self._writer.commit()
+        self._index.reload()
+        self.stats["commits"] += 1
+        self._seq += 1
+        self._pending = 0
+        if self._idx_dir is not None and self._engine_ref is not None:
+            self._write_meta(self._idx_dir, self._engine_ref)
+
+    def _install(self, searcher: Any, seq: int, last_vid: int) -> None:
+        """Make ``searcher`` (from commit ``seq``, holding rows up to ``last_vid``) the committed one."""
+        if seq < self._installed:
+            return
+        self._installed = seq
+        self._searcher = searcher
+        if last_vid >= 0:
+            self._tail.drop_through(last_vid)
+
+    # ------------------------------------------------------------------ background commits
+    def _wake(self) -> None:
+        with self._cond:
+            if self._thread is None or not self._thread.is_alive():
+                self._stop = False
+                self._thread = threading.Thread(target=self._committer, name="aether-keyword-commit", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def _committer(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._stop:
+                    self._cond.wait()
+                if self._stop:
+                    return
+            with self._cond:  # let a burst of writes share the commit (a close cuts the wait short)
+                if self._cond.wait_for(lambda: self._stop, timeout=COMMIT_DELAY_S):
+                    return
+            try:
+                self._background_commit()
+            except Exception:  # the next search, checkpoint or close commits synchronously instead
+                with self._lock:
+                    self._sync_needed = True
+                time.sleep(0.1)
+
+    def _background_commit(self) -> None:
+        with self._wl:
+            if self._writer is None or not self._queue:
+                return
+            gen = self._gen
+            last = self._drain()
+            self._tantivy_commit()
+            searcher, seq = self._index.searcher(), self._seq
+        with self._lock:
+            if gen == self._gen:
+                self._install(searcher, seq, last)
+
+    def _stop_committer(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+            th = self._thread
+        if th is not None and th is not threading.current_thread():
+            th.join(timeout=30)
+        self._thread = None
 
     def on_commit(self, engine: Engine, start: int, end: int, closed: np.ndarray) -> None:
         """Index the appended rows (closings change no text; the row mask handles them).
@@ -372,9 +504,29 @@ class KeywordIndex:
             t = engine.table
             if int(np.count_nonzero(t.dead[:start])) > self._dead_seen:
                 self._rebuild(engine)  # indexes the live rows, [start, end) included
+            elif end - start <= TAIL_MAX_ROWS and len(self._tail) + (end - start) <= TAIL_MAX_ROWS \
+                    and not self._sync_needed and self._writer is not None:
+                self._to_tail(engine, start, end)
             else:
                 self._add_rows(engine, start, end)
             self._dead_seen = int(np.count_nonzero(t.dead[:end]))
+
+    def _to_tail(self, engine: Engine, start: int, end: int) -> None:
+        t = engine.table
+        queued = []
+        for r, text in iter_contents(engine, start, end):
+            vid = int(t.version_id[r])
+            if t.dead[r] or vid <= self._max_vid:
+                continue
+            self._tail.add(r, vid, self._an.analyze(text))
+            queued.append((r, vid, text))
+            self._max_vid = vid
+            self.stats["indexed"] += 1
+        self._table = t
+        if queued:
+            with self._cond:
+                self._queue.extend(queued)
+            self._wake()
 
     def on_checkpoint(self, engine: Engine) -> None:
         """Make the on-disk index durable up to the checkpoint (one tantivy commit)."""
@@ -384,6 +536,7 @@ class KeywordIndex:
 
     def on_close(self, engine: Engine) -> None:
         """Commit what is pending (on disk) and release the tantivy writer."""
+        self._stop_committer()
         with self._lock:
             if self._writer is not None and self.persistent and engine.path is not None and not engine.read_only:
                 try:
@@ -399,6 +552,8 @@ class KeywordIndex:
             else:
                 self._close_writer()
             self._index = None
+            self._searcher = None
+            self._reset_tail()
 
     def on_erase(self, engine: Engine, rows: np.ndarray | list[int]) -> None:
         """Remove rows' terms for good (erasure, compaction).
@@ -431,9 +586,45 @@ class KeywordIndex:
                 # compaction): version ids are stable, so index the new rows and check the count.
                 self._table = engine.table
                 self._reconcile(engine)
-            if self._pending:
-                self._commit()
-            return self._index.searcher()
+            if self._sync_needed:
+                self._commit()  # rows a bulk write put straight into the writer: the tail lacks them
+            return self._searcher
+
+    def _view(self, engine: Engine) -> tuple[Any, _bm25.Tail | None]:
+        """The committed searcher and a snapshot of the tail that goes with it (``None`` if empty)."""
+        with self._lock:
+            searcher = self._fresh_searcher(engine)
+            return searcher, (self._tail.copy() if len(self._tail) else None)
+
+    def _total_tokens(self, searcher: Any, engine: Engine) -> float:
+        """Token count of the committed index (tantivy's ``avgdl * N``, read once per searcher from
+        the explanation of a one-document query on a committed row)."""
+        cached = self._tokens
+        if cached is not None and cached[0] is searcher:
+            return cached[1]
+        total = 0.0
+        n = int(searcher.num_docs)
+        if n:
+            tv = self._tv
+            t = engine.table
+            for r, text in iter_contents(engine, 0, t.n):
+                vid = int(t.version_id[r])
+                terms = self._an.analyze(text) if not t.dead[r] else []
+                if not terms:
+                    continue
+                q = tv.Query.boolean_query([
+                    (tv.Occur.Must, tv.Query.term_query(self._schema, "body", terms[0], index_option="freq")),
+                    (tv.Occur.Must, tv.Query.const_score_query(tv.Query.term_query(self._schema, "vid", vid), 0.0)),
+                ])
+                hits = searcher.search(q, 1, count=False).hits
+                if not hits:
+                    continue
+                avgdl = _find_avgdl(json.loads(q.explain(searcher, hits[0][1]).to_json()))
+                if avgdl is not None:
+                    total = float(round(avgdl * n))
+                    break
+        self._tokens = (searcher, total)
+        return total
 
     def search(
         self, engine: Engine, snap: Snapshot, text: str, mask: np.ndarray, k: int, *, dedupe: bool
@@ -446,6 +637,11 @@ class KeywordIndex:
         ``k`` visible hits are found or the ranking is exhausted. Either way the answer equals
         brute-force BM25 over the visible rows. Scores are global BM25 (corpus statistics over
         all indexed versions), so a filter does not change a row's score.
+
+        With rows in the in-memory tail, the tail's rows are scored in Python and the committed
+        hits are re-scored with the statistics of committed index plus tail, reading the ranking
+        until no unread committed hit can still reach the top ``k`` (:func:`tail.growth_bound`):
+        the answer is the one a committed index would give.
         """
         tv = self._tv
         info: dict[str, Any] = {"terms": [], "strategy": "none", "examined": 0, "rounds": 0}
@@ -454,7 +650,7 @@ class KeywordIndex:
         rows_sel = np.flatnonzero(mask)
         if not terms or len(rows_sel) == 0 or k <= 0:
             return [], info
-        searcher = self._fresh_searcher(engine)
+        searcher, tail = self._view(engine)
         t = engine.table
         q = tv.Query.boolean_query(
             [(tv.Occur.Should, tv.Query.term_query(self._schema, "body", term, index_option="freq"))
@@ -467,8 +663,8 @@ class KeywordIndex:
             info["strategy"] = "pushdown"
         else:
             info["strategy"] = "deepening"
-        from ..engine.store import topk_rows
-
+        if tail is not None:
+            return self._search_tail(engine, snap, searcher, tail, q, terms, mask, k, dedupe, info)
         vid_col = t.version_id[: snap.n]
         limit = max(4 * k, 64)
         while True:
@@ -477,28 +673,112 @@ class KeywordIndex:
             info["examined"] = len(hits)
             if not hits:
                 return [], info
-            scores = np.asarray([h[0] for h in hits], dtype=np.float64)
-            vids_hit = np.asarray(searcher.fast_field_values("vid", [h[1] for h in hits]), dtype=np.int64)
-            pos = np.searchsorted(vid_col, vids_hit)
-            ok = pos < snap.n
-            ok[ok] &= vid_col[pos[ok]] == vids_hit[ok]  # rows after the snapshot, or removed ones
-            rows = pos[ok]
-            sc = scores[ok]
+            rows, sc = self._hit_rows(searcher, hits, vid_col, snap.n)
             keep = mask[rows]
-            out = topk_rows(rows[keep], sc[keep], k, t.atom_code if dedupe else None)
+            out = _topk(rows[keep], sc[keep], k, t.atom_code if dedupe else None)
             if len(out) >= k or len(hits) < limit:
                 return out, info
             limit *= 4
 
+    @staticmethod
+    def _hit_rows(searcher: Any, hits: list[Any], vid_col: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Table rows and scores of tantivy hits (rows after the snapshot, or removed ones, dropped)."""
+        scores = np.asarray([h[0] for h in hits], dtype=np.float64)
+        vids_hit = np.asarray(searcher.fast_field_values("vid", [h[1] for h in hits]), dtype=np.int64)
+        pos = np.searchsorted(vid_col, vids_hit)
+        ok = pos < n
+        ok[ok] &= vid_col[pos[ok]] == vids_hit[ok]
+        return pos[ok], scores[ok]
+
+    def _stats(self, engine: Engine, searcher: Any, terms: list[str], tail: _bm25.Tail) -> tuple[Any, Any]:
+        df = {term: int(searcher.doc_freq("body", term)) for term in terms}
+        return _bm25.combined_stats(terms, int(searcher.num_docs), self._total_tokens(searcher, engine), df, tail)
+
+    def _analysed(self, engine: Engine, rows: np.ndarray) -> list[tuple[Any, int]]:
+        """``(term counts, token count)`` of committed rows, from their content."""
+        from collections import Counter
+
+        t = engine.table
+        cache = self._an_cache
+        if t is not self._an_table:  # another table (a reload): row numbers may mean other versions
+            cache.clear()
+            self._an_table = t
+        todo = [int(r) for r in rows if int(r) not in cache]
+        if todo:
+            cols = getattr(t, "text_columns", None)
+            texts = cols(todo)["content"] if cols is not None else [t.text(r)["content"] for r in todo]
+            if len(cache) + len(todo) > _AN_CACHE_ROWS:
+                cache.clear()
+            for r, txt in zip(todo, texts, strict=True):
+                toks = self._an.analyze(txt or "")
+                cache[r] = (Counter(toks), len(toks))
+        return [cache[int(r)] for r in rows]
+
+    def _search_tail(
+        self, engine: Engine, snap: Snapshot, searcher: Any, tail: _bm25.Tail, q: Any, terms: list[str],
+        mask: np.ndarray, k: int, dedupe: bool, info: dict[str, Any],
+    ) -> tuple[list[tuple[int, float]], dict[str, Any]]:
+        self.stats["tail_searches"] += 1
+        info["strategy"] += "+tail"
+        t = engine.table
+        committed, both = self._stats(engine, searcher, terms, tail)
+        rho = _bm25.growth_bound(terms, committed, both)
+        trows = [r for r in tail.matching(terms) if r < snap.n and mask[r]]
+        cand_rows: list[int] = list(trows)
+        cand_sc: list[float] = _bm25.scores_of(terms, [tail.rows[r] for r in trows], both).tolist()
+        seen: set[int] = set(trows)
+        vid_col = t.version_id[: snap.n]
+        code = t.atom_code if dedupe else None
+
+        def best() -> list[tuple[int, float]]:
+            if not cand_rows:
+                return []
+            return _topk(np.asarray(cand_rows, np.int64), np.asarray(cand_sc), k, code)
+
+        limit = max(4 * k, 64)
+        while True:
+            info["rounds"] += 1
+            hits = searcher.search(q, limit, count=False).hits
+            info["examined"] = len(hits)
+            rows, sc = self._hit_rows(searcher, hits, vid_col, snap.n) if hits else (np.zeros(0, np.int64), np.zeros(0))
+            # In committed-score order: re-score in small batches, and stop reading once an unread hit,
+            # even grown by the tail's statistics, cannot pass the current k-th best.
+            out = best()
+            i = 0
+            while i < len(rows):
+                if len(out) >= k and out[-1][1] >= rho * float(sc[i]):
+                    return out, info
+                batch = [int(r) for r in rows[i : i + max(k, 16)] if int(r) not in seen and mask[int(r)]]
+                i += max(k, 16)
+                if batch:
+                    seen.update(batch)
+                    cand_rows.extend(batch)
+                    cand_sc.extend(_bm25.scores_of(terms, self._analysed(engine, np.asarray(batch)), both).tolist())
+                    out = best()
+            if len(hits) < limit:
+                return out, info
+            if len(out) >= k and len(sc) and out[-1][1] >= rho * float(sc[-1]):
+                return out, info
+            limit *= 4
+
     def scores_for(self, engine: Engine, text: str, rows: np.ndarray) -> np.ndarray:
-        """BM25 scores of the given rows for ``text`` (0 where a row matches no term)."""
+        """BM25 scores of the given rows for ``text`` (0 where a row matches no term); with rows in
+        the tail, computed with the statistics of committed index plus tail, as in :meth:`search`."""
         out = np.zeros(len(rows), np.float64)
         terms = self.analyze(text)
         if not terms or len(rows) == 0:
             return out
         tv = self._tv
-        searcher = self._fresh_searcher(engine)
+        searcher, tail = self._view(engine)
         t = engine.table
+        if tail is not None:
+            _, both = self._stats(engine, searcher, terms, tail)
+            docs = []
+            committed_at = [i for i, r in enumerate(rows) if int(r) not in tail.rows]
+            analysed = iter(self._analysed(engine, np.asarray([rows[i] for i in committed_at], np.int64)))
+            for r in rows:
+                docs.append(tail.rows[int(r)] if int(r) in tail.rows else next(analysed))
+            return _bm25.scores_of(terms, docs, both)
         vids = t.version_id[rows]
         q = tv.Query.boolean_query(
             [(tv.Occur.Must, tv.Query.boolean_query(
@@ -518,9 +798,39 @@ class KeywordIndex:
         return out
 
     def doc_freq(self, engine: Engine, term: str) -> int:
-        """Documents (deleted ones included until a rebuild) holding the analysed ``term``."""
-        searcher = self._fresh_searcher(engine)
-        return int(searcher.doc_freq("body", term))
+        """Documents (deleted ones included until a rebuild) holding the analysed ``term``, the
+        tail's included."""
+        searcher, tail = self._view(engine)
+        return int(searcher.doc_freq("body", term)) + (tail.df.get(term, 0) if tail is not None else 0)
+
+    def flush(self) -> None:
+        """Commit the tail now (tests, benchmarks): afterwards every row is in the committed index."""
+        with self._lock:
+            if self._writer is not None:
+                self._commit()
+
+
+def _topk(rows: np.ndarray, scores: np.ndarray, k: int, atom_code: np.ndarray | None) -> list[tuple[int, float]]:
+    """Best ``k`` ``(row, score)``, ties to the lower row (deterministic, so the tail path and the
+    committed path agree on ties at the cut, where a partial sort would pick either)."""
+    from ..engine.store import topk_rows
+
+    if atom_code is not None:
+        return topk_rows(rows, scores, k, atom_code)  # a full sort already
+    order = np.lexsort((rows, -scores))[:k]
+    return [(int(rows[i]), float(scores[i])) for i in order]
+
+
+def _find_avgdl(node: Any) -> float | None:
+    """The ``avgdl`` value in a tantivy explanation tree."""
+    if isinstance(node, dict):
+        if str(node.get("description", "")).startswith("avgdl"):
+            return float(node["value"])
+        for child in node.get("details", []) or []:
+            got = _find_avgdl(child)
+            if got is not None:
+                return got
+    return None
 
 
 def get_index(engine: Engine) -> KeywordIndex:
