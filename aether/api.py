@@ -455,6 +455,76 @@ class Memory:
         self._check_write()
         self._engine.commit([RetractOp(check_atom_id(atom_id), _opt_time(at, "at"))])
 
+    def correct_many(
+        self,
+        atom_id: Any,
+        content: Any = None,
+        *,
+        vectors: Any = None,
+        valid_from: Any = None,
+        valid_to: Any = None,
+        tags: Any = UNSET,
+        metadata: Any = UNSET,
+    ) -> None:
+        """Correct many atoms in one atomic transaction: :meth:`correct` per row, planned per batch.
+
+        The result is exactly that of calling :meth:`correct` for each row in order inside one
+        transaction; batches that name each atom once are planned with vectorised numpy.
+
+        Parameters
+        ----------
+        atom_id
+            One existing atom id per row.
+        content
+            ``None`` (every atom keeps its content) or one text (or ``None``: keep) per row.
+        vectors
+            An ``(n, dim)`` array of embeddings; ``None`` embeds new content, kept content keeps its vector.
+        valid_from, valid_to
+            As in :meth:`add_columns`: ``None`` (now / open-ended), one time, or one per row.
+        tags, metadata
+            ``UNSET`` keeps each atom's latest ones; otherwise as in :meth:`add_columns`.
+
+        Raises
+        ------
+        AtomNotFoundError
+            If an atom does not exist; nothing is written.
+        InvalidInputError
+            (or a subclass) naming the first bad row; nothing is written.
+        """
+        self._check_write()
+        from .engine import columns
+
+        ops = columns.corrections(
+            atom_id, content, limit=self._engine.max_content_bytes, dim=self._engine.embedder.dim,
+            vectors=vectors, valid_from=valid_from, valid_to=valid_to, tags=None if tags is UNSET else tags,
+            keep_tags=tags is UNSET, metadata=None if metadata is UNSET else metadata,
+            keep_metadata=metadata is UNSET,
+        )
+        if ops:
+            self._engine.commit(ops)
+
+    def retract_many(self, atom_id: Any, *, at: Any = None) -> None:
+        """Retract many atoms in one atomic transaction: :meth:`retract` per row, planned per batch.
+
+        Parameters
+        ----------
+        atom_id
+            One existing atom id per row.
+        at
+            ``None`` (now), one time for every row, or one per row (as ``valid_from`` in :meth:`add_columns`).
+
+        Raises
+        ------
+        AtomNotFoundError
+            If an atom does not exist; nothing is written.
+        """
+        self._check_write()
+        from .engine import columns
+
+        ops = columns.retractions(atom_id, at)
+        if ops:
+            self._engine.commit(ops)
+
     def delete(self, atom_id: str) -> None:
         """The store no longer believes ``atom_id`` for any valid time; history stays for as-of queries."""
         self._check_write()

@@ -32,7 +32,7 @@ from ..errors import (
     NaiveDatetimeError,
 )
 from ..storage.rows import RowBatch
-from .txplan import PutOp, all_new, new_atom_rows
+from .txplan import PutOp, RetractOp, all_new, new_atom_rows
 from .validate import (
     check_atom_id,
     check_content,
@@ -384,3 +384,92 @@ def build(
         valid_to=vt,
         vectors=vecs,
     )
+
+
+def _ids_column(atom_id: Any) -> list[str]:
+    ids = _as_list(atom_id, None, "atom_id")
+    _strings(ids, check_atom_id, "atom_id")
+    for i, a in enumerate(ids):
+        if not a or len(a) > 256:
+            raise _row_error(i, InvalidInputError("atom_id must be a non-empty str of at most 256 chars"))
+    return ids
+
+
+def corrections(
+    atom_id: Any,
+    content: Any = None,
+    *,
+    limit: int,
+    dim: int,
+    vectors: Any = None,
+    valid_from: Any = None,
+    valid_to: Any = None,
+    tags: Any = None,
+    keep_tags: bool = True,
+    metadata: Any = None,
+    keep_metadata: bool = True,
+) -> list[PutOp]:
+    """Validate the columns of :meth:`aether.Memory.correct_many` into correction operations.
+
+    ``content`` is ``None`` (every row keeps its content) or one text or ``None`` per row;
+    ``keep_tags`` / ``keep_metadata`` keep each atom's latest tags / metadata (else ``tags`` /
+    ``metadata`` are columns as in :func:`build`). Raises, naming the first bad row, before
+    anything is written.
+    """
+    ids = _ids_column(atom_id)
+    n = len(ids)
+    texts: list[str | None] = [None] * n
+    if content is not None:
+        texts = _as_list(content, n, "content")
+        for i, c in enumerate(texts):
+            if c is not None:
+                try:
+                    texts[i] = check_content(str(c) if isinstance(c, str) else c, limit)  # numpy str_ -> str
+                except AetherError as exc:
+                    raise _row_error(i, exc) from None
+    vecs = None
+    if vectors is not None:
+        vecs = as_unit_vectors(vectors, dim)
+        if vecs.shape[0] != n:
+            raise InvalidInputError(f"{n} atom ids but {vecs.shape[0]} vectors")
+    vf, vf_now = _times(valid_from, n, "valid_from")
+    vt, vt_open = _times(valid_to, n, "valid_to")
+    if vt_open is not None:
+        vt[vt_open] = OPEN
+    known = ~vf_now if vf_now is not None else np.ones(n, np.bool_)
+    bad = np.flatnonzero(known & (vt <= vf))
+    if len(bad):
+        raise _row_error(int(bad[0]), InvalidIntervalError("valid_to must be after valid_from"))
+    tag_col: list[Any] = [None] * n if keep_tags else _dicts(tags, n, "tags", check_tags)
+    meta_col: list[Any] = (
+        [None] * n if keep_metadata else _dicts(metadata, n, "metadata", lambda v: check_json(v, "metadata"))
+    )
+    vf_l = vf.tolist()
+    vt_l = vt.tolist()
+    now_l = vf_now.tolist() if vf_now is not None else [False] * n
+    return [
+        PutOp(
+            atom_id=ids[i],
+            content=texts[i],
+            content_meta=None,
+            tags=tag_col[i],
+            metadata=meta_col[i],
+            modality=None,
+            subject=None,
+            quality=None,
+            valid_from=None if now_l[i] else vf_l[i],
+            valid_to=vt_l[i],
+            vector=None if vecs is None else vecs[i],
+            must_exist=True,
+        )
+        for i in range(n)
+    ]
+
+
+def retractions(atom_id: Any, at: Any = None) -> list[RetractOp]:
+    """Validate the columns of :meth:`aether.Memory.retract_many` (``at``: ``None``, one time, or one per row)."""
+    ids = _ids_column(atom_id)
+    n = len(ids)
+    us, unset = _times(at, n, "at")
+    now = unset.tolist() if unset is not None else [False] * n
+    return [RetractOp(a, None if u else t) for a, t, u in zip(ids, us.tolist(), now, strict=True)]

@@ -16,6 +16,7 @@ from .._time import MIN_US, OPEN, check_interval
 from ..errors import AtomNotFoundError, InvalidInputError
 from ..storage.rows import RowBatch, dumps
 from ..temporal import Piece, plan_put, plan_retract
+from . import bulkplan
 
 if TYPE_CHECKING:
     from .columns import ColumnsPut
@@ -190,6 +191,19 @@ def plan(
     fast = plan_new_atoms(engine, ops, tx)
     if fast is not None:
         return {"kind": "tx", "close": []}, fast, list(range(len(fast)))
+    if len(ops) >= bulkplan.BULK_MIN_OPS:  # many atoms (corrections, retractions): planned per batch
+        bulk_plan = bulkplan.plan_bulk(engine, ops, tx)
+        if bulk_plan is not None:
+            return bulk_plan
+    return plan_rows(engine, ops, tx)
+
+
+def plan_rows(engine: Engine, ops: Sequence[Op], tx: int) -> tuple[dict[str, Any], RowBatch | None, list[int]]:
+    """The per-row planner: each operation in turn, seeing the pending rows of those before it.
+
+    The reference for :func:`aether.engine.bulkplan.plan_bulk`, and the path of any batch that
+    names an atom twice; it raises the typed error of the first invalid operation.
+    """
     t = engine.table
     closed: dict[int, int] = {}
     pending: list[_Pending] = []
