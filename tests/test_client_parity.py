@@ -162,6 +162,8 @@ def test_errors_are_the_same_classes(mem: Any) -> None:
         mem.add("x", vector=np.ones(3, np.float32))
     with pytest.raises(InvalidVectorError):
         mem.search(np.full(DIM, np.nan, np.float32))
+    with pytest.raises(InvalidVectorError):
+        mem.search([float("nan")] + [1.0] * (DIM - 1))  # a plain list, NaN included, goes as JSON
     with pytest.raises(InvalidInputError):
         mem.search("x", k=0)
     with pytest.raises(InvalidInputError):

@@ -27,6 +27,41 @@ def _method(build: Callable[Concatenate[Any, P], Call[T]]) -> Callable[Concatena
     return method
 
 
+def _finite(doc: Any) -> bool:
+    """No NaN or infinity anywhere in a JSON document."""
+    stack = [doc]
+    while stack:
+        x = stack.pop()
+        if type(x) is float:
+            if x != x or x in (float("inf"), float("-inf")):
+                return False
+        elif isinstance(x, dict):
+            stack.extend(x.values())
+        elif isinstance(x, list | tuple):
+            if x and type(x[0]) is str and all(type(y) is str for y in x):
+                continue  # a text column: nothing to check
+            stack.extend(x)
+    return True
+
+
+def _body(doc: Any) -> dict[str, Any]:
+    """Request body arguments for httpx: JSON encoded with orjson when it is installed (bulk loads are
+    several times faster to encode), else the standard library."""
+    if doc is None:
+        return {}
+    try:
+        import orjson
+    except ImportError:
+        return {"json": doc}
+    if not _finite(doc):  # orjson writes NaN as null; the stdlib keeps it, so the server rejects it as such
+        return {"json": doc}
+    try:
+        content = orjson.dumps(doc)
+    except TypeError:  # a value orjson does not encode (e.g. a big int): the stdlib decides
+        return {"json": doc}
+    return {"content": content, "headers": {"Content-Type": "application/json"}}
+
+
 def _httpx() -> Any:
     try:
         import httpx
@@ -70,7 +105,7 @@ class RemoteMemory(Calls):
     def _send(self, call: Call[T]) -> T:
         httpx = _httpx()
         try:
-            r = self._http.request(call.method, call.path, json=call.json, params=call.params)
+            r = self._http.request(call.method, call.path, params=call.params, **_body(call.json))
         except httpx.TransportError as exc:
             raise E.RemoteError(f"cannot reach the aether server at {self.url}: {exc}") from None
         return self._reply(call, r.status_code, r.content, r.reason_phrase)
