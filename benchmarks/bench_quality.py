@@ -16,10 +16,15 @@ Reports nDCG@10 and recall@100 on SciFact, Cranfield and CISI (BEIR layout, in
 - ``keyword``: ``mode="keyword"``, BM25 from the tantivy index;
 - ``hybrid-rrf``: ``mode="hybrid"`` with reciprocal rank fusion (k=60, 100 candidates a side);
 - ``hybrid-w<x>``: ``mode="hybrid", fusion="weighted", dense_weight=x``;
+- ``hybrid-adaptive``: ``fusion="adaptive"`` (per-query weight; ``benchmarks/fusion_study.py`` chose its
+  constants leave-one-collection-out and reports the held-out figures);
+- ``default``: ``mem.search`` with no mode (adaptive hybrid when tantivy is installed);
 
 and the single-query latency of each mode (median and p95 over the queries; query embeddings
 are precomputed, so the figures are search time, not model time). Embeddings come from
-all-MiniLM-L6-v2 and are cached in ``benchmarks/results/`` (``.npy``), so reruns take seconds.
+all-MiniLM-L6-v2 and are cached under ``/tmp/aether-ir-embeddings`` (``.npy``, ``$AETHER_EMB_CACHE``),
+so reruns take seconds. ``--scale 100000`` instead measures latency and read-after-write at that many
+synthetic atoms.
 
 Run::
 
@@ -178,6 +183,8 @@ def run_collection(name: str, embedder: Any, weights: list[float], lat_n: int, *
             ("dense", {"mode": "dense"}),
             ("keyword", {"mode": "keyword"}),
             ("hybrid-rrf", {"mode": "hybrid"}),
+            ("hybrid-adaptive", {"mode": "hybrid", "fusion": "adaptive"}),
+            ("default", {}),
         ] + [(f"hybrid-w{w:g}", {"mode": "hybrid", "fusion": "weighted", "dense_weight": w}) for w in weights]
         for label, opts in configs:
             t0 = time.perf_counter()
@@ -256,7 +263,7 @@ def latency_at_scale(n: int, n_queries: int, seed: int = 0) -> dict[str, Any]:
         mem.search_many(queries, k=10, mode="dense")  # query embeddings cached, as in the quality runs
         for label, opts in (("dense", {"mode": "dense"}), ("keyword", {"mode": "keyword"}),
                             ("hybrid-rrf", {"mode": "hybrid"}), ("default", {})):
-            out[label] = latency(lambda q, o=opts: mem.search(q, k=10, **o), queries, n_queries)  # type: ignore[misc]
+            out[label] = latency(lambda q, o=opts: mem.search(q, k=10, **o), queries, n_queries)
         kwi = get_index(mem._engine)
         commits = kwi.stats["commits"]
         for label, opts in (("read_after_write_keyword", {"mode": "keyword"}), ("read_after_write_default", {})):

@@ -25,22 +25,25 @@ if TYPE_CHECKING:
 
 MODES = ("dense", "keyword", "hybrid")
 #: What ``mode=None`` (the default of ``Memory.search``) means when tantivy is installed:
-#: hybrid search with :data:`DEFAULT_FUSION`. Measured with ``benchmarks/bench_quality.py``
-#: (all-MiniLM-L6-v2, nDCG@10; "adaptive" with its constants chosen leave-one-collection-out,
-#: the held-out figure of each collection):
+#: hybrid search with :data:`DEFAULT_FUSION`. Measured with ``benchmarks/fusion_study.py`` and
+#: ``benchmarks/bench_quality.py`` (all-MiniLM-L6-v2, nDCG@10). "adaptive (held out)": each
+#: collection scored with the constants chosen on the other two (leave-one-collection-out);
+#: "default": the shipped constants (base 0.6, evidence share 0.5; see ``fusion.ADAPTIVE_BASE``):
 #:
-#: ==========  =====  =======  =====  ========  ==============
-#: collection  dense  keyword  RRF    adaptive  default
-#: ==========  =====  =======  =====  ========  ==============
-#: SciFact     0.648  0.686    0.711  0.738     0.738
-#: Cranfield   0.374  0.359    0.411  0.410     0.410
-#: CISI        0.427  0.314    0.408  0.434     0.434
-#: mean        0.483  0.453    0.510  0.527     0.527
-#: ==========  =====  =======  =====  ========  ==============
+#: ==========  =====  =======  =====  ====================  =======
+#: collection  dense  keyword  RRF    adaptive (held out)   default
+#: ==========  =====  =======  =====  ====================  =======
+#: SciFact     0.648  0.686    0.711  0.732                 0.738
+#: Cranfield   0.374  0.359    0.411  0.411                 0.410
+#: CISI        0.427  0.314    0.408  0.434                 0.434
+#: mean        0.483  0.453    0.510  0.526                 0.527
+#: ==========  =====  =======  =====  ====================  =======
 #:
-#: The default is at least the better single half on every collection and 0.031 above the
-#: mean of the better halves (0.496); equal-weight RRF falls below dense on CISI, where BM25 is
-#: 0.11 behind. Without tantivy (``pip install 'aether[hybrid]'``) the default is dense.
+#: Held out, adaptive fusion is at least the better single half on every collection and 0.030
+#: above the mean of the better halves (0.495); equal-weight RRF falls below dense on CISI,
+#: where BM25 is 0.11 behind. Without tantivy (``pip install 'aether[hybrid]'``) the default is
+#: dense. A hybrid default also makes a text search create the store's keyword index
+#: (``<store>/keyword/``, derived data rebuilt when missing or damaged).
 DEFAULT_MODE = "hybrid"
 FUSIONS = ("rrf", "weighted", "adaptive")
 #: The fusion of the default mode (``mode=None``). An explicit ``mode="hybrid"`` keeps RRF as its
