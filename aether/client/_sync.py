@@ -45,21 +45,29 @@ def _finite(doc: Any) -> bool:
 
 
 def _body(doc: Any) -> dict[str, Any]:
-    """Request body arguments for httpx: JSON encoded with orjson when it is installed (bulk loads are
-    several times faster to encode), else the standard library."""
+    """Request body arguments for httpx.
+
+    JSON is encoded with orjson when it is installed (bulk loads encode several times faster) and the
+    document holds no NaN or infinity (orjson would write null); otherwise with the standard library,
+    which writes ``NaN`` (httpx's own ``json=`` refuses it): the server then rejects the value with the
+    error the in-process API raises.
+    """
     if doc is None:
         return {}
+    headers = {"Content-Type": "application/json"}
+    if _finite(doc):
+        try:
+            import orjson
+
+            return {"content": orjson.dumps(doc), "headers": headers}
+        except (ImportError, TypeError):  # not installed, or a value it does not encode (a huge int)
+            pass
+    import json
+
     try:
-        import orjson
-    except ImportError:
-        return {"json": doc}
-    if not _finite(doc):  # orjson writes NaN as null; the stdlib keeps it, so the server rejects it as such
-        return {"json": doc}
-    try:
-        content = orjson.dumps(doc)
-    except TypeError:  # a value orjson does not encode (e.g. a big int): the stdlib decides
-        return {"json": doc}
-    return {"content": content, "headers": {"Content-Type": "application/json"}}
+        return {"content": json.dumps(doc).encode(), "headers": headers}
+    except (TypeError, ValueError) as exc:  # e.g. a tag value that is not a JSON scalar
+        raise E.InvalidInputError(f"cannot send this request as JSON: {exc}") from None
 
 
 def _httpx() -> Any:
