@@ -372,7 +372,13 @@ class Engine:
                 if body["checkpoint"] != self.manifest.get("checkpoint") or body["segments"] != self.manifest.get(
                     "segments"
                 ):
-                    self._reload(self.embedder)
+                    # A new table replaces the old (after a checkpoint, compaction or re-index): queries in
+                    # other threads that overlap the swap retry, so none pairs a snapshot with the other table.
+                    self.gen_seq += 1
+                    try:
+                        self._reload(self.embedder)
+                    finally:
+                        self.gen_seq += 1
                 else:
                     self._replay(repair=False)
             except (CorruptionError, StorageIOError):
