@@ -338,3 +338,9 @@ def test_admin_jobs_and_erase(server: LiveServer, keys: dict[str, Any]) -> None:
         _err(c.get(f"/v1/namespaces/a/jobs/{jobs[0]['id']}"), 404)  # a job is found only in its namespace
         text = c.get("/metrics").text
     assert 'aether_job_duration_seconds_count{kind="compact",status="succeeded"} 1.0' in text
+    # A re-index to another model, as a job; the namespace then searches with the new model.
+    done = mem.reindex(model="hashing:32", timeout=120)
+    assert done.dim == 32 and done.rows == 5
+    assert mem.stats().dim == 32 and len(mem.search("job 2", k=3)) == 3
+    with pytest.raises(aether.errors.ConfigError):
+        mem.reindex(model="no-such-model")

@@ -1,0 +1,44 @@
+"""The ASGI app in-process (``create_app``): limits, lifespan, key handling details."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from starlette.testclient import TestClient
+
+import aether
+from aether.server import create_app
+from aether.server._auth import KeysFile
+
+
+def test_batch_and_query_limits_are_413_and_store_nothing(tmp_path: Path) -> None:
+    app = create_app(tmp_path, model="hashing:16", api_key="", keys_file=tmp_path / "k.json", max_batch=5,
+                     max_queries=3)
+    with TestClient(app) as c:
+        ok = c.post("/v1/namespaces/n/atoms/batch", json={"items": ["a", "b", "c", "d", "e"]})
+        assert ok.status_code == 201
+        for path, body in (("/v1/namespaces/n/atoms/batch", {"items": list("abcdef")}),
+                           ("/v1/namespaces/n/atoms/columns", {"content": list("abcdef")}),
+                           ("/v1/namespaces/n/search/batch", {"queries": list("abcd")})):
+            r = c.post(path, json=body)
+            assert r.status_code == 413 and r.json()["error"]["type"] == "InvalidInputError", r.text
+        assert c.get("/v1/namespaces/n/stats").json()["atoms_current"] == 5
+    # the lifespan ran and closed the store: it opens again in-process
+    with aether.open(tmp_path / "n") as mem:
+        assert mem.stats().atoms_current == 5
+
+
+def test_env_key_and_keys_file_together(tmp_path: Path) -> None:
+    key, _ = KeysFile(tmp_path / "k.json").add(name="r", scope="read", namespaces=["x"])
+    app = create_app(tmp_path, model="hashing:16", api_key="env-secret", keys_file=tmp_path / "k.json")
+    with TestClient(app) as c:
+        assert c.post("/v1/namespaces/x/atoms", json={"content": "hi"},
+                      headers={"X-API-Key": "env-secret"}).status_code == 201
+        assert c.get("/v1/namespaces/x/stats", headers={"Authorization": f"bearer {key}"}).status_code == 200
+        r = c.post("/v1/namespaces/x/atoms", json={"content": "no"}, headers={"Authorization": f"Bearer {key}"})
+        assert r.status_code == 403 and "scope 'write'" in r.json()["error"]["message"]
+        assert c.get("/v1/namespaces/y/stats", headers={"X-API-Key": key}).status_code == 403
+        assert c.get("/v1/namespaces", headers={"X-API-Key": "env-secret"}).json() == {"namespaces": ["x"]}
+        assert c.get("/metrics", headers={"X-API-Key": "wrong"}).status_code == 401
+        doc = c.get("/openapi.json").json()
+        assert set(doc["components"]["securitySchemes"]) == {"bearer", "apiKey"}
