@@ -4,6 +4,9 @@ Each row is an object with the keys of :meth:`aether.Memory.add` (``content`` re
 ``tags``, ``metadata``, ``valid_from``, ``valid_to``, ``atom_id``, ``subject``, ``modality``,
 ``quality_score``, ``content_metadata``, ``vector``). Rows are read in batches, embedded in
 batches (rows with a ``vector`` skip the model) and committed one transaction per batch.
+Each batch goes through the columnar path (:mod:`aether.ingest_columns`: a Parquet record
+batch's columns straight into :meth:`aether.Memory.add_columns`); a batch it cannot convert
+exactly, or one the engine rejects, is imported row by row as before, with the same result.
 
 Bad rows (malformed JSON, a missing ``content``, an invalid time or vector...) are reported
 with their 1-based line number (JSONL) or row number (Parquet); by default they are skipped
@@ -31,8 +34,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import ingest_columns
 from ._time import from_us_strict, to_us
 from .errors import ImportFailedError, InvalidInputError, InvalidVectorError
+from .ingest_columns import Columns
 from .storage._fs import write_atomic
 
 if TYPE_CHECKING:
@@ -212,6 +217,53 @@ def _read_jsonl(path: Path, offset: int, first_line: int) -> Iterator[_Row]:
 
 
 def _read_parquet(path: Path, offset: int, batch_rows: int) -> Iterator[_Row]:
+    for chunk in _parquet_chunks(path, offset, batch_rows):
+        yield from _read_batch(chunk.batch, chunk.first_row)
+
+
+def _read_batch(batch: Any, row0: int) -> Iterator[_Row]:
+    """The rows of a Parquet record batch whose first row is (0-based) file row ``row0``."""
+    vecs = _vector_rows(batch)
+    if vecs is not None:
+        batch = batch.drop_columns(["vector"])
+    for i, rec in enumerate(batch.to_pylist()):
+        if vecs is not None and vecs[i] is not None:
+            rec["vector"] = vecs[i]
+        yield _Row(row0 + i + 1, rec, row0 + i + 1)
+
+
+@dataclass
+class _Chunk:
+    """A batch of an import file: parsed JSONL objects or one Parquet record batch, and where it ends."""
+
+    end: int  # resume position after the chunk
+    last_line: int
+    parse_errors: list[tuple[int, str]]
+    items: list[Any] | None = None  # JSONL: parsed objects ...
+    lines: list[int] | None = None  # ... and their line numbers
+    batch: Any = None  # Parquet: a record batch ...
+    first_row: int = 0  # ... and the (0-based) file row of its first row
+
+
+def _jsonl_chunks(path: Path, offset: int, first_line: int, batch_rows: int) -> Iterator[_Chunk]:
+    items: list[Any] = []
+    lines: list[int] = []
+    errors: list[tuple[int, str]] = []
+    end, last = offset, first_line - 1
+    for row in _read_jsonl(path, offset, first_line):
+        end, last = row.end, row.line
+        if row.ok:
+            items.append(row.item)
+            lines.append(row.line)
+        else:
+            errors.append((row.line, str(row.item)))
+        if len(items) >= batch_rows:
+            yield _Chunk(end, last, errors, items=items, lines=lines)
+            items, lines, errors = [], [], []
+    yield _Chunk(path.stat().st_size, last, errors, items=items, lines=lines)
+
+
+def _parquet_chunks(path: Path, offset: int, batch_rows: int) -> Iterator[_Chunk]:
     import pyarrow.parquet as pq
 
     pf = pq.ParquetFile(path)
@@ -222,17 +274,12 @@ def _read_parquet(path: Path, offset: int, batch_rows: int) -> Iterator[_Row]:
             row0 += n
             continue
         for batch in pf.iter_batches(batch_size=batch_rows, row_groups=[rg]):
-            vecs = _vector_rows(batch)
-            if vecs is not None:
-                batch = batch.drop_columns(["vector"])
-            recs = batch.to_pylist()
-            for i, rec in enumerate(recs):
-                r = row0 + i
-                if r >= offset:
-                    if vecs is not None and vecs[i] is not None:
-                        rec["vector"] = vecs[i]
-                    yield _Row(r + 1, rec, r + 1)
-            row0 += len(recs)
+            m = batch.num_rows
+            if row0 + m > offset:
+                skip = max(0, offset - row0)
+                part = batch.slice(skip) if skip else batch
+                yield _Chunk(row0 + m, row0 + m, [], batch=part, first_row=row0 + skip)
+            row0 += m
 
 
 class _Unit:
@@ -259,7 +306,7 @@ def _vector_rows(batch: Any) -> list[Any] | None:
     if not (pa.types.is_fixed_size_list(typ) and pa.types.is_floating(typ.value_type)) or col.null_count:
         return None  # other layouts go through the per-row path
     n, dim = len(col), typ.list_size
-    arr = np.asarray(col.values.to_numpy(zero_copy_only=False), np.float32).reshape(n, dim)
+    arr = np.asarray(col.flatten().to_numpy(zero_copy_only=False), np.float32).reshape(n, dim)  # (slice-aware)
     norms = np.linalg.norm(arr, axis=1)
     ok = np.isfinite(arr).all(axis=1) & (norms > 0) & np.isfinite(norms)
     unit = arr / np.where(ok, norms, 1.0)[:, None]
@@ -337,6 +384,7 @@ def import_file(
     atomic: bool = False,
     resume: bool = True,
     progress: ProgressFn | None = None,
+    columnar: bool = True,
 ) -> ImportReport:
     """Import a JSONL or Parquet file into ``mem`` (see the module docstring for the row format).
 
@@ -356,6 +404,9 @@ def import_file(
         Continue an interrupted import of the same (unchanged) file; ``False`` starts over.
     progress
         ``progress(done, total)`` in bytes (JSONL) or rows (Parquet).
+    columnar
+        Commit each batch through :meth:`aether.Memory.add_columns` (the default); ``False`` builds one
+        operation per row (the earlier path, kept as the benchmark's baseline). Both store the same.
 
     Returns
     -------
@@ -392,58 +443,33 @@ def import_file(
         report.atom_ids = None  # the earlier run's ids are not known
     bad: list[list[Any]] = list(doc["bad"])
     imported = start_imported = int(doc["imported"])
-    rows = (
-        _read_jsonl(path, int(doc["offset"]), int(doc["line"]) + 1)
-        if fmt == "jsonl"
-        else _read_parquet(path, int(doc["offset"]), batch_rows)
-    )
-    done_at = int(doc["offset"])
     if progress is not None:
-        progress(done_at, total)
-    ops: list[PutOp] = []
-    lines: list[int] = []
-    last_line = int(doc["line"])
-
-    def flush(end: int, line: int) -> None:
-        nonlocal imported, done_at
+        progress(int(doc["offset"]), total)
+    chunks = (
+        _jsonl_chunks(path, int(doc["offset"]), int(doc["line"]) + 1, batch_rows)
+        if fmt == "jsonl"
+        else _parquet_chunks(path, int(doc["offset"]), batch_rows)
+    )
+    for chunk in chunks:
+        batch, lines, errs = _prepare(mem, chunk, columnar=columnar)
+        bad.extend([ln, msg] for ln, msg in sorted(chunk.parse_errors + errs))
         eng = mem._engine
-        if ops:
+        if len(lines):
+            last_id = batch.atom_ids[-1] if isinstance(batch, Columns) else batch[-1].atom_id
             doc["pending"] = {
-                "tx_before": eng.snapshot.last_tx, "atom_id": ops[-1].atom_id,
-                "offset": end, "line": line, "imported": imported + len(ops), "bad": bad,
+                "tx_before": eng.snapshot.last_tx, "atom_id": last_id,
+                "offset": chunk.end, "line": chunk.last_line, "imported": imported + len(lines), "bad": bad,
             }
             ck.save()
-            ids, errs = _commit(mem, ops, lines)
-            for ln, msg in errs:
+            ids, cerrs = _commit(mem, batch, lines)
+            for ln, msg in cerrs:
                 bad.append([ln, msg])
             imported += len(ids)
             _note_ids(report, ids)
-            if errs:  # some rows were rejected at commit: the pending record's counts are stale
-                doc["pending"] = None
-        doc.update(offset=end, line=line, imported=imported, bad=bad, pending=None)
+        doc.update(offset=chunk.end, line=chunk.last_line, imported=imported, bad=bad, pending=None)
         ck.save()
-        ops.clear()
-        lines.clear()
-        done_at = end
         if progress is not None:
-            progress(done_at, total)
-
-    end = done_at
-    for row in rows:
-        end, last_line = row.end, row.line
-        if not row.ok:
-            bad.append([row.line, str(row.item)])
-        else:
-            try:
-                ops.append(to_op(mem, row.item))
-                lines.append(row.line)
-            except InvalidInputError as exc:
-                bad.append([row.line, str(exc)])
-        if len(ops) >= batch_rows:
-            flush(end, last_line)
-    if fmt == "jsonl":
-        end = total
-    flush(end, last_line)
+            progress(chunk.end, total)
     ck.reset()  # done: a later import of the same file is a new import, not a resumption
     report.imported = imported - start_imported
     report.bad = [BadRow(int(b[0]), str(b[1])) for b in bad]
@@ -467,11 +493,64 @@ def _note_ids(report: ImportReport, ids: list[str]) -> None:
             report.atom_ids = None
 
 
-def _commit(mem: Memory, ops: list[PutOp], lines: list[int]) -> tuple[list[str], list[tuple[int, str]]]:
+def _prepare(
+    mem: Memory, chunk: _Chunk, *, columnar: bool = True
+) -> tuple[Columns | list[PutOp], list[int], list[tuple[int, str]]]:
+    """A chunk as ``add_columns`` columns (or, where that cannot be exact, per-row operations), the
+    line numbers of its rows, and ``(line, error)`` of the rows that are bad."""
+    try:
+        if not columnar:
+            raise ingest_columns.Fallback
+        if chunk.batch is not None:
+            cols, errs = ingest_columns.from_arrow(mem, chunk.batch, chunk.first_row)
+        else:
+            assert chunk.items is not None and chunk.lines is not None
+            cols, errs = ingest_columns.from_items(mem, chunk.items, chunk.lines)
+        return cols, cols.lines, errs
+    except ingest_columns.Fallback:
+        pass
+    if chunk.batch is not None:  # row by row, as before the columnar path
+        rows = list(_read_batch(chunk.batch, chunk.first_row))
+    else:
+        assert chunk.items is not None and chunk.lines is not None
+        rows = [_Row(ln, it, 0) for ln, it in zip(chunk.lines, chunk.items, strict=True)]
+    ops: list[PutOp] = []
+    lines: list[int] = []
+    errors: list[tuple[int, str]] = []
+    for row in rows:
+        try:
+            ops.append(to_op(mem, row.item))
+            lines.append(row.line)
+        except InvalidInputError as exc:
+            errors.append((row.line, str(exc)))
+    return ops, lines, errors
+
+
+def _commit(
+    mem: Memory, ops: Columns | list[PutOp], lines: list[int]
+) -> tuple[list[str], list[tuple[int, str]]]:
     """Commit ``ops`` as one transaction; if the engine rejects it, split to find the bad rows.
 
-    Returns the atom ids written and ``(line, error)`` for the rows the engine rejected.
+    ``ops`` is a column batch (one ``add_columns`` call) or per-row operations. Returns the atom
+    ids written and ``(line, error)`` for the rows the engine rejected.
     """
+    if isinstance(ops, Columns):
+        try:
+            mem.add_columns(**ops.kwargs)
+            return ops.atom_ids, []
+        except InvalidInputError:
+            pass  # some row is rejected (at validation or at commit): find which, row by row
+        row_ops: list[PutOp] = []
+        row_lines: list[int] = []
+        errs: list[tuple[int, str]] = []
+        for i, ln in enumerate(ops.lines):
+            try:
+                row_ops.append(ops.item(i))
+                row_lines.append(ln)
+            except InvalidInputError as exc:
+                errs.append((ln, str(exc)))
+        ids, more = _commit(mem, row_ops, row_lines) if row_ops else ([], [])
+        return ids, sorted(errs + more)
     eng = mem._engine
     try:
         batch: list[Op] = list(ops)

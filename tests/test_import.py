@@ -187,3 +187,110 @@ def test_cli_import_and_reindex(tmp_path: Path) -> None:
     assert doc["model"] == "hashing:v1:dim=48" and doc["rows"] == 200 and doc["generation"] == 1
     with aether.open(store) as mem:
         assert mem.embedder.dim == 48 and mem.stats().versions == 200
+
+
+def _hist(mem: aether.Memory) -> dict[str, list[tuple[Any, ...]]]:
+    out = {}
+    for a in sorted(_ids(mem)):
+        out[a] = [(h.content.inline, h.tags, h.metadata, h.content.metadata, h.modality, h.subject, h.quality_score,
+                   h.valid_from, h.valid_to) for h in mem.history(a)]
+    return out
+
+
+def _both_paths(tmp_path: Path, f: Path, monkeypatch: pytest.MonkeyPatch, **kw: Any) -> list[Any]:
+    """Import ``f`` through the columnar path and through the row path into two fresh stores."""
+    calls = 0
+    real = aether.Memory.add_columns
+
+    def counting(self: aether.Memory, *a: Any, **k: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(aether.Memory, "add_columns", counting)
+    out = []
+    for columnar in (True, False):
+        with aether.open(tmp_path / f"s{columnar}", embedder=aether.HashingEmbedder(dim=DIM)) as mem:
+            rep = ingest.import_file(mem, f, columnar=columnar, **kw)
+            vecs = {a: mem._engine.table.vectors[mem._engine.table.atom_rows[mem._engine.table.atom_index[a]][0]]
+                    for a in sorted(_ids(mem))}
+            # (an engine error names the commit time, which differs between the two stores)
+            out.append((rep.imported, [(b.line, b.error.split(" (20")[0]) for b in rep.bad], _hist(mem), vecs, calls))
+    return out
+
+
+def test_columnar_jsonl_import_stores_what_the_row_path_stores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    f = tmp_path / "in.jsonl"
+    _write_jsonl(f, 900, BAD)
+    with f.open("a") as fh:  # more value kinds: epoch microseconds, JSON text fields, explicit defaults, vectors
+        for i in range(40):
+            fh.write(json.dumps({"content": f"extra {i}", "atom_id": f"x{i}", "valid_from": 1_704_067_200_000_000 + i,
+                                 "valid_to": None if i % 2 else "2030-01-01T00:00:00+02:00", "tags": '{"k": 1}',
+                                 "metadata": '{"b": [1, 2]}', "modality": "structured", "quality_score": 0.5,
+                                 "subject": "bob", "content_metadata": {"p": i}}) + "\n")
+    (a_n, a_bad, a_hist, _, calls), (b_n, b_bad, b_hist, _, after) = _both_paths(tmp_path, f, monkeypatch,
+                                                                                 batch_rows=100)
+    assert calls >= 6 and after == calls  # the columnar store used add_columns; the row-path store did not
+    assert a_n == b_n == 940 and a_bad == b_bad and sorted(ln for ln, _ in a_bad) == sorted(BAD)
+    assert a_hist == b_hist
+
+
+def test_columnar_parquet_import_stores_what_the_row_path_stores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    n = 1200
+    rng = np.random.default_rng(2)
+    vecs = rng.normal(size=(n, DIM)).astype(np.float32)
+    vecs[5] = 0.0
+    vecs[900, 3] = np.nan
+    table = pa.table({
+        "content": [None if i == 7 else f"row {i}" for i in range(n)],
+        "atom_id": [None if i % 50 == 0 else f"r{i}" for i in range(n)],
+        "vector": pa.FixedSizeListArray.from_arrays(pa.array(vecs.reshape(-1)), DIM),
+        "valid_from": pa.array(1_704_067_200_000 + np.arange(n) * 60_000, pa.timestamp("ms")),  # naive: UTC
+        "valid_to": pa.array([None if i % 3 else 19_800 + i for i in range(n)], pa.date32()),
+        "tags": pa.array([[("k", str(i % 4)), ("s", '"x"')] for i in range(n)], pa.map_(pa.string(), pa.string())),
+        "metadata": [json.dumps({"i": i}) if i != 11 else "{not json" for i in range(n)],
+        "modality": [None if i % 2 else "text" for i in range(n)],
+        "quality_score": [None if i % 5 else 0.25 for i in range(n)],
+        "colour": [None if i != 600 else "red" for i in range(n)],
+    })
+    f = tmp_path / "in.parquet"
+    pq.write_table(table, f, row_group_size=500)
+    (a_n, a_bad, a_hist, a_vec, calls), (b_n, b_bad, b_hist, b_vec, after) = _both_paths(
+        tmp_path, f, monkeypatch, batch_rows=256)
+    assert calls >= 3 and after == calls
+    assert [ln for ln, _ in a_bad] == [6, 8, 12, 601, 901] and a_bad == b_bad and a_n == b_n == n - 5
+    assert "unknown keys" in a_bad[3][1] and "content" in a_bad[1][1]
+    named = {k: v for k, v in a_hist.items() if k.startswith("r")}
+    # 24 rows without an id (fresh ones); rows 600 and 900 are bad and among them
+    assert named == {k: v for k, v in b_hist.items() if k.startswith("r")} and len(named) == n - 24 - 3
+    assert len(a_hist) == len(b_hist)
+    assert all(np.allclose(a_vec[k], b_vec[k], atol=1e-6) for k in named)
+    r3 = a_hist["r3"][0]
+    assert r3[1] == {"k": 3, "s": "x"} and r3[2] == {"i": 3} and r3[4] == "text" and r3[6] == 1.0
+    assert r3[7].isoformat() == "2024-01-01T00:03:00+00:00" and r3[8].isoformat() == "2024-03-21T00:00:00+00:00"
+
+
+def test_columnar_import_resumes_mid_file(tmp_path: Path) -> None:
+    n = 2000
+    table = pa.table({"content": [f"p {i}" for i in range(n)], "atom_id": [f"p{i}" for i in range(n)]})
+    f = tmp_path / "in.parquet"
+    pq.write_table(table, f, row_group_size=700)
+    calls = 0
+
+    def die(done: int, total: int) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 4:
+            raise _Boom
+
+    with aether.open(tmp_path / "s", embedder=aether.HashingEmbedder(dim=DIM)) as mem:
+        with pytest.raises(_Boom):
+            ingest.import_file(mem, f, batch_rows=300, progress=die)
+        partial = mem.stats().versions
+        assert 0 < partial < n
+        rep = ingest.import_file(mem, f, batch_rows=300)
+        assert rep.imported == n - partial and mem.stats().versions == n and _ids(mem) == {f"p{i}" for i in range(n)}
