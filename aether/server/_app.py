@@ -6,15 +6,11 @@ Every engine call (and the JSON encoding of its result) runs on a worker thread 
 
 # No ``from __future__ import annotations``: FastAPI resolves the route annotations, which name
 # dependencies defined inside create_app.
-import contextlib
-import functools
-import inspect
 import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,7 +19,6 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import errors as E
@@ -31,11 +26,22 @@ from ..api import Memory
 from ..models import MemoryAtom, SearchPlan, StoreStats
 from . import _schemas as S
 from ._auth import ANONYMOUS, DEFAULT_KEYS_NAME, KeyStore, Principal
-from ._errors import PayloadTooLarge, UnknownResource, describe_validation, error_doc, error_type, status_for
-from ._jobs import Jobs
-from ._metrics import Metrics
+from ._errors import PayloadTooLarge, UnknownResource, describe_validation, error_doc
 from ._middleware import RequestLayer
-from ._names import NAME_RE, Namespaces
+from ._names import NAME_RE
+from ._state import (
+    Ctx,
+    Server,
+    _add_kwargs,
+    _call,
+    _error_response,
+    _info,
+    _json,
+    _pin,
+    _rid,
+    _search_kwargs,
+    _target,
+)
 
 log = logging.getLogger("aether.server")
 
@@ -49,154 +55,6 @@ TimeQ = Annotated[str | None, Query(max_length=64, description="ISO-8601 with an
 _ERR: dict[int | str, dict[str, Any]] = {
     status: {"model": S.ErrorResponse} for status in (400, 401, 403, 404, 409, 413, 422, 503)
 }
-
-
-@dataclass
-class Ctx:
-    """One authorised request: the principal and the namespace it may use."""
-
-    server: "Server"
-    principal: Principal
-    ns: str
-
-    def memory(self, *, create: bool = False) -> Memory:
-        """The namespace's store (call on a worker thread: the first use opens it)."""
-        return self.server.namespaces.get(self.ns, create=create and self.server.auto_create)
-
-
-class Server:
-    """State shared by the routes of one app."""
-
-    def __init__(
-        self,
-        root: Path,
-        *,
-        keys: KeyStore,
-        model: str | None,
-        key_file: str | os.PathLike[str] | None,
-        max_body_bytes: int,
-        max_batch: int,
-        max_queries: int,
-        auto_create: bool,
-        open_kwargs: dict[str, Any] | None,
-    ) -> None:
-        self.namespaces = Namespaces(root, model=model, key_file=key_file, open_kwargs=open_kwargs)
-        self.keys = keys
-        self.model = model
-        self.max_body_bytes = max_body_bytes
-        self.max_batch = max_batch
-        self.max_queries = max_queries
-        self.auto_create = auto_create
-        self.metrics = Metrics(self.namespaces.opened)
-        self.jobs = Jobs(lambda kind, status, dt: self.metrics.job.labels(kind, status).observe(dt))
-        self.ready = False
-        self.not_ready: list[str] = ["starting"]
-
-    def startup(self) -> None:
-        """Check that the default model loads and every existing namespace opens (``/readyz``)."""
-        problems: list[str] = []
-        self.namespaces.reopen()
-        self.jobs.start()
-        if self.model is not None:
-            from ..embed import embedder_for
-
-            try:
-                embedder_for(self.model).embed(["ready"])
-            except E.AetherError as exc:
-                problems.append(f"model {self.model}: {type(exc).__name__}: {exc}")
-        for name in self.namespaces.names():
-            try:
-                mem = self.namespaces.get(name)
-                # Load the model now, not on the first request (a store of precomputed vectors has
-                # an embedder that embeds no text: nothing to load).
-                with contextlib.suppress(E.InvalidInputError):
-                    mem.embedder.embed(["ready"])
-            except E.AetherError as exc:
-                problems.append(f"namespace {name}: {type(exc).__name__}: {exc}")
-                log.error("namespace %s does not open: %s: %s", name, type(exc).__name__, exc)
-        self.not_ready = problems
-        self.ready = not problems
-
-    def shutdown(self) -> None:
-        self.ready = False
-        self.not_ready = ["shutting down"]
-        self.jobs.shutdown()
-        for name, exc in self.namespaces.close_all():
-            log.error("closing namespace %s failed: %s: %s", name, type(exc).__name__, exc)
-
-
-# ------------------------------------------------------------------------------------ helpers
-
-
-def _json(model: BaseModel, status: int = 200) -> Response:
-    return Response(model.model_dump_json(), status_code=status, media_type="application/json")
-
-
-def _error_response(exc: BaseException, request_id: str | None) -> JSONResponse:
-    status = status_for(exc)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(error_doc(error_type(exc), str(exc), request_id), status_code=status, headers=headers)
-
-
-def _rid(request: Request) -> str | None:
-    rid: str | None = request.scope.get("state", {}).get("request_id")
-    return rid
-
-
-async def _call(request: Request, fn: Callable[[], Response]) -> Response:
-    """Run ``fn`` on a worker thread; an error that is not an ``AetherError`` is a logged 500, never a trace."""
-    try:
-        return await anyio.to_thread.run_sync(fn)
-    except E.AetherError:
-        raise
-    except Exception:
-        rid = _rid(request)
-        log.exception("internal error in %s %s (request %s)", request.method, request.url.path, rid)
-        return JSONResponse(
-            error_doc("RemoteError", f"internal server error (request id {rid})", rid), status_code=500
-        )
-
-
-@functools.cache
-def _options_of(fn: Callable[..., Any]) -> frozenset[str]:
-    """Keyword parameters of a Memory read method (the search options the engine takes)."""
-    return frozenset(
-        n for n, p in inspect.signature(fn).parameters.items()
-        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and n != "self"
-    )
-
-
-def _search_kwargs(body: S._SearchOptions, fn: Callable[..., Any], exclude: set[str]) -> dict[str, Any]:
-    """The options the caller set (so the engine's defaults apply to the others), checked against ``fn``."""
-    data = body.model_dump(exclude_unset=True, exclude={"view", *exclude})
-    for key in list(data):
-        if data[key] is None and key in S._SearchOptions.model_fields:
-            del data[key]  # an explicit null means "default", as when the option is left out
-    unknown = sorted(set(data) - _options_of(fn))
-    if unknown:
-        raise E.InvalidInputError(f"unknown search option(s): {', '.join(unknown)}")
-    return data
-
-
-def _target(mem: Memory, pin: S.ViewPin | None) -> Memory:
-    return mem if pin is None else mem.view(valid_at=pin.valid_at, as_of=pin.as_of)
-
-
-def _pin(valid_at: str | None, as_of: str | None) -> S.ViewPin | None:
-    return None if valid_at is None and as_of is None else S.ViewPin(valid_at=valid_at, as_of=as_of)
-
-
-def _info(name: str, mem: Memory) -> S.NamespaceInfo:
-    last = mem.last_commit
-    return S.NamespaceInfo(name=name, model=mem.embedder.identity, dim=mem.embedder.dim,
-                           last_commit=None if last is None else last.isoformat())
-
-
-def _add_kwargs(item: S.AddRequest) -> dict[str, Any]:
-    data = item.model_dump(exclude_unset=True, exclude={"vector"})
-    if item.vector is not None:
-        data["vector"] = S.as_array(item.vector)
-    return {k: v for k, v in data.items() if v is not None or k in ("tags", "metadata", "content_metadata")}
 
 
 # ------------------------------------------------------------------------------------ the app
