@@ -247,7 +247,7 @@ def test_reader_gets_no_untyped_error_when_the_writer_removes_files(
         armed["n"] = 2
         ro.refresh()
         got = len(ro.search(q, k=1000, tags={"g": "x"}))
-        assert got == w.stats().versions or got == len(w.search(q, k=1000, tags={"g": "x"}))
+        assert got == len(w.search(q, k=1000, tags={"g": "x"}))  # the reader caught up with the writer
     ro.close()
     w.close()
 
