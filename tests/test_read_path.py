@@ -144,3 +144,33 @@ def test_trusted_builder_falls_back_for_incomplete_values() -> None:
     build = trusted_builder(MemoryContent)
     c = build(frozenset({"inline"}), {"inline": "x"})  # not every field: model_construct fills defaults
     assert c.inline == "x" and c.content_type == "text/plain" and c.model_fields_set == {"inline"}
+
+
+def test_chunk_reader_matches_arrow_on_row_groups_slices_and_nulls() -> None:
+    import json
+
+    import pyarrow as pa
+
+    from aether.engine.table import _TEXT, _ChunkReader
+
+    def part(lo: int, hi: int) -> pa.Table:
+        n = hi - lo
+        tags = [None if i % 4 == 0 else ([] if i % 4 == 1 else [("k", json.dumps(i)), ("é", json.dumps("v"))])
+                for i in range(lo, hi)]
+        return pa.table({
+            "atom_id": pa.array([f"a{i}" for i in range(lo, hi)]),
+            "subject": pa.array(["" if i % 3 else "s" for i in range(lo, hi)]),  # empty strings
+            "modality": pa.array(["text"] * n),
+            "content": pa.array([None if i == lo + 1 else f"c{i} ü" for i in range(lo, hi)]),  # a null
+            "content_meta": pa.array(["{}"] * n, pa.large_string()),
+            "tags": pa.array(tags, pa.map_(pa.string(), pa.string())),
+            "metadata": pa.array([json.dumps({"i": i}) for i in range(lo, hi)]),
+        })
+
+    # three row groups, the middle one a slice of a bigger array (non-zero offsets)
+    table = pa.concat_tables([part(0, 50), part(40, 140).slice(10, 60), part(110, 130)])
+    reader = _ChunkReader(table)
+    rows = [0, 1, 49, 50, 51, 75, 109, 110, 129, 5, 50]
+    got = reader.rows(rows)
+    want = {name: [table.slice(r, 1).column(name).to_pylist()[0] for r in rows] for name in _TEXT}
+    assert got == want
