@@ -10,6 +10,7 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -265,8 +266,8 @@ def test_disk_bytes_of_a_tree_tolerate_files_vanishing(tmp_path: Path, monkeypat
     gone.write_bytes(b"y" * 5)
     real_walk = os.walk
 
-    def walk_then_rename(top: str, *a: object, **kw: object):  # type: ignore[no-untyped-def]
-        for item in real_walk(top, *a, **kw):  # type: ignore[call-overload]
+    def walk_then_rename(top: str, *a: Any, **kw: Any) -> Iterator[tuple[str, list[str], list[str]]]:
+        for item in real_walk(top, *a, **kw):
             if item[0].endswith("segments") and gone.exists():
                 gone.rename(tmp_path / "segments" / "b.parquet")  # the writer's rename, after the listing
             yield item
@@ -518,7 +519,7 @@ def test_compaction_does_not_deadlock_with_a_background_seal(
     building, go = threading.Event(), threading.Event()
     real_make = bucketed.make_partition
 
-    def held_build(**kw: object) -> object:
+    def held_build(**kw: Any) -> Any:
         if threading.current_thread().name == "aether-index-seal":
             building.set()
             go.wait(30)
