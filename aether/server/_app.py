@@ -20,6 +20,7 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 
 from .. import errors as E
 from ..api import Memory
@@ -27,6 +28,7 @@ from ..models import MemoryAtom, SearchPlan, StoreStats
 from . import _schemas as S
 from ._auth import ANONYMOUS, DEFAULT_KEYS_NAME, KeyStore, Principal
 from ._errors import PayloadTooLarge, UnknownResource, describe_validation, error_doc
+from ._mcp import McpMount
 from ._middleware import RequestLayer
 from ._names import NAME_RE
 from ._state import (
@@ -51,6 +53,8 @@ DEFAULT_MAX_QUERIES = 1_024
 
 NsPath = Annotated[str, PathParam(pattern=f"^{NAME_RE.pattern}$", description="Namespace name")]
 TimeQ = Annotated[str | None, Query(max_length=64, description="ISO-8601 with an offset")]
+
+V1_MCP = "/v1/namespaces/{ns}/mcp"
 
 _ERR: dict[int | str, dict[str, Any]] = {
     status: {"model": S.ErrorResponse} for status in (400, 401, 403, 404, 409, 413, 422, 503)
@@ -106,7 +110,14 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await anyio.to_thread.run_sync(server.startup)
         try:
-            yield
+            async with anyio.create_task_group() as tg:  # runs the MCP session managers
+                mcp.task_group = tg
+                try:
+                    yield
+                finally:
+                    mcp.task_group = None
+                    mcp.apps.clear()
+                    tg.cancel_scope.cancel()
         finally:
             # uvicorn gets here after SIGTERM/SIGINT once in-flight requests are done: checkpoint and close.
             await anyio.to_thread.run_sync(server.shutdown)
@@ -189,6 +200,10 @@ def create_app(
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+    mcp = McpMount(server, authenticate)
+    # A plain Starlette route (every method, not in the OpenAPI document: MCP describes itself).
+    app.router.routes.append(Route(V1_MCP, endpoint=mcp))
 
     Read = Annotated[Ctx, Depends(need("read"))]
     Write = Annotated[Ctx, Depends(need("write"))]
