@@ -552,3 +552,12 @@ def test_compaction_does_not_deadlock_with_a_background_seal(
     mem.close()
     report = aether.verify(tmp_path / "s")
     assert report.ok, [str(p) for p in report.problems]
+
+
+def test_opening_a_foreign_folder_leaves_no_lock_file(tmp_path: Path) -> None:
+    from aether.errors import StoreError
+
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(StoreError, match="not empty"):
+        aether.open(tmp_path, embedder=_emb())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]

@@ -180,8 +180,10 @@ class Engine:
     def _open_dir(self, embedder: Embedder | None, *, create: bool, embedder_factory: Any) -> None:
         assert self.path is not None
         root = self.path
-        if not (root / mf.NAME).exists() and (self.read_only or not create):
-            raise mf.StoreNotFoundError(f"no aether store at {root}")
+        if not (root / mf.NAME).exists():
+            if self.read_only or not create:
+                raise mf.StoreNotFoundError(f"no aether store at {root}")
+            self._check_empty(root)  # before the lock: leave no LOCK file in a folder that is not ours
         if not self.read_only:
             with _fs_errors("create store directory", root):
                 root.mkdir(parents=True, exist_ok=True)
@@ -195,8 +197,7 @@ class Engine:
             if not exists:
                 if self.read_only or not create:
                     raise mf.StoreNotFoundError(f"no aether store at {root}")
-                if any(p.name != "LOCK" for p in root.iterdir()):
-                    raise StoreError(f"{root} exists, is not empty and is not an aether store")
+                self._check_empty(root)
                 if embedder is None:
                     embedder = embedder_factory(None)
                 assert embedder is not None
@@ -209,6 +210,11 @@ class Engine:
             if self._lock is not None:
                 self._lock.release()
             raise
+
+    @staticmethod
+    def _check_empty(root: Path) -> None:
+        if root.exists() and any(p.name != "LOCK" for p in root.iterdir()):
+            raise StoreError(f"{root} exists, is not empty and is not an aether store")
 
     def _create(self, embedder: Embedder) -> None:
         assert self.path is not None
