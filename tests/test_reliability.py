@@ -561,3 +561,30 @@ def test_opening_a_foreign_folder_leaves_no_lock_file(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="not empty"):
         aether.open(tmp_path, embedder=_emb())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_cli_verify_says_busy_with_exit_3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from aether.cli import app
+    from aether.security import verify as vmod
+
+    path = tmp_path / "s"
+    w = aether.open(path, embedder=_emb())
+    w.add("first")
+    real_scan = vmod.scan_frames
+
+    def scan_then_commit(p: Path, data: bytes) -> Any:
+        out = real_scan(p, data)
+        w.add("committed during verify")
+        return out
+
+    monkeypatch.setattr(vmod, "scan_frames", scan_then_commit)
+    monkeypatch.setattr(vmod, "_LIVE_SECONDS", 1.0)
+    res = CliRunner().invoke(app, ["verify", str(path), "--json"])
+    assert res.exit_code == 3, res.output
+    doc = json.loads(res.stdout[res.stdout.index("{"): res.stdout.rindex("}") + 1])
+    assert doc["busy"] is True and doc["ok"] is False and doc["problems"] == []
+    w.close()
