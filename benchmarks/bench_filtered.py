@@ -319,6 +319,85 @@ def bulk_phase(args: argparse.Namespace, work: Path, x: np.ndarray, vf: np.ndarr
     return out
 
 
+# ---------------------------------------------------------------------------- steady writes
+def steady_phase(args: argparse.Namespace, work: Path, x: np.ndarray, vf: np.ndarray, vt: np.ndarray,
+                 rng: np.random.Generator) -> dict[str, Any]:
+    """Continuous writes (``--steady-rate`` atoms/s in commits every 50 ms, for ``--steady-s`` seconds)
+    after a bulk load of half the atoms, with queries (all valid time) in between.
+
+    At least one query runs between commits (a machine too busy for the rate writes less: the rate
+    reached is reported). Records, per query, the rows the tail scanned exactly (the bound: ``tail_rows`` plus what
+    arrives while one run builds) and its latency through ``Memory.search``; every tenth query is
+    checked against exact search. The index's runs and tail are sampled once a second.
+    """
+    n, k = len(x), args.k
+    store = work / "aether_steady"
+    if store.exists():
+        shutil.rmtree(store)
+    mem = aether.open(store, embedder=aether.PrecomputedEmbedder(x.shape[1]))
+    eng = mem._engine
+    idx = find_index(eng)
+    assert idx is not None
+    half = n // 2
+    mem.add_many([{"content": f"atom {i}", "valid_from": dt(int(vf[i])), "valid_to": dt(int(vt[i]))}
+                  for i in range(half)], vectors=x[:half])
+    rate, dur = args.steady_rate, args.steady_s
+    step = max(1, int(rate * 0.05))
+    queries = perturb(x[rng.integers(0, n, 200)], rng, 0.6)
+    lat: list[float] = []
+    tails: list[int] = []
+    recs: list[float] = []
+    samples: list[dict[str, Any]] = []
+    pos = half
+    t0 = time.perf_counter()
+    next_commit = t0
+    next_sample = t0
+    qi = 0
+    while time.perf_counter() - t0 < dur and pos < n:
+        now = time.perf_counter()
+        if now >= next_commit:
+            e = min(n, pos + step)
+            mem.add_many([{"content": f"atom {i}", "valid_from": dt(int(vf[i])), "valid_to": dt(int(vt[i]))}
+                          for i in range(pos, e)], vectors=x[pos:e])
+            pos = e
+            next_commit = max(next_commit + 0.05, time.perf_counter() - 0.05)  # behind: drop the backlog
+        if now >= next_sample:
+            st = idx.state
+            samples.append({"t_s": now - t0, "rows": eng.snapshot.n, "tail": eng.snapshot.n - st.covered,
+                            "runs": [(p.m, p.tier.name) for p in st.run_parts], "base_rows": st.base_covered})
+            next_sample += 1.0
+        q = queries[qi % len(queries)]
+        s0 = time.perf_counter()
+        hits = mem.search(q, k=k, valid_during=(None, None), mode="dense")
+        lat.append((time.perf_counter() - s0) * 1000)
+        snap = eng.snapshot
+        f = Filters(as_of=snap.last_tx, valid_at=None, valid_during=(-(2**62), 2**63 - 1), tags=None)
+        res, plan, _ = plan_and_search(eng, snap, q[None], k, f)
+        tails.append(sum(bp.selected for bp in plan if bp.bucket == "tail"))
+        if qi % 10 == 0:
+            ref, _, _ = exact_search(eng, snap, q[None], k, f)
+            got = {int(eng.table.atom_code[r]) for r, _ in res[0]}
+            want = {int(eng.table.atom_code[r]) for r, _ in ref[0]}
+            recs.append(len(got & want) / max(1, len(want)))
+        del hits
+        qi += 1
+    wrote = pos - half
+    secs = time.perf_counter() - t0
+    out = {"rate_asked": rate, "rate_done": wrote / secs, "seconds": secs, "queries": len(lat),
+           "api_p50_ms": statistics.median(lat), "api_p99_ms": pctl(lat, 99), "tail_rows_max": max(tails),
+           "tail_rows_p50": statistics.median(tails), "tail_rows_bound": idx.recipe.tail_rows,
+           "recall": float(np.mean(recs)), "samples": samples}
+    print(f"steady writes {out['rate_done']:.0f} atoms/s for {secs:.0f}s, {len(lat)} queries: API p50 "
+          f"{out['api_p50_ms']:.2f} ms p99 {out['api_p99_ms']:.2f} ms, exact tail rows p50 {out['tail_rows_p50']:.0f} "
+          f"max {out['tail_rows_max']} (tail_rows {idx.recipe.tail_rows}), recall {out['recall']:.3f}", flush=True)
+    for smp in samples[:: max(1, len(samples) // 10)]:
+        print(f"  t={smp['t_s']:5.1f}s rows={smp['rows']} tail={smp['tail']} base={smp['base_rows']} "
+              f"runs={smp['runs']}", flush=True)
+    mem.close()
+    shutil.rmtree(store, ignore_errors=True)
+    return out
+
+
 # ---------------------------------------------------------------------------- main
 def _reuse(built: Path, n: int) -> tuple[float, float, list[int], int]:
     """The figures and transaction times recorded when the store was built (``--reuse``)."""
@@ -396,6 +475,9 @@ def main() -> None:
                     help="pause index sealing during ingest and build once after it (bulk-load mode)")
     ap.add_argument("--bulk", choices=("on", "off", "only"), default="on",
                     help="also (or only) measure queries right after one bulk add_many of every atom")
+    ap.add_argument("--steady-s", type=float, default=0.0,
+                    help="also measure queries under continuous writes for this many seconds (0: skip)")
+    ap.add_argument("--steady-rate", type=float, default=1000.0, help="atoms per second of the steady writes")
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
     n, dim, k = args.n, args.dim, args.k
@@ -418,6 +500,8 @@ def main() -> None:
     ncorr = n // 10
     corr = rng.choice(n, ncorr, replace=False)
     xc = perturb(x[corr], rng, 0.5)
+    if args.steady_s > 0:
+        report["steady"] = steady_phase(args, work, x, vf, vt, np.random.default_rng(args.seed + 2))
     if args.bulk != "off":
         report["bulk"] = bulk_phase(args, work, x, vf, vt, np.random.default_rng(args.seed + 1))
         if args.bulk == "only":

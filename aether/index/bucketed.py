@@ -292,7 +292,8 @@ class BucketedIndex:
         engine = engine or self._engine
         assert engine is not None
         self.wait()
-        self._seal(engine, engine.snapshot.n)
+        with self._merge_lock:  # a slow-lane job started meanwhile waits (and then finds its work done)
+            self._seal(engine, engine.snapshot.n)
         self._schedule(engine)  # rows committed meanwhile
 
     def pause(self) -> None:
