@@ -14,6 +14,10 @@ Run: .venv/bin/python benchmarks/bench_server.py [--n 10000] [--dim 384] [--quer
    durable transaction each), against the same through the in-process API.
 5. In-process search again (the machine is shared: the two in-process runs bracket the server figures).
 
+Step 3 also interleaves blocks of in-process queries (a read-only open next to the server) with remote
+ones, and runs each concurrency level in-process right after the server's, so that the comparisons see
+the same machine load.
+
 Every loop is bounded by a count and a time limit; the server binds loopback only.
 """
 
@@ -207,16 +211,36 @@ def main() -> None:
                   f"(client-observed mean {out['client_observed_mean_ms']:.3f} ms = server request "
                   f"{out['server_request_mean_ms']:.3f} ms, of which engine {out['server_engine_mean_ms']:.3f} ms; "
                   f"bare httpx p50 {out['raw_http_p50_ms']:.3f} ms)", flush=True)
-            for c in clients:
-                def make() -> Any:
-                    r = aether.connect(url, namespace="bench")
-                    return (lambda q: r.search(q, k=10)), r.close
+            # Interleaved: blocks of in-process (a read-only open next to the server) and remote queries in
+            # turn, so that both see the same machine load (the sequential phases above do not).
+            with aether.open(root / "bench", embedder=emb, read_only=True) as ro:
+                for q in queries[:50]:
+                    ro.search(q, k=10)
+                lin: list[float] = []
+                lrem: list[float] = []
+                for b in range(0, len(queries), 25):
+                    block = queries[b:b + 25]
+                    lin += sequential(lambda q: ro.search(q, k=10), block, 30)
+                    lrem += sequential(lambda q: remote.search(q, k=10), block, 30)
+                out["interleaved_inproc_p50_ms"], out["interleaved_server_p50_ms"] = pct(lin, 50), pct(lrem, 50)
+                out["interleaved_inproc_p99_ms"], out["interleaved_server_p99_ms"] = pct(lin, 99), pct(lrem, 99)
+                print(f"interleaved, 1 client: in-process p50 {out['interleaved_inproc_p50_ms']:.3f} ms "
+                      f"(p99 {out['interleaved_inproc_p99_ms']:.3f}), server p50 "
+                      f"{out['interleaved_server_p50_ms']:.3f} ms (p99 {out['interleaved_server_p99_ms']:.3f})",
+                      flush=True)
+                for c in clients:
+                    def make() -> Any:
+                        r = aether.connect(url, namespace="bench")
+                        return (lambda q: r.search(q, k=10)), r.close
 
-                rate, clat = concurrent(make, queries, c, args.seconds)
-                out[f"server_qps_{c}"] = rate
-                out[f"server_p50_ms_{c}"], out[f"server_p99_ms_{c}"] = pct(clat, 50), pct(clat, 99)
-                print(f"server, {c} clients: {rate:.0f} searches/s, p50 {out[f'server_p50_ms_{c}']:.2f} ms "
-                      f"p99 {out[f'server_p99_ms_{c}']:.2f} ms", flush=True)
+                    rate, clat = concurrent(make, queries, c, args.seconds)
+                    irate, _ = concurrent(lambda: (lambda q: ro.search(q, k=10), lambda: None), queries, c,
+                                          args.seconds)
+                    out[f"server_qps_{c}"], out[f"interleaved_inproc_qps_{c}"] = rate, irate
+                    out[f"server_p50_ms_{c}"], out[f"server_p99_ms_{c}"] = pct(clat, 50), pct(clat, 99)
+                    print(f"server, {c} clients: {rate:.0f} searches/s, p50 {out[f'server_p50_ms_{c}']:.2f} ms "
+                          f"p99 {out[f'server_p99_ms_{c}']:.2f} ms (in-process, {c} threads, right after: "
+                          f"{irate:.0f}/s)", flush=True)
 
             # ------------------------------------------------------------------ ingest
             ivecs = unit(rng, args.ingest, args.dim)
