@@ -10,6 +10,7 @@ Re-ranking (recency / importance blend, MMR) only reorders those filtered candid
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -206,18 +207,22 @@ def _lexical(
         return results, [BucketPlan(bucket="keyword", rows=snap.n, selected=selected, strategy="bm25")], selected
 
     qvecs = engine.query_vectors(queries)
-    dense_res, buckets, _ = dense_search.plan_and_search(engine, snap, qvecs, depth_, f)
+    # The two halves run at once: FAISS releases the GIL while the keyword half searches tantivy.
+    dense_job = _pool().submit(dense_search.plan_and_search, engine, snap, qvecs, depth_, f)
+    try:
+        kw_res = [idx.search(engine, snap, text, mask, depth_, dedupe=dedupe) if text is not None
+                  else ([], {"strategy": "none"}) for text in texts]
+    finally:
+        dense_res, buckets, _ = dense_job.result()
     key = (lambda r: int(engine.table.atom_code[r])) if dedupe else None
     for i, text in enumerate(texts):
         dres = dense_res[i]
         w_used: float | None = None
-        if text is None:
-            kres: Ranked = []
-            info = {"strategy": "none"}
-            if i == 0:
-                notes.append("vector query: no keyword half; hybrid returns the dense hits and scores")
-        else:
-            kres, info = idx.search(engine, snap, text, mask, depth_, dedupe=dedupe)
+        known: dict[int, tuple[float, float]] | None = None
+        kres: Ranked
+        kres, info = kw_res[i]
+        if text is None and i == 0:
+            notes.append("vector query: no keyword half; hybrid returns the dense hits and scores")
         if text is None:
             fused = dres[:k]  # nothing to fuse: the dense hits, with their cosine scores
         elif fusion == "rrf":
@@ -230,7 +235,7 @@ def _lexical(
                     [s for _, s in dres], [s for _, s in kres],
                     base=ADAPTIVE_BASE if dense_weight is None else float(dense_weight),
                 )
-            fused = _convex(engine, idx, qvecs[i], text, dres, kres, k, w_used, dedupe)
+            fused, known = _convex(engine, idx, qvecs[i], text, dres, kres, k, w_used, dedupe, depth_)
         results.append(fused)
         if i == 0:
             extra["keyword"] = KeywordPlan(**info, hits=_ranked(engine, kres, k))
@@ -241,12 +246,34 @@ def _lexical(
                 effective_dense_weight=w_used,
             )
             extra["fusion"] = fp
-            extra["_halves"] = (dres, kres, qvecs[i], text, idx)
+            extra["_halves"] = (dres, kres, qvecs[i], text, idx, known)
     return results, buckets, selected
+
+
+_POOL: dict[int, Any] = {}  # pid -> executor (a forked child cannot use its parent's threads)
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> Any:
+    """Worker threads for the dense half of hybrid searches (created on first use, per process)."""
+    import os
+
+    pid = os.getpid()
+    ex = _POOL.get(pid)
+    if ex is None:
+        with _POOL_LOCK:
+            ex = _POOL.get(pid)
+            if ex is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                _POOL.clear()
+                ex = _POOL[pid] = ThreadPoolExecutor(max_workers=2, thread_name_prefix="aether-hybrid")
+    return ex
 
 
 def _fused_hits(
     engine: Engine, fused: Ranked, dres: Ranked, kres: Ranked, qvec: np.ndarray, text: str | None, idx: Any,
+    known: dict[int, tuple[float, float]] | None,
 ) -> list[FusedHit]:
     """Each returned hit with both halves' rank (``None``: beyond the half's ``depth`` candidates)
     and score (the cosine; BM25, 0 where no term matched, ``None`` for a vector query)."""
@@ -254,8 +281,12 @@ def _fused_hits(
     krank = {r: i + 1 for i, (r, _) in enumerate(kres)}
     t = engine.table
     rows = np.asarray([r for r, _ in fused], np.int64)
-    cos = t.vectors[rows] @ qvec if len(rows) else np.zeros(0)
-    bm = idx.scores_for(engine, text, rows) if text is not None and len(rows) else None
+    if known is not None and all(int(r) in known for r in rows):  # both scores from the fusion itself
+        cos = np.asarray([known[int(r)][0] for r in rows])
+        bm: np.ndarray | None = np.asarray([known[int(r)][1] for r in rows])
+    else:
+        cos = t.vectors[rows] @ qvec if len(rows) else np.zeros(0)
+        bm = idx.scores_for(engine, text, rows) if text is not None and len(rows) else None
     return [
         FusedHit(
             atom_id=t.atom_ids[int(t.atom_code[r])], version_id=int(t.version_id[r]), rank=i + 1, score=s,
@@ -268,20 +299,31 @@ def _fused_hits(
 
 def _convex(
     engine: Engine, idx: Any, qvec: np.ndarray, text: str | None, dres: Ranked, kres: Ranked, k: int,
-    dense_weight: float, dedupe: bool,
-) -> Ranked:
+    dense_weight: float, dedupe: bool, depth: int,
+) -> tuple[Ranked, dict[int, tuple[float, float]]]:
     """Convex fusion over the union of both halves' candidates, each scored by both halves.
 
     A candidate found by one half only gets its exact score from the other half (cosine from
     its vector; BM25 through the keyword index), not a made-up zero; both halves are min-max
-    scaled over the union, so the fused score lies in [0, 1].
+    scaled over the union, so the fused score lies in [0, 1]. The BM25 of the keyword half's own
+    candidates is already known; when that half returned fewer than ``depth`` rows its ranking
+    was exhausted, so every other row matches no term (BM25 0) and the index is not asked again
+    (unless hits are one version per atom: another version of a hit may match).
+    Also returns ``row -> (cosine, bm25)`` of the union.
     """
     from ..engine.store import topk_rows
 
     rows = np.asarray(sorted({r for r, _ in dres} | {r for r, _ in kres}), dtype=np.int64)
     if len(rows) == 0:
-        return []
+        return [], {}
     dense = engine.table.vectors[rows] @ qvec
-    kw = idx.scores_for(engine, text, rows) if text is not None else np.zeros(len(rows))
+    kmap = dict(kres)
+    kw = np.asarray([kmap.get(int(r), 0.0) for r in rows], np.float64)
+    # With one version per atom (dedupe) another version of a keyword hit may still match a term.
+    if text is not None and (len(kres) >= depth or dedupe):
+        other = np.asarray([i for i, r in enumerate(rows) if int(r) not in kmap], np.int64)
+        if len(other):
+            kw[other] = idx.scores_for(engine, text, rows[other])
     fused = weighted(rows, dense, kw, dense_weight=dense_weight)
-    return topk_rows(rows, fused, k, engine.table.atom_code if dedupe else None)
+    known = {int(r): (float(d), float(b)) for r, d, b in zip(rows, dense, kw, strict=True)}
+    return topk_rows(rows, fused, k, engine.table.atom_code if dedupe else None), known
