@@ -8,6 +8,16 @@ Storage-path modes (issue 3 targets: durable pre-embedded ingest >= 50k atoms/s,
     .venv/bin/python benchmarks/bench_core.py --ingest-only [--n-ingest 100000] [--batch 10000] [--pause-index]
     .venv/bin/python benchmarks/bench_core.py --open-only --n-open 1000000 [--store DIR]
 
+Write-path modes (issue 16: corrections >= 50k/s, Parquet import with vectors >= 100k rows/s), each next
+to its baseline in the same run:
+
+    .venv/bin/python benchmarks/bench_core.py --write-only [--n-correct 50000] [--n-import 200000] [--batch 10000]
+
+``--write-only`` times ``correct_many`` / ``retract_many`` (per-batch planner) against the same calls planned
+per row (``bulkplan.BULK_MIN_OPS`` raised), the planners alone on the same store state, and ``aether
+import`` of a Parquet file with a vector column on the columnar path against the row-wise path
+(``import_file(columnar=False)``), alternated in fresh stores; medians reported.
+
 ``--ingest-only`` times ``add_many(items, vectors=...)`` and ``add_columns(..., vectors=...)`` (the same rows
 as columns) in batches (one fsynced transaction each), alternated in fresh stores with
 ``PrecomputedEmbedder(384)``, checkpoints included. ``--open-only`` builds a store of
@@ -95,12 +105,111 @@ def ingest_only(n: int, batch: int, pause_index: bool, rounds: int = 2) -> dict[
                         if mode == "add_many":
                             mem.add_many(items[i : i + batch], vectors=vecs[i : i + batch])
                         else:
-                            mem.add_columns(vectors=vecs[i : i + batch], **cols[b])  # type: ignore[arg-type]
+                            mem.add_columns(vectors=vecs[i : i + batch], **cols[b])
                     rates[mode].append((n - 10) / (time.perf_counter() - t))
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
     out = {f"ingest_vectors_{m}_atoms_per_s": float(np.median(r)) for m, r in rates.items()}
     out.update({f"ingest_vectors_{m}_run{k + 1}": v for m, r in rates.items() for k, v in enumerate(r)})
+    return out
+
+
+def corrections(n: int, batch: int, rounds: int = 2) -> dict[str, float]:
+    """Durable ``correct_many`` / ``retract_many`` of ``n`` distinct atoms in ``batch``-sized transactions,
+    planned per batch and per row, alternated in fresh stores (each correction closes one version and
+    writes two: the earlier part of the old one and the new one)."""
+    from aether.engine import bulkplan, columns, txplan
+
+    rng = np.random.default_rng(0)
+    vecs = rng.normal(size=(n, 384)).astype(np.float32)
+    new_vecs = rng.normal(size=(n, 384)).astype(np.float32)
+    texts = [f"corrected memory {i}" for i in range(n)]
+    ids = [f"atom-{i}" for i in range(n)]
+    rates: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        for planner in ("bulk", "per_row"):
+            tmp = Path(tempfile.mkdtemp(prefix="aether-bench-"))
+            old = bulkplan.BULK_MIN_OPS
+            if planner == "per_row":
+                bulkplan.BULK_MIN_OPS = 1 << 62
+            try:
+                with aether.open(tmp / "s", embedder=aether.PrecomputedEmbedder(384, "bench")) as mem:
+                    for s in range(0, n, 50_000):
+                        mem.add_columns(vectors=vecs[s : s + 50_000], atom_id=ids[s : s + 50_000],
+                                        **_columns(s, min(n, s + 50_000)))
+                    mem.checkpoint()
+                    t = time.perf_counter()
+                    for s in range(0, n, batch):
+                        mem.correct_many(ids[s : s + batch], texts[s : s + batch], vectors=new_vecs[s : s + batch])
+                    rates.setdefault(f"correct_many_{planner}_per_s", []).append(n / (time.perf_counter() - t))
+                    t = time.perf_counter()
+                    for s in range(0, n, batch):
+                        mem.retract_many(ids[s : s + batch])
+                    rates.setdefault(f"retract_many_{planner}_per_s", []).append(n / (time.perf_counter() - t))
+                    if planner == "bulk":  # the planners alone, same store state, nothing written
+                        eng = mem._engine
+                        ops = columns.corrections(ids[:batch], texts[:batch], limit=1 << 20, dim=384,
+                                                  vectors=new_vecs[:batch], valid_from="2030-01-01T00:00:00Z")
+                        tx = eng.snapshot.last_tx + 1
+                        t = time.perf_counter()
+                        bulkplan.plan_bulk(eng, ops, tx)
+                        rates.setdefault("plan_bulk_ops_per_s", []).append(batch / (time.perf_counter() - t))
+                        t = time.perf_counter()
+                        txplan.plan_rows(eng, ops, tx)
+                        rates.setdefault("plan_per_row_ops_per_s", []).append(batch / (time.perf_counter() - t))
+            finally:
+                bulkplan.BULK_MIN_OPS = old
+                shutil.rmtree(tmp, ignore_errors=True)
+    out = {k: float(np.median(v)) for k, v in rates.items()}
+    for what in ("correct_many", "retract_many"):
+        out[f"{what}_speedup_x"] = out[f"{what}_bulk_per_s"] / out[f"{what}_per_row_per_s"]
+    out["plan_speedup_x"] = out["plan_bulk_ops_per_s"] / out["plan_per_row_ops_per_s"]
+    return out
+
+
+def import_parquet(n: int, batch: int, rounds: int = 2) -> dict[str, float]:
+    """``import_file`` of an ``n``-row Parquet file with a 384-d vector column (content, id, tz-aware
+    valid_from, a tag map): the columnar path against the row-wise one, alternated in fresh stores."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from aether import ingest
+
+    tmp = Path(tempfile.mkdtemp(prefix="aether-bench-"))
+    rates: dict[str, list[float]] = {"import_parquet_columnar_rows_per_s": [], "import_parquet_row_wise_rows_per_s": []}
+    try:
+        rng = np.random.default_rng(0)
+        f = tmp / "in.parquet"
+        for s in range(0, n, 100_000):  # written in parts: the input need not fit in memory twice
+            e = min(n, s + 100_000)
+            part = pa.table({
+                "content": [f"memory {i} about topic {i % 97}" for i in range(s, e)],
+                "atom_id": [f"atom-{i}" for i in range(s, e)],
+                "vector": pa.FixedSizeListArray.from_arrays(
+                    pa.array(rng.normal(size=((e - s) * 384,)).astype(np.float32)), 384),
+                "valid_from": pa.array(1_704_067_200_000_000 + np.arange(s, e) * 60_000_000,
+                                       pa.timestamp("us", tz="UTC")),
+                "tags": pa.array([[("topic", str(i % 10))] for i in range(s, e)], pa.map_(pa.string(), pa.string())),
+            })
+            if s == 0:
+                writer = pq.ParquetWriter(f, part.schema)
+            writer.write_table(part, row_group_size=65_536)
+        writer.close()
+        for _ in range(rounds):
+            for key, columnar in (("columnar", True), ("row_wise", False)):
+                store = tmp / f"s-{key}"
+                with aether.open(store, embedder=aether.PrecomputedEmbedder(384, "bench")) as mem:
+                    t = time.perf_counter()
+                    rep = ingest.import_file(mem, f, batch_rows=batch, columnar=columnar)
+                    dt = time.perf_counter() - t
+                    assert rep.imported == n and not rep.bad
+                rates[f"import_parquet_{key}_rows_per_s"].append(n / dt)
+                shutil.rmtree(store, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    out = {k: float(np.median(v)) for k, v in rates.items()}
+    col, row = out["import_parquet_columnar_rows_per_s"], out["import_parquet_row_wise_rows_per_s"]
+    out["import_parquet_speedup_x"] = col / row
     return out
 
 
@@ -149,7 +258,7 @@ def open_only(n: int, store: Path | None) -> dict[str, float]:
                     for s in range(0, n, 50_000):
                         e = min(n, s + 50_000)
                         mem.add_columns(vectors=rng.normal(size=(e - s, 384)).astype(np.float32),
-                                        **_columns(s, e))  # type: ignore[arg-type]
+                                        **_columns(s, e))
                 res["build_atoms_per_s"] = n / (time.perf_counter() - t)
             finally:
                 bucketed.BucketedIndex._schedule = sched  # type: ignore[method-assign]
@@ -180,7 +289,17 @@ def main() -> None:
     ap.add_argument("--open-only", action="store_true", help="only the open time of a large store")
     ap.add_argument("--n-open", type=int, default=1_000_000)
     ap.add_argument("--store", type=Path, default=None, help="store for --open-only (built if missing, kept)")
+    ap.add_argument("--write-only", action="store_true", help="only bulk corrections and the Parquet import")
+    ap.add_argument("--n-correct", type=int, default=50_000)
+    ap.add_argument("--n-import", type=int, default=200_000)
+    ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
+    if args.write_only:
+        out = corrections(args.n_correct, args.batch, args.rounds)
+        out.update(import_parquet(args.n_import, args.batch, args.rounds))
+        for k, v in out.items():
+            print(f"{k:45s} {v:10.2f}")
+        return
     if args.ingest_only or args.open_only:
         out = ingest_only(args.n_ingest, args.batch, args.pause_index) if args.ingest_only else {}
         if args.open_only:
