@@ -40,7 +40,8 @@ async def test_async_client_matches_the_api(live: LiveServer) -> None:
         # Many requests in flight at once on one connection pool.
         results = await asyncio.gather(*(mem.search(vecs[i], k=1) for i in range(16)))
         assert [r[0].atom_id for r in results] == ids
-        assert (await mem.get(a.atom_id, as_of=before)).content.inline == "Alice lives in Paris"
+        old = await mem.get(a.atom_id, as_of=before)
+        assert old is not None and old.content.inline == "Alice lives in Paris"
         assert await mem.get("missing") is None and await mem.history("missing") == []
         assert len(await mem.history(a.atom_id)) >= 2
         view = await mem.view(as_of=before)

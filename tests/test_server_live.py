@@ -59,7 +59,7 @@ def _err(r: httpx.Response, status: int, type_name: str | None = None) -> dict[s
     assert "Traceback" not in r.text
     if type_name is not None:
         assert doc["error"]["type"] == type_name, doc
-    return doc["error"]  # type: ignore[no-any-return]
+    return doc["error"]
 
 
 # ------------------------------------------------------------------------------------------ lifecycle
@@ -99,8 +99,9 @@ def test_writes_survive_sigterm_and_the_stores_verify(tmp_path: Path) -> None:
     rep = aether.verify(root / "life")
     assert rep.ok, rep.problems
     with aether.open(root / "life") as local:
-        assert local.get(first.atom_id).content.inline == "Alice lives in Lyon"
-        assert local.get(first.atom_id, valid_at="2023-06-01T00:00:00Z").content.inline == "Alice lives in Paris"
+        now, then = local.get(first.atom_id), local.get(first.atom_id, valid_at="2023-06-01T00:00:00Z")
+        assert now is not None and now.content.inline == "Alice lives in Lyon"
+        assert then is not None and then.content.inline == "Alice lives in Paris"
         for atom_id in ids + [a for batch in done for a in batch]:
             assert local.get(atom_id) is not None, atom_id
 
