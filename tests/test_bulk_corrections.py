@@ -298,3 +298,45 @@ def test_repeated_atoms_apply_in_order(memory_mem: aether.Memory) -> None:
     assert got is not None and got.content.inline == f"second {ids[3]}"
     got = memory_mem.get(ids[10])
     assert got is not None and got.content.inline == f"first {ids[10]}"
+
+
+@pytest.mark.parametrize("scan", [True, False], ids=["scan", "lookup"])
+def test_bulk_planner_on_a_reopened_store(tmp_path: Path, embedder: aether.HashingEmbedder, scan: bool) -> None:
+    """Rows loaded from segments (Arrow chunks), WAL rows and fresh commits, an erased atom: both planners
+    agree, and the erased atom is not found."""
+    path = tmp_path / "s"
+    clock = FakeClock()
+    with aether.open(path, embedder=embedder, clock=clock) as mem:
+        ids = _seed(mem, 120)
+        mem.correct_many(ids[:60], [f"v2 {i}" for i in range(60)], valid_from=T0 + timedelta(days=5))
+        mem.checkpoint()
+        mem.retract_many(ids[30:90], at=T0 + timedelta(days=9))  # left in the WAL
+    with aether.open(path, embedder=embedder, clock=clock) as mem:
+        mem.add_many([{"content": f"v3 {i}", "atom_id": ids[i], "valid_from": T0 + timedelta(days=2),
+                       "valid_to": T0 + timedelta(days=7)} for i in range(0, 120, 3)], vectors=_vecs(40, 3))
+        mem.erase(atom_id=ids[7])
+        eng = mem._engine
+        ops: list[Any] = [
+            PutOp(atom_id=a, content=None if i % 2 else f"v4 {i}", content_meta=None, tags=None,
+                  metadata=None if i % 3 else '{"z":1}', modality=None, subject=None, quality=None,
+                  valid_from=to_us(T0 + timedelta(days=i % 11)), valid_to=OPEN if i % 4 else to_us(
+                      T0 + timedelta(days=12)), vector=None, must_exist=True)
+            if i % 5 else RetractOp(a, to_us(T0 + timedelta(days=i % 13)))
+            for i, a in enumerate(ids) if a != ids[7]
+        ]
+        eng.embed_missing(ops)
+        tx = eng.snapshot.last_tx + 1
+        old = bulkplan.SCAN_FACTOR
+        bulkplan.SCAN_FACTOR = 1 << 40 if scan else 0
+        try:
+            got = bulkplan.plan_bulk(eng, ops, tx)
+            assert got is not None
+            _same_plan(got, txplan.plan_rows(eng, ops, tx))
+            assert bulkplan.plan_bulk(eng, [*ops, DeleteOp(ids[7])], tx) is None  # erased: not found
+        finally:
+            bulkplan.SCAN_FACTOR = old
+        with pytest.raises(AtomNotFoundError):
+            mem.correct_many([ids[7], *ids[8:40]], valid_from=T0)
+        mem.correct_many(ids[8:40], tags={"after": "erase"})
+        got_atom = mem.get(ids[9])
+        assert got_atom is not None and got_atom.tags == {"after": "erase"}
