@@ -324,13 +324,16 @@ class BucketedIndex:
     def _sealer(self, engine: Engine) -> None:
         _one_thread()
         try:
-            while not engine._closed and not self._paused:
+            # The work scheduled before a close (or interpreter exit) is done, then the sealer stops.
+            while not self._paused:
                 with self._blk:
                     self._more = False
                 if self._step(engine):
+                    if engine._closed:
+                        break
                     continue
                 with self._blk:
-                    if not self._more:
+                    if not self._more or engine._closed:
                         self._builder = None
                         return
         except BaseException as exc:  # surfaced by wait(); the tail stays exact meanwhile
@@ -415,7 +418,7 @@ class BucketedIndex:
         into the bucket partitions once they are large enough, else rebuild the fresh IVF runs (with
         the older runs of similar size) as one sealed run."""
         runs = st.run_parts
-        if not runs or (self._merger is not None and self._merger.is_alive()):
+        if not runs or engine._closed or (self._merger is not None and self._merger.is_alive()):
             return
         rows = sum(p.m for p in runs)
         recipe = self.recipe
