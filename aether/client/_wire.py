@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -22,9 +23,13 @@ from ..models import Hit, MemoryAtom, SearchPlan, StoreStats
 
 T = TypeVar("T")
 
-_HITS = TypeAdapter(list[Hit])
-_RESULTS = TypeAdapter(list[list[Hit]])
-_ATOMS = TypeAdapter(list[MemoryAtom])
+
+
+@functools.cache
+def _adapter(kind: str) -> TypeAdapter[Any]:
+    """Validators built on first use (building them at import would cost ``import aether`` ~15 ms)."""
+    return TypeAdapter({"hits": list[Hit], "results": list[list[Hit]], "atoms": list[MemoryAtom]}[kind])
+
 #: Leave an argument out of the request (the server then applies the engine's default).
 _OMIT: Any = object()
 
@@ -297,7 +302,8 @@ class Calls:
         if not isinstance(atom_id, str) or not atom_id:
             raise E.InvalidInputError("atom_id must be a non-empty str")
         return Call("GET", self._p("/history/" + quote(atom_id, safe="")),
-                    lambda d: _ATOMS.validate_python(d["versions"]), params=_pin_params(self._pin), not_found=[])
+                    lambda d: _adapter("atoms").validate_python(d["versions"]), params=_pin_params(self._pin),
+                    not_found=[])
 
     def c_search(
         self,
@@ -315,7 +321,7 @@ class Calls:
             raise E.InvalidInputError("search takes one query; use search_many for a batch")
         body = self._read_body({"query": enc_query(query), "k": k, **_opts(
             valid_at=valid_at, as_of=as_of, valid_during=valid_during, tags=tags, mode=mode, **options)})
-        return Call("POST", self._p("/search"), lambda d: _HITS.validate_python(d["hits"]), json=body)
+        return Call("POST", self._p("/search"), lambda d: _adapter("hits").validate_python(d["hits"]), json=body)
 
     def c_search_many(
         self,
@@ -331,7 +337,8 @@ class Calls:
     ) -> Call[list[list[Hit]]]:
         body = self._read_body({"queries": enc_queries(queries), "k": k, **_opts(
             valid_at=valid_at, as_of=as_of, valid_during=valid_during, tags=tags, mode=mode, **options)})
-        return Call("POST", self._p("/search/batch"), lambda d: _RESULTS.validate_python(d["results"]), json=body)
+        return Call("POST", self._p("/search/batch"),
+                    lambda d: _adapter("results").validate_python(d["results"]), json=body)
 
     def c_explain(
         self,
