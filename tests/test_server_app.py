@@ -42,3 +42,20 @@ def test_env_key_and_keys_file_together(tmp_path: Path) -> None:
         assert c.get("/metrics", headers={"X-API-Key": "wrong"}).status_code == 401
         doc = c.get("/openapi.json").json()
         assert set(doc["components"]["securitySchemes"]) == {"bearer", "apiKey"}
+
+
+def test_namespaces_are_encrypted_with_the_servers_key_file(tmp_path: Path) -> None:
+    from aether.security.keys import generate_key, write_key_file
+
+    key_file = tmp_path / "master.key"
+    write_key_file(key_file, generate_key())
+    root = tmp_path / "root"
+    app = create_app(root, model="hashing:16", api_key="", keys_file=root / "k.json", key_file=key_file)
+    with TestClient(app) as c:
+        r = c.post("/v1/namespaces/enc/atoms", json={"content": "Alice's phone is 555-0100"})
+        assert r.status_code == 201
+        assert c.get("/v1/namespaces/enc/stats").json()["encrypted"] is True
+    raw = b"".join(p.read_bytes() for p in (root / "enc").rglob("*") if p.is_file())
+    assert b"555-0100" not in raw
+    rep = aether.verify(root / "enc", key_file=key_file)
+    assert rep.ok and rep.authenticated
