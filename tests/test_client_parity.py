@@ -202,3 +202,37 @@ def test_local_and_remote_give_the_same_answers(live: LiveServer, tmp_path: Path
             )
 
         assert answers(local) == answers(remote)
+
+
+def test_batch_corrections_and_retractions(mem: Any) -> None:
+    if not hasattr(aether.Memory, "correct_many"):
+        pytest.skip("this aether has no Memory.correct_many")
+    ids = mem.add_many([{"content": f"fact {i}", "valid_from": T2023, "tags": {"i": i}} for i in range(6)])
+    before = mem.last_commit
+    mem.correct_many(ids[:3], [f"fact {i} fixed" for i in range(3)], valid_from=T2024)
+    mem.retract_many(ids[3:5], at=[T2024, "2024-07-01T00:00:00Z"])
+    assert [mem.get(a).content.inline for a in ids[:3]] == ["fact 0 fixed", "fact 1 fixed", "fact 2 fixed"]
+    assert mem.get(ids[0]).tags == {"i": 0}
+    assert mem.get(ids[0], valid_at="2023-06-01T00:00:00Z").content.inline == "fact 0"
+    assert [mem.get(a, valid_at="2024-01-01T00:00:00Z").valid_to for a in ids[3:5]] == [
+        T2024, datetime(2024, 7, 1, tzinfo=UTC)]
+    assert mem.get(ids[5]).valid_to is None
+    assert mem.get(ids[1], as_of=before).content.inline == "fact 1"
+    with pytest.raises(AtomNotFoundError):
+        mem.retract_many([ids[0], "no-such-atom"])
+    assert mem.get(ids[0]) is not None  # nothing written by the failed batch
+
+
+def test_newer_search_options_pass_through(mem: Any) -> None:
+    import inspect
+
+    params = inspect.signature(aether.Memory.search).parameters
+    if "diversity" not in params:
+        pytest.skip("this aether's Memory.search has no diversity option")
+    vecs = _rng_vectors(12, seed=3)
+    mem.add_many([f"doc {i}" for i in range(12)], vectors=vecs)
+    plain = mem.search(vecs[0], k=5)
+    diverse = mem.search(vecs[0], k=5, diversity=0.9)
+    assert len(diverse) == 5 and diverse[0].atom_id == plain[0].atom_id
+    with pytest.raises(InvalidInputError):
+        mem.search(vecs[0], k=5, diversity="lots")

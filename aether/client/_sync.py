@@ -159,6 +159,8 @@ class RemoteMemory(Calls):
     add_many = _method(Calls.c_add_many)
     add_columns = _method(Calls.c_add_columns)
     correct = _method(Calls.c_correct)
+    correct_many = _method(Calls.c_correct_many)
+    retract_many = _method(Calls.c_retract_many)
     retract = _method(Calls.c_retract)
     delete = _method(Calls.c_delete)
     erase = _method(Calls.c_erase)

@@ -271,6 +271,40 @@ class Calls:
             body["vector"] = enc_vector(vector)
         return Call("POST", self._p("/correct"), MemoryAtom.model_validate, json=body)
 
+    def c_correct_many(
+        self,
+        atom_id: Any,
+        content: Any = None,
+        *,
+        vectors: Any = None,
+        valid_from: Any = None,
+        valid_to: Any = None,
+        tags: Any = _OMIT,
+        metadata: Any = _OMIT,
+    ) -> Call[None]:
+        self._writable()
+        from ..api import UNSET
+
+        body: dict[str, Any] = {"atom_id": _column(atom_id)}
+        if content is not None:
+            body["content"] = _column(content)
+        if vectors is not None:
+            body["vectors"] = enc_vector(vectors)
+        for key, value in (("valid_from", valid_from), ("valid_to", valid_to)):
+            if value is not None:
+                body[key] = _enc_times(_column(value) if hasattr(value, "to_pylist") else value)
+        for key, value in (("tags", tags), ("metadata", metadata)):
+            if value is not _OMIT and value is not UNSET:
+                body[key] = _column(value)
+        return Call("POST", self._p("/correct/batch"), lambda d: None, json=body)
+
+    def c_retract_many(self, atom_id: Any, *, at: Any = None) -> Call[None]:
+        self._writable()
+        body: dict[str, Any] = {"atom_id": _column(atom_id)}
+        if at is not None:
+            body["at"] = _enc_times(_column(at) if hasattr(at, "to_pylist") else at)
+        return Call("POST", self._p("/retract/batch"), lambda d: None, json=body)
+
     def c_retract(self, atom_id: str, at: Any = None) -> Call[None]:
         self._writable()
         body = _opts(atom_id=atom_id, at=at)

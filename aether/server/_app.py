@@ -320,6 +320,32 @@ def create_app(
         aid, content = body.atom_id, body.content
         return await _call(request, lambda: _json(ctx.memory().correct(aid, content, **data)))
 
+    @app.post(f"{V1}/correct/batch", status_code=204, tags=["write"], responses=_ERR)
+    async def correct_many(request: Request, body: S.CorrectManyRequest, ctx: Write) -> Response:
+        """``Memory.correct_many``: many corrections in one atomic transaction."""
+        limit(len(body.atom_id), "rows", server.max_batch)
+        data = body.model_dump(exclude_unset=True, exclude={"atom_id", "vectors"})
+        if body.vectors is not None:
+            data["vectors"] = S.as_array(body.vectors)
+        ids = body.atom_id
+
+        def run() -> Response:
+            ctx.memory().correct_many(ids, **data)
+            return Response(status_code=204)
+
+        return await _call(request, run)
+
+    @app.post(f"{V1}/retract/batch", status_code=204, tags=["write"], responses=_ERR)
+    async def retract_many(request: Request, body: S.RetractManyRequest, ctx: Write) -> Response:
+        """``Memory.retract_many``: many retractions in one atomic transaction."""
+        limit(len(body.atom_id), "rows", server.max_batch)
+
+        def run() -> Response:
+            ctx.memory().retract_many(body.atom_id, at=body.at)
+            return Response(status_code=204)
+
+        return await _call(request, run)
+
     @app.post(f"{V1}/retract", status_code=204, tags=["write"], responses=_ERR)
     async def retract(request: Request, body: S.RetractRequest, ctx: Write) -> Response:
         """``Memory.retract``: the fact stopped being true ``at`` (default now)."""

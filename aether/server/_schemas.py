@@ -133,6 +133,25 @@ class CorrectRequest(_Body):
     vector: Vector | None = None
 
 
+class CorrectManyRequest(_Body):
+    """``Memory.correct_many``: many corrections in one transaction, column by column."""
+
+    atom_id: list[str]
+    content: list[str | None] | None = None
+    vectors: Vectors | None = None
+    valid_from: TimeStr | list[TimeStr | None] | None = None
+    valid_to: TimeStr | list[TimeStr | None] | None = None
+    tags: Tags | list[Tags | None] | None = None
+    metadata: JsonObject | list[JsonObject | None] | None = None
+
+
+class RetractManyRequest(_Body):
+    """``Memory.retract_many``: many retractions in one transaction (``at``: one time or one per row)."""
+
+    atom_id: list[str]
+    at: TimeStr | list[TimeStr | None] | None = None
+
+
 class RetractRequest(_Body):
     """``Memory.retract``: the fact stopped being true ``at`` (default now)."""
 
