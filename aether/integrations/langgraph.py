@@ -86,6 +86,7 @@ _KIND = "langgraph"  # tag: "item" or "text"
 _ITEM = "langgraph.item"  # tag of a text atom: its item's atom id
 _GEN = "langgraph.gen"  # tag of a text atom: the put that wrote it
 _META = "langgraph"  # metadata key of an item atom
+_TIE = 1e-6  # similarity scores closer than this are ties
 
 
 def _utcnow() -> datetime:
@@ -162,6 +163,26 @@ def _value_json(value: dict[str, Any]) -> str:
         return json.dumps(value, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError, RecursionError) as exc:  # not JSON, NaN or infinity, a cycle
         raise InvalidInputError(f"a stored value must be JSON: {exc}") from None
+
+
+def _tie_sorted(scored: list[tuple[float, _Record]]) -> list[tuple[float, _Record]]:
+    """Best score first; ties (within ``_TIE``) by recency, then namespace and key.
+
+    Equal texts give equal vectors, but their float32 scores can differ in the last bits when the
+    planner computes them on different paths (a sealed partition, the write tail), so exact
+    equality would break such ties at random.
+    """
+    by_score = sorted(scored, key=lambda sr: -sr[0])
+    group = 0
+    groups: list[int] = []
+    head = None
+    for score, _ in by_score:
+        if head is None or head - score > _TIE:
+            head = score
+            group += 1
+        groups.append(group)
+    order = sorted(range(len(by_score)), key=lambda i: (groups[i], by_score[i][1].order()))
+    return [by_score[i] for i in order]
 
 
 # ---------------------------------------------------------------------------- filters (InMemoryStore's semantics)
@@ -457,7 +478,11 @@ class AetherStore(BaseStore):
         return [(h.atom, h.score) for h in view.search(q, n, tags=tags, mode="dense")]
 
     def _get(self, view: Memory, namespace: tuple[str, ...], key: str) -> _Record | None:
-        atom = view.get(_item_id(namespace, key))
+        return self._get_id(view, _item_id(namespace, key))
+
+    @staticmethod
+    def _get_id(view: Memory, item_id: str) -> _Record | None:
+        atom = view.get(item_id)
         return None if atom is None else _record(atom)
 
     def _records(self, view: Memory, prefix: tuple[str, ...]) -> list[_Record]:
@@ -470,30 +495,65 @@ class AetherStore(BaseStore):
 
     def _search(self, view: Memory, op: SearchOp, emb: _Embedded) -> list[tuple[_Record, float | None]]:
         prefix = tuple(op.namespace_prefix)
-        recs = [r for r in self._records(view, prefix) if _matches(r.value, op.filter)]
         if not (op.query and self.index_config):
+            recs = [r for r in self._records(view, prefix) if _matches(r.value, op.filter)]
             return [(r, None) for r in recs[op.offset:op.offset + op.limit]]
+        if op.limit == 0:
+            return []
+        query: Any = emb.queries[op.query] if self.embeddings is not None else op.query
+        ranked = self._ranked(view, op, prefix, query)
+        kept: list[tuple[_Record, float | None]] = [(r, s) for s, r in ranked[op.offset:op.offset + op.limit]]
+        if len(kept) < op.limit:
+            # Items with no embedded text (index=False, or no field present) come after the ranked ones,
+            # as in LangGraph's InMemoryStore. (``ranked`` is then complete: every text was scanned.)
+            scored = {r.atom.atom_id for _, r in ranked}
+            unscored = [r for r in self._records(view, prefix)
+                        if r.atom.atom_id not in scored and _matches(r.value, op.filter)]
+            kept.extend((r, None) for r in unscored[: op.limit - len(kept)])
+        return kept
+
+    def _ranked(self, view: Memory, op: SearchOp, prefix: tuple[str, ...], query: Any) -> list[tuple[float, _Record]]:
+        """Items ranked by their best text's similarity, best first: at least ``offset + limit`` of them
+        (with every item tied with the last), or all when there are fewer.
+
+        Texts are read best first, in pages that grow until enough items pass the filter, so a query
+        touches the items it returns rather than the whole namespace.
+        """
         tags: dict[str, Any] = {_KIND: "text"}
         if prefix:
             tags[_prefix_tag(len(prefix))] = ".".join(prefix)
-        query: Any = emb.queries[op.query] if self.embeddings is not None else op.query
-        by_id = {r.atom.atom_id: r for r in recs}
-        best: dict[str, float] = {}
-        for atom, score in self._scan(view, tags, query):
-            rec = by_id.get(str(atom.tags.get(_ITEM)))
-            # a text atom counts only for the put that wrote it (older puts' texts may outlive them)
-            if rec is not None and atom.tags.get(_GEN) == rec.gen:
-                best[rec.atom.atom_id] = max(score, best.get(rec.atom.atom_id, float("-inf")))
-        rank = {r.atom.atom_id: i for i, r in enumerate(recs)}
-        scored = sorted(best, key=lambda a: (-best[a], rank[a]))
-        kept: list[tuple[_Record, float | None]] = [(by_id[a], best[a]) for a in
-                                                    scored[op.offset:op.offset + op.limit]]
-        if len(kept) < op.limit:
-            # Items with no embedded text (index=False, or no field present) come after the ranked ones,
-            # as in LangGraph's InMemoryStore.
-            unscored = [r for r in recs if r.atom.atom_id not in best]
-            kept.extend((r, None) for r in unscored[: op.limit - len(kept)])
-        return kept
+        q = query if isinstance(query, str) else np.asarray(query, dtype=np.float32)
+        n = view.explain(q, 1, tags=tags, mode="dense").selected_rows
+        need = op.offset + op.limit
+        items: dict[str, _Record | None] = {}
+        k = min(n, max(64, 4 * need))
+        while True:
+            hits = view.search(q, k, tags=tags, mode="dense") if k else []
+            got: list[tuple[float, _Record]] = []
+            done: set[str] = set()
+            bound: float | None = None
+            enough = False
+            for h in hits:  # best first, so an item's first accepted text is its best (max pooling)
+                if bound is not None and h.score < bound - _TIE:
+                    enough = True
+                    break
+                item_id = str(h.atom.tags.get(_ITEM))
+                if item_id in done:
+                    continue
+                if item_id not in items:
+                    items[item_id] = self._get_id(view, item_id)
+                rec = items[item_id]
+                if rec is not None and h.atom.tags.get(_GEN) != rec.gen:
+                    continue  # a text of an older put of this key (it may outlive an expired item)
+                done.add(item_id)
+                if rec is None or not _matches(rec.value, op.filter):
+                    continue
+                got.append((h.score, rec))
+                if len(got) == need:
+                    bound = h.score  # keep reading the texts tied with the last one needed
+            if enough or k >= n:
+                return _tie_sorted(got)
+            k = min(n, k * 4)
 
     def _list_namespaces(self, view: Memory, op: ListNamespacesOp) -> list[tuple[str, ...]]:
         conds = list(op.match_conditions or ())
