@@ -236,3 +236,7 @@ def test_newer_search_options_pass_through(mem: Any) -> None:
     assert len(diverse) == 5 and diverse[0].atom_id == plain[0].atom_id
     with pytest.raises(InvalidInputError):
         mem.search(vecs[0], k=5, diversity="lots")
+    from datetime import timedelta
+
+    if "half_life" in params:
+        assert len(mem.search(vecs[0], k=5, recency=0.5, half_life=timedelta(days=1))) == 5

@@ -11,7 +11,7 @@ import base64
 import dataclasses
 import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
@@ -112,6 +112,8 @@ def _opts(**kwargs: Any) -> dict[str, Any]:
             value = [enc_time(v) for v in value]
         elif key == "tags" and isinstance(value, Mapping):
             value = dict(value)
+        elif isinstance(value, timedelta):  # e.g. half_life: the API also takes seconds
+            value = value.total_seconds()
         out[key] = value
     return out
 
