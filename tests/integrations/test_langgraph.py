@@ -106,11 +106,15 @@ class Reference(InMemoryStore):
         # Equal texts score equal up to float noise (numpy's matrix-vector product rounds rows
         # differently), which would break their ties at random: compare scores to 9 decimals.
         exact = lg_memory._cosine_similarity
-        lg_memory._cosine_similarity = lambda x, y: [round(v, 9) for v in exact(x, y)]  # type: ignore[assignment]
+
+        def rounded(X: list[float], Y: list[list[float]]) -> list[float]:
+            return [round(v, 9) for v in exact(X, Y)]
+
+        lg_memory._cosine_similarity = rounded
         try:
             super()._batch_search(ops, queries, results)
         finally:
-            lg_memory._cosine_similarity = exact  # type: ignore[assignment]
+            lg_memory._cosine_similarity = exact
 
     def _insertinmem_store(self, to_embed: Any, embeddings: list[list[float]]) -> None:
         # one embedding per distinct text, for every place the text occurs (InMemoryStore zips the
@@ -352,12 +356,13 @@ def test_vector_search_whole_value_and_nested_paths() -> None:
 def test_vector_search_ties_across_a_page_boundary() -> None:
     ref, store = pair(["text"])
     same = {"text": "shared words"}
+    pages: list[Op] = [search(("t",), query="shared words", limit=lim, offset=off) for lim in (1, 2, 3)
+                       for off in (0, 1, 3)]
     run_both(ref, store, [
         [put(("t",), "old1", same), put(("t", "x"), "old2", same), put(("t",), "other", {"text": "different"})],
         [put(("t",), "mid", same)],
         [put(("t", "y"), "new1", same), put(("t",), "new2", same)],
-        [search(("t",), query="shared words", limit=lim, offset=off) for lim in (1, 2, 3) for off in (0, 1, 3)]
-        + [search(("t",), query="shared words", limit=2, filter={"text": "shared words"})],
+        [*pages, search(("t",), query="shared words", limit=2, filter={"text": "shared words"})],
     ])
 
 
