@@ -27,6 +27,10 @@ How items map onto aether (only the public facade is used):
 Search without a query returns items most recently updated first (ties by namespace, then key), like
 LangGraph's Postgres store; filters support ``$eq $ne $gt $gte $lt $lte`` and nested equality with the
 semantics of ``InMemoryStore``.
+
+Cost: ``get`` is a key lookup; a query search reads texts best first and stops once it has the page
+(plus ties); a search without a query and ``list_namespaces`` read every item under the namespace
+prefix, so they grow with it (about 17 ms for 300 items, 220 ms for 3,000, on a 2-core machine).
 """
 
 from __future__ import annotations
