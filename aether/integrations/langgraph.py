@@ -327,7 +327,7 @@ class AetherStore(BaseStore):
     # ------------------------------------------------------------------ aether extras
     @property
     def memory(self) -> Memory:
-        """The underlying aether store (a read-only view for a store from :meth:`as_of`)."""
+        """The underlying aether store (shared with the stores :meth:`as_of` returns)."""
         return self._memory
 
     @property
