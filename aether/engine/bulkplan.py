@@ -131,6 +131,8 @@ def plan_bulk(engine: Engine, ops: Sequence[Op], tx: int) -> tuple[dict[str, Any
     pj = np.flatnonzero(put)
     # Base fields of a correction: the atom's latest non-dead version, by (tx_from, row).
     corr = kind == _CORRECT
+    if any(ops[j].vector is None for j in np.flatnonzero(kind == _PUT).tolist()):  # type: ignore[union-attr]
+        return None  # a put that was not embedded: not for this planner
     base = np.full(m, -1, np.int64)
     if corr.any():
         sel = np.flatnonzero(alive & (k_r == _CORRECT))
