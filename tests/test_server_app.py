@@ -59,3 +59,20 @@ def test_namespaces_are_encrypted_with_the_servers_key_file(tmp_path: Path) -> N
     assert b"555-0100" not in raw
     rep = aether.verify(root / "enc", key_file=key_file)
     assert rep.ok and rep.authenticated
+
+
+def test_a_server_with_keys_stays_closed_when_the_keys_file_disappears(tmp_path: Path) -> None:
+    # Review finding: the keys file moved away or deleted while serving made KeyStore.enabled false, and
+    # every request then ran as the anonymous admin -- also on a public interface. Auth must fail closed.
+    keys_path = tmp_path / "k.json"
+    key, _ = KeysFile(keys_path).add(name="w", scope="write")
+    app = create_app(tmp_path, model="hashing:16", api_key="", keys_file=keys_path)
+    with TestClient(app) as c:
+        assert c.post("/v1/namespaces/x/atoms", json={"content": "hi"}, headers={"X-API-Key": key}).status_code == 201
+        assert c.get("/v1/namespaces/x/stats").status_code == 401
+        keys_path.unlink()
+        app.state.server.keys.reload(force=True)
+        r = c.post("/v1/namespaces/x/erase", json={"subject": "anyone"})
+        assert r.status_code == 401, r.text
+        assert c.get("/v1/namespaces/x/stats").status_code == 401
+        assert c.get("/v1/namespaces/x/stats", headers={"X-API-Key": key}).status_code == 401  # the file is gone

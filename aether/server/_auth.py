@@ -146,12 +146,20 @@ class KeyStore:
         self._by_id: dict[str, tuple[str, Principal]] = {}
         self._stamp: tuple[int, int] | None = None
         self._checked = 0.0
+        self._required = False
         self.reload(force=True)
 
     @property
     def enabled(self) -> bool:
-        """Whether any key is configured (else the server is open, which only loopback allows)."""
-        return self._env_hash is not None or bool(self._by_id) or (self.file is not None and self.file.path.exists())
+        """Whether any key is configured (else the server is open, which only loopback allows).
+
+        Once true it stays true: a keys file deleted or moved away while serving must not turn a
+        server that needed keys into an open one (it then rejects every key, not none).
+        """
+        if not self._required:
+            self._required = (self._env_hash is not None or bool(self._by_id)
+                              or (self.file is not None and self.file.path.exists()))
+        return self._required
 
     def reload(self, *, force: bool = False) -> None:
         """Re-read the keys file if it changed (checked at most every 0.5 s)."""
