@@ -423,7 +423,7 @@ def job_result(job: dict[str, Any]) -> Any:
         raise error_from(500, {"error": err}, "job failed")
     res = dict(job.get("result") or {})
     if job["kind"] == "compact":
-        from ..engine.compact import CompactResult
+        from ..api import CompactResult
 
         return CompactResult(**res)
     from ..engine.reindex import ReindexResult
