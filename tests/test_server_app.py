@@ -76,3 +76,15 @@ def test_a_server_with_keys_stays_closed_when_the_keys_file_disappears(tmp_path:
         assert r.status_code == 401, r.text
         assert c.get("/v1/namespaces/x/stats").status_code == 401
         assert c.get("/v1/namespaces/x/stats", headers={"X-API-Key": key}).status_code == 401  # the file is gone
+
+
+def test_a_key_for_an_empty_namespace_list_is_refused_not_widened_to_all(tmp_path: Path) -> None:
+    # Review finding: namespaces=[] was stored as null, i.e. a key for every namespace.
+    import pytest
+
+    kf = KeysFile(tmp_path / "k.json")
+    with pytest.raises(aether.InvalidInputError):
+        kf.add(name="none", scope="admin", namespaces=[])
+    assert kf.load() == []
+    _, entry = kf.add(name="one", scope="read", namespaces=["a"])
+    assert entry["namespaces"] == ["a"]

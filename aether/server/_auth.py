@@ -104,7 +104,10 @@ class KeysFile:
         if not isinstance(name, str) or not name.strip() or len(name) > 200:
             raise InvalidInputError("a key needs a name of 1-200 characters")
         check_scope(scope)
-        ns = None if not namespaces else sorted({check_namespace(n) for n in namespaces})
+        if namespaces is not None and not namespaces:
+            # an empty list is not "no restriction": None means every namespace, [] would mean none
+            raise InvalidInputError("a key needs at least one namespace, or namespaces=None for all of them")
+        ns = None if namespaces is None else sorted({check_namespace(n) for n in namespaces})
         keys = self.load()
         used = {k["id"] for k in keys}
         key_id = secrets.token_hex(4)
