@@ -240,3 +240,16 @@ def test_newer_search_options_pass_through(mem: Any) -> None:
 
     if "half_life" in params:
         assert len(mem.search(vecs[0], k=5, recency=0.5, half_life=timedelta(days=1))) == 5
+
+
+def test_dot_atom_ids_reach_their_atom(mem: Any) -> None:
+    # Review finding: the client sent "." and ".." as bare path segments, which the URL layer removes
+    # (GET .../atoms/.. became GET /v1/namespaces/<ns>): get/history/delete hit another resource.
+    for aid in (".", ".."):
+        mem.add(f"fact {aid}", atom_id=aid)
+        got = mem.get(aid)
+        assert got is not None and got.atom_id == aid and got.content.inline == f"fact {aid}"
+        assert [v.atom_id for v in mem.history(aid)] == [aid]
+        mem.delete(aid)
+        assert mem.get(aid) is None
+        assert len(mem.history(aid)) >= 1

@@ -316,7 +316,7 @@ class Calls:
         self._writable()
         if not isinstance(atom_id, str) or not atom_id:
             raise E.InvalidInputError("atom_id must be a non-empty str of at most 256 chars")
-        return Call("DELETE", self._p("/atoms/" + quote(atom_id, safe="")), lambda d: None)
+        return Call("DELETE", self._p("/atoms/" + _segment(atom_id)), lambda d: None)
 
     def c_erase(self, *, subject: str | None = None, atom_id: str | None = None) -> Call[Any]:
         self._writable()
@@ -331,13 +331,13 @@ class Calls:
             raise E.InvalidInputError("atom_id must be a non-empty str")
         params = {k: enc_time(v) for k, v in (("valid_at", valid_at), ("as_of", as_of)) if v is not None}
         params.update(_pin_params(self._pin))
-        return Call("GET", self._p("/atoms/" + quote(atom_id, safe="")), MemoryAtom.model_validate,
+        return Call("GET", self._p("/atoms/" + _segment(atom_id)), MemoryAtom.model_validate,
                     params=params, not_found=None)
 
     def c_history(self, atom_id: str) -> Call[list[MemoryAtom]]:
         if not isinstance(atom_id, str) or not atom_id:
             raise E.InvalidInputError("atom_id must be a non-empty str")
-        return Call("GET", self._p("/history/" + quote(atom_id, safe="")),
+        return Call("GET", self._p("/history/" + _segment(atom_id)),
                     lambda d: _adapter("atoms").validate_python(d["versions"]), params=_pin_params(self._pin),
                     not_found=[])
 
@@ -414,6 +414,13 @@ class Calls:
 
     def c_job_status(self, job_id: str) -> Call[dict[str, Any]]:
         return Call("GET", self._p(f"/jobs/{quote(job_id, safe='')}"), dict)
+
+
+def _segment(atom_id: str) -> str:
+    """``atom_id`` as one URL path segment. ``.`` and ``..`` are percent-encoded too: as bare segments
+    the URL layer would remove them (``.../atoms/..`` is ``/v1/namespaces/<ns>``)."""
+    seg = quote(atom_id, safe="")
+    return seg.replace(".", "%2E") if seg in (".", "..") else seg
 
 
 def job_result(job: dict[str, Any]) -> Any:
