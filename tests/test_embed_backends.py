@@ -99,3 +99,17 @@ def test_auto_falls_back_to_torch_without_onnxruntime(
     explicit = SentenceTransformerEmbedder(backend="onnx")
     with pytest.raises(aether.MissingDependencyError, match=r"aether\[onnx\]"):
         explicit.embed(["x"])
+
+
+def test_an_unwritable_cache_is_an_embedding_error_and_auto_falls_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Review finding: a cache folder that cannot be created (read-only home, a file in the way) raised a raw
+    # OSError from the ONNX loader, which backend="auto" did not catch, so the default model did not load.
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the cache folder would go")
+    monkeypatch.setenv("AETHER_CACHE_DIR", str(blocker / "cache"))
+    with pytest.raises(aether.EmbeddingError, match="ONNX cache"):
+        SentenceTransformerEmbedder(backend="onnx")._load()
+    auto = SentenceTransformerEmbedder(backend="auto")
+    assert auto._load_onnx() is None  # the torch path is taken next; it is tested above

@@ -174,8 +174,11 @@ class OnnxSentenceModel:
             if recorded == _file_digest(graph):
                 return graph
             log.warning("cached ONNX graph %s is damaged; exporting it again", graph)
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=".export-", suffix=".onnx", dir=folder)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(prefix=".export-", suffix=".onnx", dir=folder)
+        except OSError as exc:  # a typed error, so that backend="auto" falls back to torch
+            raise EmbeddingError(f"cannot write the ONNX cache {folder} (set AETHER_CACHE_DIR): {exc}") from exc
         os.close(fd)
         tmp = Path(tmp_name)
         try:
