@@ -66,24 +66,47 @@ def _fill_ids(ids: list[Any]) -> list[Any]:
 
 
 def _per_row(values: list[Any], convert: Callable[[Any], Any], bad: np.ndarray) -> list[Any]:
-    """``convert`` each non-null value; rows whose conversion raises are marked in ``bad``."""
+    """``convert`` each non-null value; rows whose conversion raises are marked in ``bad``.
+
+    Equal values (strings, numbers, Arrow map entries) are converted once and share the result:
+    tag maps and metadata repeat a lot, and the columns path validates a shared dict once.
+    """
     out: list[Any] = [None] * len(values)
     cache: dict[Any, Any] = {}
     for i, v in enumerate(values):
         if v is None:
             continue
-        key = v if isinstance(v, (str, int)) and not isinstance(v, bool) else None
-        if key is not None and key in cache:
-            out[i] = cache[key]
+        if isinstance(v, list):  # an Arrow map row: [(key, value), ...]
+            try:
+                key: Any = ("m", tuple(v))
+                hash(key)
+            except TypeError:
+                key = None
+        elif isinstance(v, (str, int)) and not isinstance(v, bool):
+            key = (type(v), v)
+        else:
+            key = None
+        hit = cache.get(key, _MISS) if key is not None else _MISS
+        if hit is not _MISS:
+            if hit is _BAD:
+                bad[i] = True
+            else:
+                out[i] = hit
             continue
         try:
-            out[i] = convert(v)
+            res = convert(v)
         except InvalidInputError:
             bad[i] = True
-            continue
-        if key is not None and len(cache) < 4096 and not isinstance(out[i], (dict, list)):
-            cache[key] = out[i]
+            res = _BAD
+        else:
+            out[i] = res
+        if key is not None and len(cache) < 65536:
+            cache[key] = res
     return out
+
+
+_MISS = object()
+_BAD = object()
 
 
 def _mapping(name: str) -> Callable[[Any], Any]:
