@@ -88,3 +88,27 @@ def test_a_key_for_an_empty_namespace_list_is_refused_not_widened_to_all(tmp_pat
     assert kf.load() == []
     _, entry = kf.add(name="one", scope="read", namespaces=["a"])
     assert entry["namespaces"] == ["a"]
+
+
+def test_a_keys_file_broken_while_serving_keeps_the_last_good_keys_and_leaks_no_path(tmp_path: Path) -> None:
+    # Review finding: a keys file left half-written by a manual edit made requests (unauthenticated ones
+    # too) answer 400 ConfigError with the server's path to the file in the message.
+    keys_path = tmp_path / "k.json"
+    kf = KeysFile(keys_path)
+    key, _ = kf.add(name="a", scope="admin")
+    app = create_app(tmp_path, model="hashing:16", api_key="", keys_file=keys_path)
+    with TestClient(app) as c:
+        assert c.get("/v1/namespaces", headers={"X-API-Key": key}).status_code == 200
+        good = keys_path.read_text()
+        keys_path.write_text('{"format": 1, "keys": [')
+        for headers in ({"X-API-Key": "aek_0000_wrong"}, {}):
+            app.state.server.keys._checked = 0.0  # the next request re-reads the file
+            r = c.get("/v1/namespaces", headers=headers)
+            assert r.status_code == 401, r.text
+            assert str(tmp_path) not in r.text
+        app.state.server.keys._checked = 0.0
+        assert c.get("/v1/namespaces", headers={"X-API-Key": key}).status_code == 200
+        keys_path.write_text(good)
+        second, _ = kf.add(name="b", scope="read")
+        app.state.server.keys._checked = 0.0
+        assert c.get("/v1/namespaces", headers={"X-API-Key": second}).status_code == 200

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import os
 import secrets
 import threading
@@ -24,6 +25,8 @@ from typing import Any
 
 from ..errors import ConfigError, InvalidInputError
 from ._names import check_namespace
+
+log = logging.getLogger("aether.server")
 
 SCOPES = ("read", "write", "admin")
 _RANK = {s: i for i, s in enumerate(SCOPES)}
@@ -180,7 +183,16 @@ class KeyStore:
                 stamp = None
             if not force and stamp == self._stamp:
                 return
-            entries = self.file.load()
+            try:
+                entries = self.file.load()
+            except ConfigError as exc:
+                if force:
+                    raise
+                # A file broken while serving (a manual edit half done): keep the last good keys, and tell
+                # the operator, not the client (the message names a server path). Re-read once it changes.
+                self._stamp = stamp
+                log.error("%s; keeping the keys read before", exc)
+                return
             self._by_id = {e["id"]: (e["hash"], _principal(e)) for e in entries if e.get("revoked") is None}
             self._stamp = stamp
 
