@@ -35,6 +35,9 @@ from .engine.validate import (
     check_tags,
 )
 from .errors import InvalidInputError, InvalidIntervalError, ReadOnlyError
+from .keyword.fusion import DEFAULT_RRF_K as _DEFAULT_RRF_K
+from .keyword.search import RANKING_OPTIONS as _RANKING_OPTIONS
+from .keyword.search import check_options as _check_options
 from .keyword.search import resolve_mode as _resolve_mode
 from .keyword.search import run as _run_keyword
 from .keyword.search import wants_run as _wants_run
@@ -132,6 +135,18 @@ def _during(valid_during: Any) -> tuple[int, int] | None:
     if hi <= lo:
         raise InvalidIntervalError("valid_during end must be after its start")
     return lo, hi
+
+
+#: The plan note of a hybrid search with vector queries only (as ``aether.keyword.search.run`` writes it).
+_VECTOR_HYBRID_NOTE = "vector query: no keyword half; hybrid returns the dense hits and scores"
+
+
+def _vector_only(queries: list[Any], options: Mapping[str, Any]) -> bool:
+    """No text query and no re-ranking option: a hybrid search that is exactly the dense one."""
+    for q in queries:
+        if isinstance(q, str):
+            return False
+    return all(options.get(o) is None for o in _RANKING_OPTIONS)
 
 
 class Memory:
@@ -687,7 +702,7 @@ class Memory:
                                recency_axis=recency_axis, diversity=diversity)
         return hits
 
-    def _search(self, *args: Any, **kwargs: Any) -> tuple[list[list[Hit]], SearchPlan]:
+    def _search(self, *args: Any, **kwargs: Any) -> tuple[list[list[Hit]], SearchPlan | None]:
         # A re-index swaps the table and embedder in place: retry a query that overlapped the swap
         # (engine.gen_seq odd, or changed), so that no result mixes two generations.
         eng = self._engine
@@ -707,8 +722,9 @@ class Memory:
 
     def _search_once(
         self, queries: Any, k: int, valid_at: Any, as_of: Any, valid_during: Any, tags: Any,
-        *, mode: str | None = None, **fusion: Any,
-    ) -> tuple[list[list[Hit]], SearchPlan]:
+        *, mode: str | None = None, want: str = "hits", **fusion: Any,
+    ) -> tuple[list[list[Hit]], SearchPlan | None]:
+        """Hits (``want="hits"``: no plan is built) or the plan (``want="plan"``: no hits are built)."""
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise InvalidInputError("k must be a positive int")
         if isinstance(queries, np.ndarray) and queries.ndim == 2:
@@ -716,15 +732,23 @@ class Memory:
         else:
             qlist = list(queries)
         f = self._filters(valid_at, as_of, valid_during, tags)
-        snap = self._engine.snapshot
+        eng = self._engine
+        snap = eng.snapshot
         extra: dict[str, Any] = {}
         mode, fusion["fusion"] = _resolve_mode(mode, fusion.get("fusion"))
-        if not _wants_run(mode, fusion):
-            qvecs = self._engine.query_vectors(qlist)
-            results, buckets, selected = _search.plan_and_search(self._engine, snap, qvecs, k, f)
+        if mode == "hybrid" and _vector_only(qlist, fusion):
+            # Nothing to fuse: hybrid with vector queries is the dense search (what the keyword
+            # module's run() does too, after the same option checks), without its per-call setup.
+            _check_options(mode, fusion["fusion"], fusion.get("rrf_k", _DEFAULT_RRF_K), fusion.get("dense_weight"),
+                           None)
+            extra["notes"] = [_VECTOR_HYBRID_NOTE]
+            results, buckets, selected = _search.plan_and_search(eng, snap, eng.query_vectors(qlist), k, f)
+        elif not _wants_run(mode, fusion):
+            results, buckets, selected = _search.plan_and_search(eng, snap, eng.query_vectors(qlist), k, f)
         else:  # keyword (BM25), hybrid or a re-ranking: aether.keyword, under the same filters
-            results, buckets, selected, extra = _run_keyword(self._engine, snap, qlist, k, f, mode=mode, **fusion)
-        hits = _search.hits_for(self._engine, results)  # one columnar read for all hits, no re-validation
+            results, buckets, selected, extra = _run_keyword(eng, snap, qlist, k, f, mode=mode, **fusion)
+        if want == "hits":
+            return _search.hits_for(eng, results), None  # one columnar read for all hits, no re-validation
         plan = SearchPlan(
             valid_at=from_us(f.valid_at) if f.valid_at is not None else None,
             valid_during=(from_us(f.valid_during[0]), from_us(f.valid_during[1])) if f.valid_during else None,
@@ -739,7 +763,7 @@ class Memory:
             mode=mode,
             **extra,
         )
-        return hits, plan
+        return [], plan
 
     def search(
         self,
@@ -828,10 +852,12 @@ class Memory:
     ) -> SearchPlan:
         """Run :meth:`search` and report its plan: rows selected, buckets pruned, per-bucket strategy
         (for keyword and hybrid modes also the query terms and both halves' ranked hits)."""
-        return self._search([query], k, valid_at, as_of, valid_during, tags,
+        plan = self._search([query], k, valid_at, as_of, valid_during, tags, want="plan",
                             mode=mode, fusion=fusion, rrf_k=rrf_k, dense_weight=dense_weight, ranking=ranking,
                             relevance=relevance, recency=recency, importance=importance, half_life=half_life,
                             recency_axis=recency_axis, diversity=diversity)[1]
+        assert plan is not None
+        return plan
 
     def view(self, *, valid_at: TimeLike | None = None, as_of: TimeLike | None = None) -> View:
         """A read-only view pinned at ``valid_at`` / ``as_of`` (defaults: now / the latest commit)."""

@@ -345,15 +345,19 @@ def trusted_builder(cls: type[_M]) -> Callable[[frozenset[str], dict[str, Any]],
     nfields = len(cls.__pydantic_fields__)
     new = cls.__new__
     setattr_ = object.__setattr__
+    # BaseModel's slots, set through their descriptors (no attribute lookup per call)
+    set_fields = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+    set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
+    set_private = BaseModel.__dict__["__pydantic_private__"].__set__
 
     def build(fields_set: frozenset[str], values: dict[str, Any]) -> _M:
         if not plain or len(values) != nfields:
             return cls.model_construct(set(fields_set), **values)
         m = new(cls)
         setattr_(m, "__dict__", values)
-        setattr_(m, "__pydantic_fields_set__", set(fields_set))
-        setattr_(m, "__pydantic_extra__", None)
-        setattr_(m, "__pydantic_private__", None)
+        set_fields(m, set(fields_set))
+        set_extra(m, None)
+        set_private(m, None)
         return m
 
     return build

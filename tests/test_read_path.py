@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -24,7 +26,7 @@ def vecs(n: int, seed: int) -> np.ndarray:
 
 def validated(eng: object, row: int) -> MemoryAtom:
     """The reference: the engine's one-row, fully validated construction."""
-    return eng.atom_at(row)  # type: ignore[attr-defined, no-any-return]
+    return eng.atom_at(row)  # type: ignore[attr-defined]
 
 
 def same(a: MemoryAtom, b: MemoryAtom) -> None:
@@ -94,9 +96,9 @@ def test_search_hits_get_and_history_equal_the_validated_models(mem: aether.Memo
         assert h == Hit(atom=validated(eng, row), score=h.score) and isinstance(h.score, float)
     for h in hits[:5]:
         got = mem.get(h.atom_id, valid_at=h.atom.valid_from)
-        row = eng.get_row(h.atom_id, to_us(h.atom.valid_from), None)
-        assert got is not None and row is not None
-        same(got, validated(eng, row))
+        got_row = eng.get_row(h.atom_id, to_us(h.atom.valid_from), None)
+        assert got is not None and got_row is not None
+        same(got, validated(eng, got_row))
     corrected = next(h for h in mem.search(q[1], k=10000, valid_during=(None, None)) if "corrected" in h.atom.text)
     hist = mem.history(corrected.atom_id)
     assert len(hist) >= 2 and hist[0].tx_to is not None
@@ -174,3 +176,117 @@ def test_chunk_reader_matches_arrow_on_row_groups_slices_and_nulls() -> None:
     got = reader.rows(rows)
     want = {name: [table.slice(r, 1).column(name).to_pylist()[0] for r in rows] for name in _TEXT}
     assert got == want
+
+
+def test_chunk_reader_constant_columns_match_arrow() -> None:
+    """Columns holding one value in every row (read without per-row work) and near-constant ones
+    (a different value off the sampled rows, a value in one row group only) read as Arrow has them."""
+    import json
+
+    import pyarrow as pa
+
+    from aether.engine.table import _TEXT, _ChunkReader
+
+    def part(lo: int, hi: int, odd: int | None, group_value: str) -> pa.Table:
+        n = hi - lo
+        return pa.table({
+            "atom_id": pa.array([f"a{i}" for i in range(lo, hi)], pa.string()),
+            "subject": pa.array(["" for _ in range(lo, hi)], pa.string()),  # constant empty strings
+            "modality": pa.array(["text"] * n, pa.string()),  # constant everywhere
+            # constant except one row that is neither the first, middle nor last of the group
+            "content": pa.array(["same ü" if i != odd else "samé ü" for i in range(lo, hi)], pa.string()),
+            "content_meta": pa.array([group_value] * n, pa.large_string()),  # constant per group only
+            "tags": pa.array([[] for _ in range(n)], pa.map_(pa.string(), pa.string())),  # all empty
+            "metadata": pa.array([None] * n, pa.string()),  # all null: not read as a constant string
+        })
+
+    nulls = pa.array([None] * 7, pa.map_(pa.string(), pa.string()))
+    groups = [part(0, 40, 7, "{}"), part(40, 100, None, "{}").slice(5, 40), part(100, 100, None, "{}"),
+              part(100, 130, None, json.dumps({"a": 1}))]
+    table = pa.concat_tables(groups)
+    reader = _ChunkReader(table)
+    assert {"subject", "modality", "tags"} <= set(reader.consts)
+    assert "content" not in reader.consts and "content_meta" not in reader.consts  # differ somewhere
+    rows = [0, 7, 8, 39, 40, 60, 79, 80, 109, 7, 0]
+    want = {name: [table.slice(r, 1).column(name).to_pylist()[0] for r in rows] for name in _TEXT}
+    got = reader.rows(rows)
+    assert got == want
+    got["tags"][0].append(("x", "1"))  # each row's empty map is its own list
+    assert got["tags"][1] == []
+    # one row group: constant maps of nulls, and a mix of null and empty maps (not a constant)
+    one = part(0, 7, None, "{}").set_column(5, "tags", nulls)
+    r1 = _ChunkReader(one)
+    assert r1.consts["tags"] == (None,)
+    assert r1.rows([0, 6]) == {name: [one.slice(r, 1).column(name).to_pylist()[0] for r in (0, 6)] for name in _TEXT}
+    some_null = pa.array([None, [], None], pa.map_(pa.string(), pa.string())).take([0, 1, 2, 0, 1, 2, 0])
+    mixed = one.set_column(5, "tags", some_null)
+    r2 = _ChunkReader(mixed)
+    assert "tags" not in r2.consts
+    assert r2.rows([0, 1, 4]) == {name: [mixed.slice(r, 1).column(name).to_pylist()[0] for r in (0, 1, 4)]
+                                  for name in _TEXT}
+
+
+def test_text_columns_within_one_chunk_and_across_chunks(mem: aether.Memory) -> None:
+    """The one-chunk read (the common case: a result set within one segment or the tail) and the
+    grouped read across chunks give what the per-row decode gives."""
+    t = mem._engine.table
+    starts = list(t._chunk_starts)
+    n = mem._engine.snapshot.n
+    ends = [*starts[1:], n]
+    sets = [[s, e - 1, s, (s + e) // 2] for s, e in zip(starts, ends, strict=True) if e > s]
+    sets.append([n - 1, 0, starts[-1], 3])  # across chunks
+    for rows in sets:
+        got = t.text_columns(np.array(rows))
+        for j, r in enumerate(rows):
+            one = t.text(r)
+            for k, col in got.items():
+                v = col[j]
+                assert (json.loads(v) if k in ("content_meta", "metadata") else v) == one[k], (k, r)
+        got["tags"][0]["new"] = 1
+        assert "new" not in t.text(rows[0])["tags"]  # the caller's dicts, not the table's
+
+
+def test_hybrid_vector_query_is_the_dense_search_with_the_keyword_modules_plan() -> None:
+    """A vector query in hybrid mode (the default) skips the keyword module's setup: the same hits,
+    scores, plan and option errors as going through ``aether.keyword.search.run``."""
+    from aether.errors import InvalidInputError
+    from aether.keyword.index import available
+    from aether.keyword.search import run
+
+    if not available():
+        pytest.skip("tantivy not installed: the default mode is dense")
+    mem = aether.open(None, embedder=aether.PrecomputedEmbedder(DIM))
+    fill(mem)
+    eng = mem._engine
+    from aether.index import find_index
+
+    idx = find_index(eng)
+    if idx is not None:
+        idx.wait()  # no background seal changes the plan between the two searches compared
+    q = vecs(2, 11)
+    options: list[dict[str, Any]] = [
+        {}, {"mode": "hybrid"}, {"mode": "hybrid", "fusion": "weighted", "dense_weight": 0.3, "rrf_k": 5}]
+    for kw in options:
+        hits = mem.search(q[0], k=7, valid_during=(None, None), **kw)
+        dense = mem.search(q[0], k=7, valid_during=(None, None), mode="dense")
+        assert [(h.atom.version_id, h.score) for h in hits] == [(h.atom.version_id, h.score) for h in dense]
+        plan = mem.explain(q[0], k=7, valid_during=(None, None), **kw)
+        snap = eng.snapshot
+        f = mem._filters(None, None, (None, None), None)
+        res, buckets, selected, extra = run(eng, snap, [q[0]], 7, f, mode="hybrid",
+                                            fusion=kw.get("fusion", "adaptive" if not kw else "rrf"),
+                                            rrf_k=kw.get("rrf_k", 60), dense_weight=kw.get("dense_weight"))
+        assert [[(int(eng.table.version_id[r]), s) for r, s in rs] for rs in res] == [
+            [(h.atom.version_id, h.score) for h in hits]]
+        assert plan.mode == "hybrid" and plan.notes == extra["notes"] and plan.keyword is None and plan.fusion is None
+        assert plan.selected_rows == selected and plan.buckets == buckets
+        many = mem.search_many(q, k=3, valid_during=(None, None), **kw)
+        assert [[h.score for h in hs] for hs in many] == [
+            [h.score for h in mem.search(v, k=3, valid_during=(None, None), mode="dense")] for v in q]
+    for bad in ({"rrf_k": 0}, {"dense_weight": 2.0}, {"fusion": "nope"}):
+        with pytest.raises(InvalidInputError):
+            mem.search(q[0], k=3, mode="hybrid", **bad)
+    # a text query or a re-ranking option still goes through the keyword module
+    assert mem.explain("bulk 3", k=3, mode="keyword").keyword is not None
+    assert any("re-ranked" in n for n in mem.explain(q[0], k=3, recency=0.5).notes)
+    mem.close()

@@ -657,10 +657,17 @@ class VersionTable:
         """
         pos = np.asarray(rows, np.int64)
         m = len(pos)
-        out: dict[str, list[Any]] = {k: [None] * m for k in _TEXT}
         if not m:
-            return out
+            return {k: [] for k in _TEXT}
         starts = self._chunk_starts
+        # A result set's rows mostly lie in one chunk (one segment, or the tail): read them there
+        # without the per-chunk grouping and scattering below (~40 us of a 10-row read).
+        plist = pos.tolist()
+        lo, hi = min(plist), max(plist)
+        c = bisect.bisect_right(starts, lo) - 1
+        if c >= 0 and (c + 1 == len(starts) or hi < starts[c + 1]):
+            return self._chunk_rows(c, plist)
+        out: dict[str, list[Any]] = {k: [None] * m for k in _TEXT}
         which = np.searchsorted(np.asarray(starts, np.int64), pos, side="right") - 1
         for c in np.unique(which).tolist():
             at = np.flatnonzero(which == c).tolist() if len(starts) > 1 else list(range(m))
@@ -687,6 +694,22 @@ class VersionTable:
                 for j, v in zip(at, vals, strict=True):
                     col[j] = v
         return out
+
+    def _chunk_rows(self, c: int, plist: list[int]) -> dict[str, list[Any]]:
+        """:meth:`text_columns` of table rows ``plist``, all in chunk ``c``."""
+        base = self._chunk_starts[c]
+        local = [p - base for p in plist] if base else plist
+        chunk = self._chunks[c]
+        if isinstance(chunk, _Tail):
+            got: dict[str, list[Any]] = {}
+            for k in _TEXT:
+                src = getattr(chunk, k)
+                # tag dicts copied: callers own the dicts they get
+                got[k] = [dict(src[i]) for i in local] if k == "tags" else [src[i] for i in local]
+            return got
+        got = self._reader(c, chunk).rows(local)
+        got["tags"] = _decode_tags(got["tags"])
+        return got
 
     def _reader(self, c: int, chunk: pa.Table) -> _ChunkReader:
         """The (cached) row reader of Arrow text chunk ``c``; chunks never change in place, but a sealed
@@ -832,17 +855,47 @@ class _Strings:
         o, d = self.offs, self.data
         return [str(d[o[i] : o[i + 1]], "utf-8") for i in idx]
 
+    def constant(self) -> str | None:
+        """The value every row holds, or ``None`` if they differ (or there are none).
+
+        Checked once per chunk (vectorised, O(rows)): a column such as ``modality``, ``subject``
+        or ``content_meta`` often holds one value everywhere, and is then read without per-row work.
+        Two sampled rows reject a varying column before any full pass.
+        """
+        o, d = self.offs, self.data
+        n = len(o) - 1
+        if n <= 0:
+            return None
+        a0, a1 = int(o[0]), int(o[1])
+        width = a1 - a0
+        if width > 256 or int(o[-1]) - a0 != n * width:
+            return None
+        first = bytes(d[a0:a1])
+        for i in (n - 1, n // 2):
+            if bytes(d[int(o[i]) : int(o[i + 1])]) != first:
+                return None
+        if not (np.diff(o) == width).all():
+            return None
+        if width:
+            buf = np.frombuffer(d, np.uint8, count=n * width, offset=a0).reshape(n, width)
+            if not (buf == buf[0]).all():
+                return None
+        return str(first, "utf-8")
+
 
 class _Column:
     """Value reads from one inner chunk of a text column (strings, or a tag map of string pairs)."""
 
-    __slots__ = ("arr", "items", "keys", "nulls", "offs", "strings")
+    __slots__ = ("arr", "const", "items", "keys", "nulls", "offs", "strings")
 
     def __init__(self, arr: pa.Array) -> None:
         self.arr = arr
         self.strings = self.keys = self.items = None
         self.offs: np.ndarray | None = None
         self.nulls: np.ndarray | None = None
+        #: ``(value,)`` when every row holds ``value`` (a string; for a map ``()``: every entry
+        #: empty, or ``None``: every entry null), else ``None``.
+        self.const: tuple[Any] | None = None
         if isinstance(arr, pa.MapArray):
             if arr.null_count:
                 self.nulls = np.asarray(arr.is_null().to_numpy(zero_copy_only=False), np.bool_)
@@ -852,11 +905,22 @@ class _Column:
             ):
                 self.offs = arr.offsets.to_numpy(zero_copy_only=False)  # of this slice, into the unsliced children
                 self.keys, self.items = _Strings(keys), _Strings(items)
+                if len(arr) and self.offs[-1] == self.offs[0]:  # no entry has a pair
+                    if arr.null_count == len(arr):
+                        self.const = (None,)
+                    elif not arr.null_count:
+                        self.const = ((),)
         elif arr.null_count == 0 and (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
             self.strings = _Strings(arr)
+            value = self.strings.constant()
+            if value is not None:
+                self.const = (value,)
 
     def get(self, idx: list[int]) -> list[Any]:
         """Python values of rows ``idx`` (a map as its ``(key, value)`` pairs, a null map as ``None``)."""
+        if self.const is not None:
+            v = self.const[0]
+            return [[] for _ in idx] if v == () else [v] * len(idx)
         if self.strings is not None:
             return self.strings.get(idx)
         if self.keys is not None and self.items is not None and self.offs is not None:
@@ -883,32 +947,54 @@ class _ChunkReader:
     this reads 10 rows of 7 columns in ~20 us.
     """
 
-    __slots__ = ("cols", "same", "table")
+    __slots__ = ("bounds", "cols", "consts", "same", "table")
 
     def __init__(self, table: pa.Table) -> None:
         self.table = table
         self.cols: dict[str, tuple[np.ndarray, list[_Column]]] = {}
+        self.bounds: dict[str, list[int]] = {}  # each column's inner chunk starts, for bisection
         for name in _TEXT:
             col = table.column(name)
             lens = [len(c) for c in col.chunks]
             starts = np.zeros(len(lens) + 1, np.int64)
             np.cumsum(lens, out=starts[1:])
             self.cols[name] = (starts, [_Column(c) for c in col.chunks])
+            self.bounds[name] = starts[:-1].tolist()
         first = self.cols[_TEXT[0]][0]
         self.same = all(np.array_equal(st, first) for st, _ in self.cols.values())  # one row-group layout
+        #: ``(value,)`` per column whose every inner chunk holds that one value (``_Column.const``).
+        self.consts: dict[str, tuple[Any]] = {}
+        for name, (_, parts) in self.cols.items():
+            cs = [p.const for p in parts if len(p.arr)]  # an empty row group holds no value
+            if cs and all(c is not None and c == cs[0] and type(c[0]) is type(cs[0][0]) for c in cs):
+                self.consts[name] = cs[0]  # type: ignore[assignment]
 
     def rows(self, local: list[int]) -> dict[str, list[Any]]:
         """Every text column's values at chunk rows ``local``."""
+        consts = self.consts
         if not self.same:
             return {name: self._get(name, local, self._groups(name, local)) for name in _TEXT}
-        groups = self._groups(_TEXT[0], local)
-        return {name: self._get(name, local, groups) for name in _TEXT}
+        groups = self._groups(_TEXT[0], local) if len(consts) < len(_TEXT) else []
+        out: dict[str, list[Any]] = {}
+        for name in _TEXT:
+            c = consts.get(name)
+            if c is None:
+                out[name] = self._get(name, local, groups)
+            else:  # one value in every row group: no per-row reads
+                v = c[0]
+                out[name] = [[] for _ in local] if v == () else [v] * len(local)
+        return out
 
     def _groups(self, name: str, local: list[int]) -> list[tuple[int, list[int], list[int]]]:
         """``(inner chunk, positions in local, rows in that chunk)`` for each inner chunk holding rows."""
         starts, parts = self.cols[name]
         if len(parts) == 1:
             return [(0, list(range(len(local))), local)]
+        bounds = self.bounds[name]
+        j = bisect.bisect_right(bounds, min(local)) - 1
+        if j + 1 == len(parts) or max(local) < bounds[j + 1]:  # all in one row group
+            base = bounds[j]
+            return [(j, list(range(len(local))), [i - base for i in local] if base else local)]
         where = (np.searchsorted(starts, local, side="right") - 1).tolist()
         out = []
         for j in sorted(set(where)):
