@@ -58,13 +58,13 @@ def test_scifact_search_matches_exact_search_with_the_real_model(tmp_path: Path)
         qv = emb.embed(queries)
         found = 0
         for (q, want), v in zip(pairs[:25], qv, strict=True):
-            hits = mem.search(q, k=10)
+            hits = mem.search(q, k=10, mode="dense")  # compared with exact dense search
             exact = np.argsort(-(vecs @ v), kind="stable")[:10]
             assert [h.atom_id for h in hits][:5] == [ids[i] for i in exact][:5]
             found += want in {doc_of[h.atom_id] for h in hits}
             # a valid-time window: the same query sees only docs valid then, best first
             lo, hi = T0 + timedelta(days=40), T0 + timedelta(days=80)
-            window = mem.search(q, k=5, valid_during=(lo, hi), tags={"half": 0})
+            window = mem.search(q, k=5, valid_during=(lo, hi), tags={"half": 0}, mode="dense")
             # open-ended facts valid from before the window overlap it too
             sel = [i for i in range(len(docs)) if i < 80 and i % 2 == 0]
             ref = [ids[i] for i in sorted(sel, key=lambda i: -float(vecs[i] @ v))[:5]]
