@@ -19,7 +19,9 @@ def cmd_mcp(
         str, typer.Option("--transport", metavar="NAME", help="stdio (a client spawns this command) or "
                                                               "streamable-http (serve http://HOST:PORT/mcp).")
     ] = "stdio",
-    host: Annotated[str, typer.Option("--host", help="Interface for streamable-http.")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option("--host", help="Loopback interface for streamable-http (it has no API keys).")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port for streamable-http.")] = 8000,
     model: Annotated[
         str | None,
@@ -46,6 +48,17 @@ def cmd_mcp(
 
     if transport not in _TRANSPORTS:
         raise ConfigError(f"unknown transport {transport!r}; use stdio or streamable-http")
+    if transport == "streamable-http":
+        from ..server._run import is_loopback
+
+        if not is_loopback(host):
+            # This endpoint has no API keys: anyone who reached it could write (and, with --allow-erase,
+            # erase). `aether serve` offers the same tools per namespace behind its API keys.
+            raise ConfigError(
+                f"refusing to serve MCP on {host}: this endpoint has no API keys, so it binds loopback only. "
+                "To serve MCP beyond this machine use `aether serve ROOT --host ...` with API keys "
+                "(/v1/namespaces/<ns>/mcp)"
+            )
     kwargs: dict[str, Any] = {}
     if model is not None:
         kwargs["embedder"] = embedder_for(model)

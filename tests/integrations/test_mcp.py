@@ -340,3 +340,17 @@ def test_streamable_http_subprocess_on_loopback(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=5)
+
+
+# Documentation addresses (never this machine's), so that even the unfixed command could not bind them.
+@pytest.mark.parametrize("host", ["192.0.2.10", "2001:db8::1"])
+def test_streamable_http_refuses_a_non_loopback_host(tmp_path: Path, host: str) -> None:
+    # Review finding: `aether mcp --transport streamable-http --host 0.0.0.0` served the write tools (and
+    # erase with --allow-erase) to anyone who could reach the port: this endpoint has no API keys.
+    store = tmp_path / "store"
+    cmd = [str(AETHER_BIN), "mcp", str(store), "--model", f"hashing:{DIM}", "--transport", "streamable-http",
+           "--host", host, "--port", str(_free_port())]
+    res = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=60)
+    assert res.returncode != 0
+    assert "loopback" in res.stderr and "aether serve" in res.stderr, res.stderr[-2000:]
+    assert not store.exists()  # refused before anything was opened or bound
