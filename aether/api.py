@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import math
 import os
 import time as _time_mod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -139,6 +140,23 @@ def _during(valid_during: Any) -> tuple[int, int] | None:
 
 #: The plan note of a hybrid search with vector queries only (as ``aether.keyword.search.run`` writes it).
 _VECTOR_HYBRID_NOTE = "vector query: no keyword half; hybrid returns the dense hits and scores"
+
+
+def _query_vectors(engine: Engine, queries: list[Any]) -> np.ndarray:
+    """``engine.query_vectors(queries)``, with one float vector of the right size checked and
+    normalised in place of the general path (its arithmetic is ``as_unit_vectors``'s, so the
+    result is the same array; ~20 us of numpy calls less per search). Anything else -- texts,
+    batches, wrong shapes, non-finite, zero or overflowing vectors -- goes the general way, which
+    raises for bad input."""
+    if len(queries) == 1:
+        q = queries[0]
+        if type(q) is np.ndarray and q.ndim == 1 and q.dtype.kind == "f" and q.shape[0] == engine.embedder.dim:
+            arr = q.astype(np.float32, copy=False).reshape(1, -1)
+            sq = np.einsum("ij,ij->i", arr, arr)
+            s = float(sq[0])
+            if 1e-30 < s < math.inf:  # finite and not tiny: every element finite (NaN fails both)
+                return np.ascontiguousarray(arr / np.sqrt(sq)[:, None], dtype=np.float32)
+    return engine.query_vectors(queries)
 
 
 def _vector_only(queries: list[Any], options: Mapping[str, Any]) -> bool:
@@ -742,9 +760,9 @@ class Memory:
             _check_options(mode, fusion["fusion"], fusion.get("rrf_k", _DEFAULT_RRF_K), fusion.get("dense_weight"),
                            None)
             extra["notes"] = [_VECTOR_HYBRID_NOTE]
-            results, buckets, selected = _search.plan_and_search(eng, snap, eng.query_vectors(qlist), k, f)
+            results, buckets, selected = _search.plan_and_search(eng, snap, _query_vectors(eng, qlist), k, f)
         elif not _wants_run(mode, fusion):
-            results, buckets, selected = _search.plan_and_search(eng, snap, eng.query_vectors(qlist), k, f)
+            results, buckets, selected = _search.plan_and_search(eng, snap, _query_vectors(eng, qlist), k, f)
         else:  # keyword (BM25), hybrid or a re-ranking: aether.keyword, under the same filters
             results, buckets, selected, extra = _run_keyword(eng, snap, qlist, k, f, mode=mode, **fusion)
         if want == "hits":

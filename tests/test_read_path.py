@@ -290,3 +290,27 @@ def test_hybrid_vector_query_is_the_dense_search_with_the_keyword_modules_plan()
     assert mem.explain("bulk 3", k=3, mode="keyword").keyword is not None
     assert any("re-ranked" in n for n in mem.explain(q[0], k=3, recency=0.5).notes)
     mem.close()
+
+
+def test_single_query_vector_fast_path_equals_the_engines_checks() -> None:
+    """One float vector is normalised in the API without the general path: bit for bit the same
+    array, and every bad vector still raises the engine's error."""
+    from aether.api import _query_vectors
+    from aether.errors import InvalidVectorError
+
+    mem = aether.open(None, embedder=aether.PrecomputedEmbedder(DIM))
+    eng = mem._engine
+    rng = np.random.default_rng(3)
+    cases: list[Any] = [rng.normal(size=DIM), rng.normal(size=DIM).astype(np.float32) * 1e-3,
+                        rng.normal(size=DIM).astype(np.float16), np.full(DIM, 1e-17), np.full(DIM, 3e19),
+                        rng.normal(size=DIM)[::2].repeat(2), [0.5] * DIM, rng.normal(size=(1, DIM))]
+    for q in cases:
+        got, want = _query_vectors(eng, [q]), eng.query_vectors([q])
+        assert got.dtype == np.float32 and got.shape == (1, DIM) and got.flags.c_contiguous
+        assert np.array_equal(got, want)
+    bad: list[Any] = [np.zeros(DIM), np.full(DIM, np.nan), np.r_[np.inf, np.ones(DIM - 1)], np.ones(DIM + 1),
+                      np.ones(DIM, np.int64) * 0]
+    for q in bad:
+        with pytest.raises(InvalidVectorError):
+            _query_vectors(eng, [q])
+    mem.close()
