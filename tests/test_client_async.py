@@ -64,3 +64,34 @@ def test_unreachable_server_is_a_remote_error() -> None:
 
     with aether.connect(f"http://127.0.0.1:{free_port()}", timeout=2) as mem, pytest.raises(aether.errors.RemoteError):
         mem.stats()
+
+
+def test_a_reply_that_is_not_the_aether_api_is_a_remote_error() -> None:
+    # Review finding: a URL that answers 200 with something else (a proxy page, another service) made the
+    # client raise raw pydantic / KeyError / TypeError instead of an AetherError.
+    import httpx
+
+    from aether.client import RemoteMemory
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/search"):
+            return httpx.Response(200, json={"unexpected": True})
+        return httpx.Response(200, text="<html>welcome to the proxy</html>")
+
+    http = httpx.Client(base_url="http://proxy.invalid", transport=httpx.MockTransport(handler))
+    mem = RemoteMemory("http://proxy.invalid", namespace="n", _http=http)
+    for call in (lambda: mem.get("a"), lambda: mem.history("a"), lambda: mem.search("q"), lambda: mem.stats(),
+                 lambda: mem.add("x"), lambda: mem.last_commit):
+        with pytest.raises(aether.errors.RemoteError, match="not an aether server reply"):
+            call()
+
+    async def via_async() -> None:
+        from aether.client import AsyncRemoteMemory
+
+        ahttp = httpx.AsyncClient(base_url="http://proxy.invalid", transport=httpx.MockTransport(handler))
+        amem = AsyncRemoteMemory("http://proxy.invalid", namespace="n", _http=ahttp)
+        with pytest.raises(aether.errors.RemoteError, match="not an aether server reply"):
+            await amem.search("q")
+        await ahttp.aclose()
+
+    asyncio.run(via_async())

@@ -131,7 +131,14 @@ class RemoteMemory(Calls):
             if status == 404 and isinstance(exc, E.AtomNotFoundError) and call.not_found is not _OMIT:
                 return call.not_found
             raise exc
-        return call.parse(doc)
+        try:
+            return call.parse(doc)
+        except E.AetherError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # pydantic's ValidationError included
+            # A URL that answers 2xx with something else (a proxy page, another service): typed, not raw.
+            raise E.RemoteError(f"not an aether server reply to {call.method} {call.path} "
+                                f"(HTTP {status}): {type(exc).__name__}") from None
 
     # ---------------------------------------------------------------- properties
     @property
