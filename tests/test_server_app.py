@@ -112,3 +112,16 @@ def test_a_keys_file_broken_while_serving_keeps_the_last_good_keys_and_leaks_no_
         second, _ = kf.add(name="b", scope="read")
         app.state.server.keys._checked = 0.0
         assert c.get("/v1/namespaces", headers={"X-API-Key": second}).status_code == 200
+
+
+def test_readyz_tells_unauthenticated_callers_no_namespace_names_or_paths(tmp_path: Path) -> None:
+    # Review finding: /readyz (no key needed) returned each failing namespace's name and error message.
+    (tmp_path / "tenant-secret-name").mkdir()  # a folder that is not a store: it fails to open
+    kf = tmp_path / "k.json"
+    KeysFile(kf).add(name="a", scope="admin")
+    app = create_app(tmp_path, model="hashing:16", api_key="", keys_file=kf)
+    with TestClient(app) as c:
+        r = c.get("/readyz")
+        assert r.status_code == 503
+        assert "tenant-secret-name" not in r.text and str(tmp_path) not in r.text, r.text
+        assert "server log" in r.json()["error"]["message"]

@@ -225,8 +225,13 @@ def create_app(
         """Readiness: the model loaded and every namespace opened (503 while starting, failing or stopping)."""
         if server.ready:
             return _json(S.Health(status="ready"))
-        return JSONResponse(error_doc("StoreError", "; ".join(server.not_ready) or "not ready", _rid(request)),
-                            status_code=503)
+        phases = {"starting", "shutting down"}
+        if server.not_ready and not set(server.not_ready) <= phases:
+            # No key is needed here: the details (namespace names, error messages) go to the server log only.
+            message = f"{len(server.not_ready)} problem(s) at startup (a namespace or the model); see the server log"
+        else:
+            message = "; ".join(server.not_ready) or "not ready"
+        return JSONResponse(error_doc("StoreError", message, _rid(request)), status_code=503)
 
     @app.get("/metrics", tags=["health"], response_class=Response, responses=_ERR)
     async def metrics(request: Request, p: Annotated[Principal, Depends(principal)]) -> Response:

@@ -83,6 +83,7 @@ class Server:
                 embedder_for(self.model).embed(["ready"])
             except E.AetherError as exc:
                 problems.append(f"model {self.model}: {type(exc).__name__}: {exc}")
+                log.error("the model %s does not load: %s: %s", self.model, type(exc).__name__, exc)
         for name in self.namespaces.names():
             try:
                 mem = self.namespaces.get(name)
