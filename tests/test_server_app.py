@@ -125,3 +125,22 @@ def test_readyz_tells_unauthenticated_callers_no_namespace_names_or_paths(tmp_pa
         assert r.status_code == 503
         assert "tenant-secret-name" not in r.text and str(tmp_path) not in r.text, r.text
         assert "server log" in r.json()["error"]["message"]
+
+
+def test_a_keyless_loopback_server_refuses_foreign_host_headers(tmp_path: Path) -> None:
+    # Review finding: without keys the REST API trusted any Host header, so a web page could reach it by DNS
+    # rebinding (evil.example resolving to 127.0.0.1) and read or erase every namespace. The MCP mount
+    # already kept the SDK's Host check; the REST routes now check it too when no key is configured.
+    app = create_app(tmp_path, model="hashing:16", api_key="", keys_file=tmp_path / "k.json", local_host_only=True)
+    for base in ("http://127.0.0.1:8765", "http://localhost", "http://[::1]:8765"):
+        with TestClient(app, base_url=base) as c:
+            assert c.post("/v1/namespaces/n/atoms", json={"content": "hi"}).status_code == 201, base
+    with TestClient(app, base_url="http://evil.example:8765") as c:
+        for r in (c.get("/v1/namespaces"), c.post("/v1/namespaces/n/erase", json={"subject": "default"}),
+                  c.get("/v1/namespaces/n/stats")):
+            assert r.status_code == 403 and r.json()["error"]["type"] == "PermissionDeniedError", r.text
+        assert c.get("/healthz").status_code == 200
+    key, _ = KeysFile(tmp_path / "k.json").add(name="a", scope="admin")  # with keys, the key is what counts
+    app.state.server.keys.reload(force=True)
+    with TestClient(app, base_url="http://evil.example:8765") as c:
+        assert c.get("/v1/namespaces/n/stats", headers={"X-API-Key": key}).status_code == 200

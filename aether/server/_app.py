@@ -61,6 +61,18 @@ _ERR: dict[int | str, dict[str, Any]] = {
 }
 
 
+def _local_host(host: str) -> bool:
+    """Whether a ``Host`` header (``name[:port]``, ``[v6][:port]``) names this machine."""
+    from ._run import is_loopback
+
+    h = host.strip().lower()
+    if h.startswith("["):
+        h = h[1:h.find("]")] if "]" in h else ""
+    elif h.count(":") == 1:
+        h = h.split(":", 1)[0]
+    return bool(h) and is_loopback(h)
+
+
 # ------------------------------------------------------------------------------------ the app
 
 
@@ -76,6 +88,7 @@ def create_app(
     max_queries: int = DEFAULT_MAX_QUERIES,
     auto_create: bool = True,
     open_kwargs: dict[str, Any] | None = None,
+    local_host_only: bool = False,
 ) -> FastAPI:
     """The aether HTTP API over the stores under ``root`` (one store per namespace), as an ASGI app.
 
@@ -99,6 +112,10 @@ def create_app(
         A write to a namespace that does not exist creates it (with ``model``).
     open_kwargs
         More keyword arguments of :func:`aether.open` for every namespace.
+    local_host_only
+        While no key is configured, answer only requests whose ``Host`` header names this machine
+        (``localhost``, a loopback address): a keyless server must not be reachable from a web page by
+        DNS rebinding. :func:`aether.server.serve` sets it for a server started without keys.
     """
     root = Path(root)
     keys = KeyStore(keys_file if keys_file is not None else root / DEFAULT_KEYS_NAME,
@@ -152,6 +169,11 @@ def create_app(
     # dependency levels to every request); the OpenAPI document declares both schemes (see below).
     def authenticate(request: Request) -> Principal:
         if not server.keys.enabled:
+            if local_host_only and not _local_host(request.headers.get("host", "")):
+                raise E.PermissionDeniedError(
+                    "this server has no API keys and answers only requests addressed to localhost "
+                    "(the Host header names another host)"
+                )
             return ANONYMOUS
         headers = request.headers
         auth = headers.get("authorization")

@@ -97,6 +97,8 @@ def serve(
             "AETHER_API_KEY, or bind 127.0.0.1"
         )
     configure_logging(log_level, access_log=access_log)
+    # Started without keys (loopback only): also refuse requests addressed to another host (DNS rebinding).
+    app_kwargs.setdefault("local_host_only", not _has_keys(kf, env_key))
     app = create_app(root, keys_file=kf, model=model, key_file=key_file, **app_kwargs)
     logging.getLogger("aether.server").info(
         "serving %s on http://%s:%d (%s)", root, host, port,
