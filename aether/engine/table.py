@@ -10,7 +10,9 @@ snapshot that could observe the row, so a reader always sees whole transactions.
 from __future__ import annotations
 
 import bisect
+import itertools
 import json
+import operator
 import os
 import threading
 import weakref
@@ -651,8 +653,8 @@ class VersionTable:
     def text_columns(self, rows: Sequence[int] | np.ndarray) -> dict[str, list[Any]]:
         """The text columns of ``rows`` (any order, repeats allowed), decoded, one list per column.
 
-        Read the way a result set needs them: one columnar ``take`` per Arrow chunk the rows fall
-        in (a per-row slice costs ~13 us a row), tag maps decoded to dicts. ``content_meta`` and
+        Read the way a result set needs them: one read per chunk the rows fall in (a per-row Arrow
+        slice costs ~13 us a row; see :class:`_ChunkReader`), tag maps decoded to dicts. ``content_meta`` and
         ``metadata`` stay JSON text: :func:`loads_object` parses them (``"{}"`` without a parser).
         """
         pos = np.asarray(rows, np.int64)
@@ -667,33 +669,19 @@ class VersionTable:
         c = bisect.bisect_right(starts, lo) - 1
         if c >= 0 and (c + 1 == len(starts) or hi < starts[c + 1]):
             return self._chunk_rows(c, plist)
-        out: dict[str, list[Any]] = {k: [None] * m for k in _TEXT}
-        which = np.searchsorted(np.asarray(starts, np.int64), pos, side="right") - 1
-        for c in np.unique(which).tolist():
-            at = np.flatnonzero(which == c).tolist() if len(starts) > 1 else list(range(m))
-            base = starts[c]
-            local = [int(pos[j]) - base for j in at]
-            chunk = self._chunks[c]
-            if isinstance(chunk, _Tail):
-                for k in _TEXT:
-                    src = getattr(chunk, k)
-                    col = out[k]
-                    if k == "tags":
-                        for j, i in zip(at, local, strict=True):
-                            col[j] = dict(src[i])
-                    else:
-                        for j, i in zip(at, local, strict=True):
-                            col[j] = src[i]
-                continue
-            got = self._reader(c, chunk).rows(local)
-            for k in _TEXT:
-                vals = got[k]
-                if k == "tags":
-                    vals = _decode_tags(vals)
-                col = out[k]
-                for j, v in zip(at, vals, strict=True):
-                    col[j] = v
-        return out
+        at_chunk: dict[int, list[int]] = {}  # chunk -> positions in rows
+        for j, p in enumerate(plist):
+            at_chunk.setdefault(bisect.bisect_right(starts, p) - 1, []).append(j)
+        parts: list[dict[str, list[Any]]] = []
+        order: list[int] = []  # the positions in rows of the chunks' values, concatenated
+        for c, at in at_chunk.items():
+            parts.append(self._chunk_rows(c, [plist[j] for j in at]))
+            order += at
+        inv = [0] * m
+        for i, j in enumerate(order):
+            inv[j] = i
+        take = operator.itemgetter(*inv)  # m >= 2 here (one row lies in one chunk): returns a tuple
+        return {k: list(take(list(itertools.chain.from_iterable(g[k] for g in parts)))) for k in _TEXT}
 
     def _chunk_rows(self, c: int, plist: list[int]) -> dict[str, list[Any]]:
         """:meth:`text_columns` of table rows ``plist``, all in chunk ``c``."""
