@@ -314,3 +314,22 @@ def test_single_query_vector_fast_path_equals_the_engines_checks() -> None:
         with pytest.raises(InvalidVectorError):
             _query_vectors(eng, [q])
     mem.close()
+
+
+def test_constant_string_check_reads_every_block() -> None:
+    """The one-value check runs in blocks: a different value, or a different length, past the first
+    block (and off the sampled rows) is found; a sliced array is checked over its own rows only."""
+    import pyarrow as pa
+
+    from aether.engine.table import _Strings
+
+    n = 600_000  # more than one block of 2-byte values
+    same = ["ab"] * n
+    assert _Strings(pa.array(same)).constant() == "ab"
+    for odd in ("ac", "a", "abc"):
+        vals = list(same)
+        vals[n - 5] = odd
+        assert _Strings(pa.array(vals)).constant() is None
+        assert _Strings(pa.array(vals).slice(0, n - 10)).constant() == "ab"
+    assert _Strings(pa.array(["é"] * 3 + [""])).constant() is None
+    assert _Strings(pa.array([""] * 4)).constant() == ""

@@ -862,11 +862,12 @@ class _Strings:
         for i in (n - 1, n // 2):
             if bytes(d[int(o[i]) : int(o[i + 1])]) != first:
                 return None
-        if not (np.diff(o) == width).all():
-            return None
-        if width:
-            buf = np.frombuffer(d, np.uint8, count=n * width, offset=a0).reshape(n, width)
-            if not (buf == buf[0]).all():
+        buf = np.frombuffer(d, np.uint8, count=n * width, offset=a0).reshape(n, width) if width else None
+        step = max(1, (1 << 22) // max(width, 8))  # checked in blocks: a few MiB of temporaries at most
+        for i in range(0, n, step):
+            if not (np.diff(o[i : i + step + 1]) == width).all():
+                return None
+            if buf is not None and not (buf[i : i + step] == buf[0]).all():
                 return None
         return str(first, "utf-8")
 
