@@ -33,6 +33,8 @@ _EXPORT_VERSION = 1
 # Largest absolute difference per vector component from the torch model that an export may show:
 # float32 rounding of a reordered sum is ~1e-7; anything near 1e-3 would be a different model.
 MAX_DEVIATION = 1e-4
+#: Padded tokens per ONNX Runtime call (texts x the batch's longest text): 16 texts of 256 tokens.
+TOKENS_PER_BATCH = 4096
 _PROBES = (
     "Alice moved from Paris to Lyon in June.",
     "what is the capital of France?",
@@ -146,8 +148,9 @@ class OnnxSentenceModel:
         self.max_seq_length = max_seq_length
         tok = Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
         tok.enable_truncation(max_seq_length)
+        tok.no_padding()  # encode() pads each batch to its own width
         pad_id = tok.token_to_id("[PAD]")
-        tok.enable_padding(pad_id=0 if pad_id is None else pad_id, pad_token="[PAD]")
+        self._pad_id = 0 if pad_id is None else pad_id
         self._tok = tok
         path = self._cached_graph()
         opts = ort.SessionOptions()
@@ -197,10 +200,7 @@ class OnnxSentenceModel:
             tmp.unlink(missing_ok=True)
         return graph
 
-    def _batch(self, texts: Sequence[str]) -> np.ndarray:
-        enc = self._tok.encode_batch(list(texts))
-        ids = np.asarray([e.ids for e in enc], dtype=np.int64)
-        mask = np.asarray([e.attention_mask for e in enc], dtype=np.int64)
+    def _run(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         feeds = {"input_ids": ids, "attention_mask": mask}
         if "token_type_ids" in self._inputs:
             feeds["token_type_ids"] = np.zeros_like(ids)
@@ -215,18 +215,44 @@ class OnnxSentenceModel:
         return np.asarray(vecs, dtype=np.float32)
 
     def encode(self, texts: Sequence[str], *, batch_size: int) -> np.ndarray:
-        """Embed ``texts`` in batches of similar length (less padding), returned in input order."""
+        """Embed ``texts``, returned in input order.
+
+        Texts are tokenised once, sorted by token count and run in batches of at most
+        ``batch_size`` texts and :data:`TOKENS_PER_BATCH` padded tokens: short texts go in wide
+        batches, long ones in narrow batches (attention's memory grows with the square of the
+        length, and a wide batch of long texts ran at 0.4x the speed of a narrow one).
+        """
         n = len(texts)
-        out = np.empty((n, 0), dtype=np.float32)
-        order = sorted(range(n), key=lambda i: len(texts[i]))
-        parts: list[np.ndarray] = []
-        for start in range(0, n, batch_size):
-            idx = order[start : start + batch_size]
-            parts.append(self._batch([texts[i] for i in idx]))
-        if parts:
-            stacked = np.concatenate(parts)
-            out = np.empty_like(stacked)
-            out[np.asarray(order)] = stacked
+        if n == 0:
+            return np.zeros((0, 0), dtype=np.float32)
+        enc = self._tok.encode_batch(list(texts))
+        lengths = np.fromiter((len(e.ids) for e in enc), dtype=np.int64, count=n)
+        order = np.argsort(lengths, kind="stable")
+        out: np.ndarray | None = None
+        start = 0
+        while start < n:
+            stop = start + 1
+            # Sorted ascending, so the last text of a batch sets its padded width.
+            while (
+                stop < n
+                and stop - start < batch_size
+                and (stop - start + 1) * lengths[order[stop]] <= TOKENS_PER_BATCH
+            ):
+                stop += 1
+            rows = order[start:stop]
+            width = int(lengths[rows[-1]])
+            ids = np.full((len(rows), width), self._pad_id, dtype=np.int64)
+            mask = np.zeros((len(rows), width), dtype=np.int64)
+            for j, r in enumerate(rows):
+                e = enc[r]
+                ids[j, : len(e.ids)] = e.ids
+                mask[j, : len(e.ids)] = 1
+            vecs = self._run(ids, mask)
+            if out is None:
+                out = np.empty((n, vecs.shape[1]), dtype=np.float32)
+            out[rows] = vecs
+            start = stop
+        assert out is not None
         return out
 
     def _verify(self, graph: Path) -> None:
