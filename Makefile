@@ -35,8 +35,9 @@ test-fast: $(DEVSTAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow"
 
 lint: $(DEVSTAMP)
-	$(BIN)/ruff check aether tests benchmarks
+	$(BIN)/ruff check aether tests benchmarks examples
 	$(BIN)/mypy aether
+	$(BIN)/lint-imports
 
 bench: $(DEVSTAMP)
 	$(PIP) install $(CONSTRAINTS) -e '.[bench,ray]'

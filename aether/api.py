@@ -23,6 +23,7 @@ from .embed import (
 )
 from .engine import search as _search
 from .engine.compact import CompactResult
+from .engine.reindex import ReindexResult
 from .engine.store import Engine
 from .engine.txplan import DeleteOp, Op, PutOp, RetractOp
 from .engine.validate import (
@@ -623,7 +624,7 @@ class Memory:
         workers: int | None = None,
         batch_size: int = 256,
         progress: Any = None,
-    ) -> Any:
+    ) -> ReindexResult:
         """Re-embed every version with a new model into a new generation, then swap it in atomically.
 
         The store keeps serving reads and writes meanwhile; writes committed during the re-index
@@ -647,7 +648,7 @@ class Memory:
 
         Returns
         -------
-        aether.engine.reindex.ReindexResult
+        ReindexResult
         """
         from .embed import embedder_for
         from .engine.reindex import reindex as _reindex

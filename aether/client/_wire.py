@@ -320,7 +320,7 @@ class Calls:
 
     def c_erase(self, *, subject: str | None = None, atom_id: str | None = None) -> Call[Any]:
         self._writable()
-        from ..security.erase import EraseResult
+        from ..api import EraseResult
 
         return Call("POST", self._p("/erase"), lambda d: EraseResult(**d),
                     json={"subject": subject, "atom_id": atom_id})
@@ -433,7 +433,7 @@ def job_result(job: dict[str, Any]) -> Any:
         from ..api import CompactResult
 
         return CompactResult(**res)
-    from ..engine.reindex import ReindexResult
+    from ..api import ReindexResult
 
     return ReindexResult(**res)
 
