@@ -243,6 +243,29 @@ _US_PER = {"W": 7 * 86_400_000_000, "D": 86_400_000_000, "h": 3_600_000_000, "m"
 _PER_US = {"ns": 1_000, "ps": 1_000_000, "fs": 1_000_000_000, "as": 1_000_000_000_000}
 
 
+
+def _vectors(vectors: Any, dim: int, n: int, rows: str) -> np.ndarray | None:
+    """Caller vectors as unit rows, one per row (``rows`` names what the rows are, for the message)."""
+    if vectors is None:
+        return None
+    vecs = as_unit_vectors(vectors, dim)
+    if vecs.shape[0] != n:
+        raise InvalidInputError(f"{n} {rows} but {vecs.shape[0]} vectors")
+    return vecs
+
+
+def _valid_columns(valid_from: Any, valid_to: Any, n: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """The valid-time columns: ``(valid_from, rows whose valid_from is "now", valid_to)``, intervals checked."""
+    vf, vf_now = _times(valid_from, n, "valid_from")
+    vt, vt_open = _times(valid_to, n, "valid_to")
+    if vt_open is not None:
+        vt[vt_open] = OPEN
+    known = ~vf_now if vf_now is not None else np.ones(n, np.bool_)
+    bad = np.flatnonzero(known & (vt <= vf))
+    if len(bad):
+        raise _row_error(int(bad[0]), InvalidIntervalError("valid_to must be after valid_from"))
+    return vf, vf_now, vt
+
 def _to_us(raw: np.ndarray, unit: str, count: int, unset: np.ndarray, name: str) -> np.ndarray:
     """Integer instants in ``count`` x ``unit`` since the epoch -> microseconds, range-checked before
     any multiplication (numpy's own casts wrap around silently). Sub-microsecond digits are dropped:
@@ -357,19 +380,8 @@ def build(
     """Validate the columns of :meth:`aether.Memory.add_columns`; raises before anything is written."""
     texts = _content(_as_list(content, None, "content"), limit)
     n = len(texts)
-    vecs = None
-    if vectors is not None:
-        vecs = as_unit_vectors(vectors, dim)
-        if vecs.shape[0] != n:
-            raise InvalidInputError(f"{n} rows of content but {vecs.shape[0]} vectors")
-    vf, vf_now = _times(valid_from, n, "valid_from")
-    vt, vt_open = _times(valid_to, n, "valid_to")
-    if vt_open is not None:
-        vt[vt_open] = OPEN
-    known = ~vf_now if vf_now is not None else np.ones(n, np.bool_)
-    bad = np.flatnonzero(known & (vt <= vf))
-    if len(bad):
-        raise _row_error(int(bad[0]), InvalidIntervalError("valid_to must be after valid_from"))
+    vecs = _vectors(vectors, dim, n, "rows of content")
+    vf, vf_now, vt = _valid_columns(valid_from, valid_to, n)
     return ColumnsPut(
         atom_id=_atom_ids(atom_id, n, fresh_ids),
         content=texts,
@@ -427,19 +439,8 @@ def corrections(
                     texts[i] = check_content(str(c) if isinstance(c, str) else c, limit)  # numpy str_ -> str
                 except AetherError as exc:
                     raise _row_error(i, exc) from None
-    vecs = None
-    if vectors is not None:
-        vecs = as_unit_vectors(vectors, dim)
-        if vecs.shape[0] != n:
-            raise InvalidInputError(f"{n} atom ids but {vecs.shape[0]} vectors")
-    vf, vf_now = _times(valid_from, n, "valid_from")
-    vt, vt_open = _times(valid_to, n, "valid_to")
-    if vt_open is not None:
-        vt[vt_open] = OPEN
-    known = ~vf_now if vf_now is not None else np.ones(n, np.bool_)
-    bad = np.flatnonzero(known & (vt <= vf))
-    if len(bad):
-        raise _row_error(int(bad[0]), InvalidIntervalError("valid_to must be after valid_from"))
+    vecs = _vectors(vectors, dim, n, "atom ids")
+    vf, vf_now, vt = _valid_columns(valid_from, valid_to, n)
     tag_col: list[Any] = [None] * n if keep_tags else _dicts(tags, n, "tags", check_tags)
     meta_col: list[Any] = (
         [None] * n if keep_metadata else _dicts(metadata, n, "metadata", lambda v: check_json(v, "metadata"))
