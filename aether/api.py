@@ -36,15 +36,16 @@ from .engine.validate import (
     check_subject,
     check_tags,
 )
-from .errors import InvalidInputError, InvalidIntervalError, ReadOnlyError
+from .errors import AtomNotFoundError, InvalidInputError, InvalidIntervalError, NoPayloadError, ReadOnlyError
 from .keyword.fusion import DEFAULT_RRF_K as _DEFAULT_RRF_K
 from .keyword.search import RANKING_OPTIONS as _RANKING_OPTIONS
 from .keyword.search import check_options as _check_options
 from .keyword.search import resolve_mode as _resolve_mode
 from .keyword.search import run as _run_keyword
 from .keyword.search import wants_run as _wants_run
-from .models import Hit, MemoryAtom, SearchPlan, StoreStats, new_atom_id
+from .models import JSON_KEY, PAYLOAD_KEY, Hit, MemoryAtom, SearchPlan, StoreStats, new_atom_id
 from .security.erase import EraseResult
+from .storage.blobs import BlobReader
 
 
 class _Unset:
@@ -139,6 +140,20 @@ def _during(valid_during: Any) -> tuple[int, int] | None:
     return lo, hi
 
 
+def _with_where(tags: Any, where: Any) -> Any:
+    """``tags`` plus the field tags a ``where`` filter means (see :func:`aether.payloads.where_tags`)."""
+    if where is None:
+        return tags
+    from .payloads import where_tags
+
+    extra = where_tags(where)
+    if tags is None:
+        return extra
+    if not isinstance(tags, Mapping):
+        return tags  # the tag check names the error
+    return {**tags, **extra}
+
+
 #: The plan note of a hybrid search with vector queries only (as ``aether.keyword.search.run`` writes it).
 _VECTOR_HYBRID_NOTE = "vector query: no keyword half; hybrid returns the dense hits and scores"
 
@@ -175,8 +190,14 @@ class Memory:
     (``valid_at``, default now) and a transaction time (``as_of``, default the latest commit).
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, max_payload_bytes: int | None = None) -> None:
+        from . import payloads
+
         self._engine = engine
+        limit = payloads.DEFAULT_MAX_PAYLOAD_BYTES if max_payload_bytes is None else max_payload_bytes
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise InvalidInputError(f"max_payload_bytes must be a positive int, got {max_payload_bytes!r}")
+        self._max_payload_bytes = limit
 
     # ------------------------------------------------------------------ properties
     @property
@@ -240,18 +261,20 @@ class Memory:
 
     def add(
         self,
-        content: str,
+        content: str | Mapping[str, Any] | None = None,
         *,
         tags: Mapping[str, Any] | None = None,
         metadata: Mapping[str, Any] | None = None,
         valid_from: TimeLike | None = None,
         valid_to: TimeLike | None = None,
-        modality: str = "text",
+        modality: str | None = None,
         subject: str = "default",
         quality_score: float = 1.0,
         atom_id: str | None = None,
         vector: Any = None,
         content_metadata: Mapping[str, Any] | None = None,
+        payload: Any = None,
+        content_type: str | None = None,
     ) -> MemoryAtom:
         """Store a memory valid during ``[valid_from, valid_to)`` (default ``[now, open)``).
 
@@ -269,18 +292,85 @@ class Memory:
             Give an existing id to write a new version of that atom (an upsert).
         vector
             A pre-computed embedding of dimension ``embedder.dim``; skips the model.
+        modality
+            ``"text"``, ``"image"``, ``"audio"``, ``"video"`` or ``"structured"``. Default: ``"structured"``
+            for a dict ``content``, the kind of ``content_type`` for a payload, else ``"text"``.
+        payload
+            Bytes that are not text (``bytes``, a file path or a binary file object), stored in the
+            store's blob area (streamed, compressed where that helps, encrypted with the store) and
+            read back with :meth:`payload`. ``content`` is then its text rendering (a caption, a
+            transcript...), embedded and searched; without one, the file name or content type is used.
+        content_type
+            The payload's media type (``"image/png"``); default: guessed from the file name, else
+            ``application/octet-stream``.
+
+        ``content`` may also be a JSON object (a dict): a STRUCTURED atom. It is returned as the
+        same object (:attr:`MemoryAtom.data`), embedded and keyword-indexed as its deterministic text
+        rendering (:func:`aether.payloads.render_structured`), and its top-level scalar fields can
+        be filtered on: ``search(..., where={"field": value})``.
 
         Returns
         -------
         MemoryAtom
             The version that was written.
+
+        Raises
+        ------
+        InvalidPayloadError
+            The payload exceeds ``max_payload_bytes``, ``content_type`` is not ``type/subtype``, or the
+            payload is of an unsupported kind (:class:`PayloadFileError`: a file that cannot be read).
         """
+        from . import payloads as P
+
+        tags = dict(tags) if isinstance(tags, Mapping) else tags
+        data = None
+        if isinstance(content, Mapping):
+            data = P.check_structured(content)
+            content = P.render_structured(data)
+            if modality is None:
+                modality = "structured"
+            if tags is None or isinstance(tags, dict):
+                tags = {**(tags or {}), **P.field_tags(data)}
+        if payload is None:
+            if content_type is not None:
+                raise InvalidInputError("content_type is given without a payload")
+            op = self._put_op(
+                content, tags=tags, metadata=metadata, valid_from=valid_from,
+                valid_to=valid_to, modality=modality or "text", subject=subject, quality_score=quality_score,
+                atom_id=atom_id, vector=vector, content_metadata=content_metadata,
+            )
+            if data is not None or op.content_meta != "{}":
+                op.content_meta = P.stored_meta(op.content_meta or "{}", data=data)
+            res = self._engine.commit([op])
+            return self._engine.atom_at(res.rows[0])
+        self._check_write()
+        chunks, name = P.payload_chunks(payload)
+        ct = P.check_content_type(content_type) if content_type is not None else P.guess_content_type(name)
+        if modality is None:
+            modality = P.modality_of(ct)
+        if content is None:
+            content = name or f"{modality} ({ct})"
         op = self._put_op(
-            content, tags=dict(tags) if isinstance(tags, Mapping) else tags, metadata=metadata, valid_from=valid_from,
+            content, tags=tags, metadata=metadata, valid_from=valid_from,
             valid_to=valid_to, modality=modality, subject=subject, quality_score=quality_score,
             atom_id=atom_id, vector=vector, content_metadata=content_metadata,
         )
-        res = self._engine.commit([op])
+        P.stored_meta(op.content_meta or "{}")  # reserved keys: refused before any byte is written
+        return self._commit_with_payload(op, chunks, ct, data)
+
+    def _commit_with_payload(self, op: PutOp, chunks: Iterator[bytes], content_type: str, data: Any) -> MemoryAtom:
+        """Write the blob (durable first), then commit the row naming it; the blob is pinned meanwhile."""
+        from . import payloads as P
+
+        blobs = P.blobs_of(self._engine)
+        digest, size = blobs.put(chunks, max_bytes=self._max_payload_bytes)
+        try:
+            op.content_meta = P.stored_meta(
+                op.content_meta or "{}", payload=P.descriptor(content_type, digest, size), data=data
+            )
+            res = self._engine.commit([op])
+        finally:
+            blobs.release(digest)
         return self._engine.atom_at(res.rows[0])
 
     def add_many(self, items: Iterable[Mapping[str, Any] | str], *, vectors: Any = None) -> list[str]:
@@ -448,12 +538,24 @@ class Memory:
         tags: Mapping[str, Any] | _Unset | None = UNSET,
         metadata: Mapping[str, Any] | _Unset | None = UNSET,
         vector: Any = None,
+        payload: Any = UNSET,
+        content_type: str | None = None,
     ) -> MemoryAtom:
         """Record what is now believed about ``atom_id`` for ``[valid_from, valid_to)``, past included.
 
         Queries as of a transaction time before the correction still see the old belief.
-        Fields not given (``tags``, ``metadata``; ``content`` when ``None``) are kept from the
-        atom's latest version.
+        Fields not given (``tags``, ``metadata``; ``content`` when ``None``; the payload) are kept
+        from the atom's latest version.
+
+        Parameters
+        ----------
+        content
+            New text, or a new JSON object for a STRUCTURED atom.
+        payload
+            ``UNSET`` keeps the payload; new bytes (a path, a file object) replace it; ``None``
+            removes it (the older versions keep theirs, for as-of reads).
+        content_type
+            The new payload's media type (as in :meth:`add`).
 
         Raises
         ------
@@ -462,6 +564,14 @@ class Memory:
         """
         self._check_write()
         atom_id = check_atom_id(atom_id)
+        if (
+            isinstance(content, Mapping) or not isinstance(payload, _Unset)
+            or (not isinstance(tags, _Unset) and tags is not None and JSON_KEY in self._latest_meta(atom_id))
+        ):
+            return self._correct_rich(atom_id, content, valid_from=valid_from, valid_to=valid_to, tags=tags,
+                                      metadata=metadata, vector=vector, payload=payload, content_type=content_type)
+        if content_type is not None:
+            raise InvalidInputError("content_type is given without a payload")
         vf = _opt_time(valid_from, "valid_from")
         vt = OPEN if valid_to is None else to_us(valid_to, name="valid_to")
         if vf is not None and vt <= vf:
@@ -483,6 +593,118 @@ class Memory:
         )
         res = self._engine.commit([op])
         return self._engine.atom_at(res.rows[0])
+
+    def _latest_meta(self, atom_id: str) -> dict[str, Any]:
+        """The stored content metadata (reserved keys included) of the atom's most recently written version."""
+        eng = self._engine
+        with eng._wlock:
+            t = eng.table
+            code = t.atom_index.get(atom_id)
+            n = eng.snapshot.n
+            rows = [r for r in t.atom_rows.get(code, []) if r < n and not t.dead[r]] if code is not None else []
+            if not rows:
+                raise AtomNotFoundError(f"no atom {atom_id!r} to correct")
+            r = max(rows, key=lambda x: (int(t.tx_from[x]), x))
+            meta: dict[str, Any] = t.text(r)["content_meta"]
+            return meta
+
+    def _correct_rich(
+        self, atom_id: str, content: Any, *, valid_from: Any, valid_to: Any, tags: Any, metadata: Any,
+        vector: Any, payload: Any, content_type: Any,
+    ) -> MemoryAtom:
+        """A correction that touches the payload, a STRUCTURED atom's object or the tags of one."""
+        from . import payloads as P
+
+        base = self._latest_meta(atom_id)
+        user = {k: v for k, v in base.items() if k not in (PAYLOAD_KEY, JSON_KEY)}
+        data = base.get(JSON_KEY)
+        modality = None
+        if isinstance(content, Mapping):
+            data = P.check_structured(content)
+            content = P.render_structured(data)
+            modality = "structured"
+            if isinstance(tags, _Unset):  # the field tags follow the new object; other tags are kept
+                cur = self.history(atom_id)[-1].tags
+                tags = {k: v for k, v in cur.items() if not k.startswith(P.FIELD_TAG)}
+        elif content is not None and data is not None:
+            raise InvalidInputError("a STRUCTURED atom is corrected with a dict content")
+        if data is not None and not isinstance(tags, _Unset):
+            tags = {**{k: v for k, v in dict(tags or {}).items() if not k.startswith(P.FIELD_TAG)},
+                    **P.field_tags(data)}
+        vf = _opt_time(valid_from, "valid_from")
+        vt = OPEN if valid_to is None else to_us(valid_to, name="valid_to")
+        if vf is not None and vt <= vf:
+            raise InvalidIntervalError("valid_to must be after valid_from")
+        vec = None if vector is None else as_unit_vectors(vector, self._engine.embedder.dim)[0]
+        op = PutOp(
+            atom_id=atom_id,
+            content=None if content is None else check_content(content, self._engine.max_content_bytes),
+            content_meta=None,
+            tags=None if isinstance(tags, _Unset) else check_tags(tags),
+            metadata=None if isinstance(metadata, _Unset) else check_json(metadata, "metadata"),
+            modality=modality,
+            subject=None,
+            quality=None,
+            valid_from=vf,
+            valid_to=vt,
+            vector=vec,
+            must_exist=True,
+        )
+        user_json = check_json(user, "content_metadata")
+        if isinstance(payload, _Unset):
+            if content_type is not None:
+                raise InvalidInputError("content_type is given without a payload")
+            desc = base.get(PAYLOAD_KEY)
+            op.content_meta = P.stored_meta(user_json, payload=desc if isinstance(desc, dict) else None, data=data)
+        elif payload is None:
+            if content_type is not None:
+                raise InvalidInputError("content_type is given without a payload")
+            op.content_meta = P.stored_meta(user_json, data=data)
+        else:
+            chunks, name = P.payload_chunks(payload)
+            ct = P.check_content_type(content_type) if content_type is not None else P.guess_content_type(name)
+            op.content_meta = user_json
+            return self._commit_with_payload(op, chunks, ct, data)
+        res = self._engine.commit([op])
+        return self._engine.atom_at(res.rows[0])
+
+    def payload(self, atom_id: str, *, valid_at: TimeLike | None = None, as_of: TimeLike | None = None) -> bytes:
+        """The payload bytes of the version of ``atom_id`` true at ``valid_at`` as known at ``as_of``.
+
+        Read whole into memory; use :meth:`open_payload` to stream a large one.
+
+        Raises
+        ------
+        AtomNotFoundError
+            No version of the atom at those times.
+        NoPayloadError
+            That version has no payload.
+        CorruptionError
+            The stored bytes are missing or fail their checksum or digest.
+        """
+        from .payloads import blobs_of
+
+        return blobs_of(self._engine).read(self._payload_digest(atom_id, valid_at, as_of))
+
+    def open_payload(
+        self, atom_id: str, *, valid_at: TimeLike | None = None, as_of: TimeLike | None = None
+    ) -> BlobReader:
+        """:meth:`payload` as a binary file object read chunk by chunk (a 1 GB video needs ~1 MB of memory).
+
+        Every chunk is checked as it is read; the digest of the whole payload is checked when the
+        stream reaches its end (a ``CorruptionError`` from that last ``read``).
+        """
+        from .payloads import blobs_of
+
+        return blobs_of(self._engine).open(self._payload_digest(atom_id, valid_at, as_of))
+
+    def _payload_digest(self, atom_id: str, valid_at: Any, as_of: Any) -> str:
+        atom = self.get(atom_id, valid_at=valid_at, as_of=as_of)
+        if atom is None:
+            raise AtomNotFoundError(f"no version of atom {atom_id!r} at those times")
+        if atom.payload_digest is None:
+            raise NoPayloadError(f"atom {atom_id!r} has no payload at those times")
+        return atom.payload_digest
 
     def retract(self, atom_id: str, at: TimeLike | None = None) -> None:
         """The fact stopped being true at ``at`` (default now): its valid time is cut there."""
@@ -583,9 +805,13 @@ class Memory:
             ``atom_id`` names no atom.
         """
         self._check_write()
+        from .payloads import collect
         from .security.erase import erase as _erase
 
-        return _erase(self._engine, subject=subject, atom_id=atom_id)
+        res = _erase(self._engine, subject=subject, atom_id=atom_id)
+        if res.versions:
+            collect(self._engine)  # the erased versions' payload bytes leave the disk now
+        return res
 
     def compact(
         self, *, merge_below: int | None = None, retain: timedelta | TimeLike | None = None
@@ -611,7 +837,11 @@ class Memory:
                 if isinstance(retain, timedelta)
                 else to_us(retain, name="retain")
             )
-        return _compact(self._engine, merge_below=merge_below, retain_after=horizon)
+        from .payloads import collect
+
+        res = _compact(self._engine, merge_below=merge_below, retain_after=horizon)
+        collect(self._engine)  # blobs of purged (erased, retired) versions, and orphans of a crashed write
+        return res
 
     def reindex(
         self,
@@ -713,9 +943,10 @@ class Memory:
         half_life: timedelta | float | None = None,
         recency_axis: str | None = None,
         diversity: float | None = None,
+        where: Mapping[str, Any] | None = None,
     ) -> list[list[Hit]]:
         """:meth:`search` for a batch of queries (texts or an ``(m, dim)`` array)."""
-        hits, _ = self._search(queries, k, valid_at, as_of, valid_during, tags,
+        hits, _ = self._search(queries, k, valid_at, as_of, valid_during, _with_where(tags, where),
                                mode=mode, fusion=fusion, rrf_k=rrf_k, dense_weight=dense_weight, ranking=ranking,
                                relevance=relevance, recency=recency, importance=importance, half_life=half_life,
                                recency_axis=recency_axis, diversity=diversity)
@@ -804,6 +1035,7 @@ class Memory:
         half_life: timedelta | float | None = None,
         recency_axis: str | None = None,
         diversity: float | None = None,
+        where: Mapping[str, Any] | None = None,
     ) -> list[Hit]:
         """The ``k`` memories most similar to ``query``, best first.
 
@@ -840,10 +1072,13 @@ class Memory:
             (``quality_score``). Re-ranking only reorders what the time and tag filters let through.
         diversity
             MMR lambda in [0, 1] (1: plain ranking; lower: more diverse hits).
+        where
+            ``field == value`` filters on the top-level scalar fields of STRUCTURED atoms (all must
+            match; other atoms never match). Combines with ``tags``.
         """
         if isinstance(query, np.ndarray) and query.ndim == 2:
             raise InvalidInputError("search takes one query; use search_many for a batch")
-        return self._search([query], k, valid_at, as_of, valid_during, tags,
+        return self._search([query], k, valid_at, as_of, valid_during, _with_where(tags, where),
                             mode=mode, fusion=fusion, rrf_k=rrf_k, dense_weight=dense_weight, ranking=ranking,
                             relevance=relevance, recency=recency, importance=importance, half_life=half_life,
                             recency_axis=recency_axis, diversity=diversity)[0][0]
@@ -868,10 +1103,11 @@ class Memory:
         half_life: timedelta | float | None = None,
         recency_axis: str | None = None,
         diversity: float | None = None,
+        where: Mapping[str, Any] | None = None,
     ) -> SearchPlan:
         """Run :meth:`search` and report its plan: rows selected, buckets pruned, per-bucket strategy
         (for keyword and hybrid modes also the query terms and both halves' ranked hits)."""
-        plan = self._search([query], k, valid_at, as_of, valid_during, tags, want="plan",
+        plan = self._search([query], k, valid_at, as_of, valid_during, _with_where(tags, where), want="plan",
                             mode=mode, fusion=fusion, rrf_k=rrf_k, dense_weight=dense_weight, ranking=ranking,
                             relevance=relevance, recency=recency, importance=importance, half_life=half_life,
                             recency_axis=recency_axis, diversity=diversity)[1]
@@ -979,6 +1215,7 @@ def open(
     clock: Clock | None = None,
     key: bytes | str | None = None,
     key_file: str | os.PathLike[str] | None = None,
+    max_payload_bytes: int | None = None,
 ) -> Memory:
     """Open (or create) a store.
 
@@ -1002,6 +1239,8 @@ def open(
         The 32-byte master key (bytes or base64 text), or a file holding it (``aether keygen``).
         Default: ``AETHER_KEY`` (base64) or ``AETHER_KEY_FILE`` from the environment. A new store
         opened with a key is encrypted (AES-256-GCM); an encrypted store needs its key.
+    max_payload_bytes
+        Largest payload :meth:`Memory.add` accepts (default 4 GiB); see ``aether.payloads``.
 
     Raises
     ------
@@ -1030,7 +1269,11 @@ def open(
         codec=_codec_for(path, key, key_file),
         **kwargs,
     )
-    return Memory(engine)
+    try:
+        return Memory(engine, max_payload_bytes=max_payload_bytes)
+    except BaseException:
+        engine.close()
+        raise
 
 
 def _codec_for(path: Any, key: Any, key_file: Any) -> Any:

@@ -10,6 +10,9 @@ can catch them all with one ``except``::
     │   ├── InvalidVectorError                   wrong size, NaN/inf, or zero vector
     │   ├── InvalidContentError                  empty or oversized content
     │   ├── InvalidTagError                      a tag key or value of an unsupported type
+    │   ├── InvalidPayloadError                  a payload too large, of a bad content type or kind
+    │   │   ├── PayloadFileError                 a payload file that is missing or cannot be read
+    │   │   └── NoPayloadError                   the atom version has no payload
     │   └── ImportFailedError                    an all-or-nothing import found bad rows; nothing written
     ├── AtomNotFoundError (also KeyError)        no such atom (or it was erased)
     ├── ReadOnlyError                            a write on a time-travel view or a read-only store
@@ -67,6 +70,18 @@ class InvalidContentError(InvalidInputError):
 
 class InvalidTagError(InvalidInputError):
     """A tag key or value has an unsupported type."""
+
+
+class InvalidPayloadError(InvalidInputError):
+    """A payload is too large, has an invalid content type or is not bytes, a path or a binary file."""
+
+
+class PayloadFileError(InvalidPayloadError):
+    """A payload file does not exist, is not a regular file or cannot be read; nothing was written."""
+
+
+class NoPayloadError(InvalidPayloadError):
+    """The atom version asked for has no payload (it is a text or structured atom)."""
 
 
 class ImportFailedError(InvalidInputError):

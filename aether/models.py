@@ -37,8 +37,50 @@ class MemoryModality(str, Enum):
     STRUCTURED = "structured"
 
 
+#: Reserved key of a version's stored content metadata: the payload descriptor
+#: ``{"type": content type, "size": bytes, "sha256": digest}`` (see :mod:`aether.payloads`).
+PAYLOAD_KEY = "aether:payload"
+#: Reserved key of a STRUCTURED version's stored content metadata: its JSON object.
+JSON_KEY = "aether:json"
+
+
+def split_content_meta(meta: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None, Any]:
+    """``(caller's content metadata, payload descriptor or None, JSON object or None)`` of a stored one.
+
+    The descriptor and the JSON object of a STRUCTURED atom ride in the content metadata column,
+    so they are sealed with the row (encrypted stores), scrubbed with it (erasure) and kept by a
+    correction that does not replace them; callers never see the reserved keys.
+    """
+    if PAYLOAD_KEY not in meta and JSON_KEY not in meta:
+        return meta, None, None
+    desc = meta.get(PAYLOAD_KEY)
+    data = meta.get(JSON_KEY)
+    user = {k: v for k, v in meta.items() if k != PAYLOAD_KEY and k != JSON_KEY}
+    return user, desc if isinstance(desc, dict) else None, data
+
+
+def content_values(text: str, stored_meta: dict[str, Any]) -> dict[str, Any]:
+    """Every field of the ``MemoryContent`` of a stored version, in declaration order (the read path)."""
+    meta, desc, data = split_content_meta(stored_meta) if stored_meta else (stored_meta, None, None)
+    if desc is not None:
+        return {"inline": text, "metadata": meta, "content_type": desc.get("type", "application/octet-stream"),
+                "encoding": "binary", "size_bytes": int(desc.get("size", 0)), "payload_digest": desc.get("sha256"),
+                "data": data}
+    return {
+        "inline": text, "metadata": meta, "content_type": "text/plain", "encoding": "utf-8",
+        "size_bytes": (len(text) if text.isascii() else len(text.encode("utf-8"))) if text else 0,
+        "payload_digest": None, "data": data,
+    }
+
+
 class MemoryContent(BaseModel):
-    """The content of an atom: ``inline`` is the text that is embedded and searched."""
+    """The content of an atom: ``inline`` is the text that is embedded and searched.
+
+    For an atom with a payload (an image, audio, video...), ``content_type`` and ``size_bytes``
+    describe the payload and ``payload_digest`` is the SHA-256 (hex) of its bytes; the bytes
+    themselves come from :meth:`aether.Memory.payload`. For a STRUCTURED atom, ``data`` is its
+    JSON object and ``inline`` the deterministic text rendering that is embedded and searched.
+    """
 
     model_config = ConfigDict(validate_assignment=True)
 
@@ -47,13 +89,15 @@ class MemoryContent(BaseModel):
     content_type: str = "text/plain"
     encoding: str = "utf-8"
     size_bytes: int = 0
+    payload_digest: str | None = None
+    data: dict[str, Any] | None = None
 
     def __init__(self, inline: str = "", metadata: dict[str, Any] | None = None, /, **data: Any) -> None:
         # The seed builds it positionally: MemoryContent("text", {...}).
         data.setdefault("inline", inline)
         data.setdefault("metadata", metadata or {})
         super().__init__(**data)
-        if self.size_bytes == 0 and self.inline:
+        if self.size_bytes == 0 and self.inline and self.payload_digest is None:
             object.__setattr__(self, "size_bytes", len(self.inline.encode(self.encoding)))
 
 
@@ -109,6 +153,29 @@ class MemoryAtom(BaseModel):
     def text(self) -> str:
         """The atom's text (``content.inline``)."""
         return self.content.inline
+
+    @property
+    def content_type(self) -> str | None:
+        """The payload's content type (``"image/png"``...); ``application/json`` for a STRUCTURED atom;
+        ``None`` for a plain text atom."""
+        if self.content.payload_digest is not None:
+            return self.content.content_type
+        return "application/json" if self.content.data is not None else None
+
+    @property
+    def size_bytes(self) -> int | None:
+        """The payload's size in bytes; ``None`` without a payload."""
+        return self.content.size_bytes if self.content.payload_digest is not None else None
+
+    @property
+    def payload_digest(self) -> str | None:
+        """SHA-256 (hex) of the payload's bytes; ``None`` without a payload."""
+        return self.content.payload_digest
+
+    @property
+    def data(self) -> dict[str, Any] | None:
+        """A STRUCTURED atom's JSON object (``None`` for other atoms)."""
+        return self.content.data
 
     # -- the seed's names ------------------------------------------------------------
     @property
@@ -177,6 +244,10 @@ class MemoryAtom(BaseModel):
             "modality": self.modality.value,
             "content": self.content.inline,
             "content_metadata": self.content.metadata,
+            "content_type": self.content_type,
+            "size_bytes": self.size_bytes,
+            "payload_digest": self.payload_digest,
+            "data": self.content.data,
             "tags": self.tags,
             "metadata": self.metadata,
             "subject": self.subject,
@@ -204,7 +275,7 @@ class MemoryAtom(BaseModel):
         atom = cls(
             atom_id=data["atom_id"],
             modality=MemoryModality(data.get("modality", "text")),
-            content=MemoryContent(data.get("content", ""), data.get("content_metadata") or {}),
+            content=_content_from_dict(data),
             tags=data.get("tags") or {},
             metadata=data.get("metadata") or {},
             subject=data.get("subject", "default"),
@@ -219,6 +290,16 @@ class MemoryAtom(BaseModel):
             tx_to=parse(data.get("tx_to")),
         )
         return atom
+
+
+def _content_from_dict(data: dict[str, Any]) -> MemoryContent:
+    extra: dict[str, Any] = {}
+    if data.get("payload_digest"):
+        extra = {"payload_digest": data["payload_digest"], "content_type": data.get("content_type") or
+                 "application/octet-stream", "size_bytes": int(data.get("size_bytes") or 0), "encoding": "binary"}
+    if data.get("data") is not None:
+        extra["data"] = data["data"]
+    return MemoryContent(data.get("content", ""), data.get("content_metadata") or {}, **extra)
 
 
 class Hit(BaseModel):

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._time import OPEN, from_us_strict
-from ..models import BucketPlan, Hit, MemoryAtom, MemoryContent, MemoryModality, trusted_builder
+from ..models import BucketPlan, Hit, MemoryAtom, MemoryContent, MemoryModality, content_values, trusted_builder
 from .table import loads_objects
 
 if TYPE_CHECKING:
@@ -68,6 +68,7 @@ _ATOM_SET = frozenset(
      "last_accessed", "version_id", "valid_from", "valid_to", "tx_from", "tx_to")
 )
 _CONTENT_SET = frozenset(("inline", "metadata"))
+_CONTENT_SET_PAYLOAD = frozenset(("inline", "metadata", "content_type", "size_bytes", "encoding", "payload_digest"))
 _HIT_SET = frozenset(("atom", "score"))
 _MODALITY = {m.value: m for m in MemoryModality}
 _EPOCH = from_us_strict(0)
@@ -125,10 +126,8 @@ def atoms_at(engine: Engine, rows: Sequence[int] | np.ndarray) -> list[MemoryAto
         quality, vid, vfs, vts, tfs, tts, strict=True,
     ):
         count, last = access.get(aid, (0, None)) if access else (0, None)
-        content = make_content(content_set, {
-            "inline": text, "metadata": cmeta, "content_type": "text/plain", "encoding": "utf-8",
-            "size_bytes": (len(text) if text.isascii() else len(text.encode("utf-8"))) if text else 0,
-        })
+        cv = content_values(text, cmeta)
+        content = make_content(content_set if cv["payload_digest"] is None else _CONTENT_SET_PAYLOAD, cv)
         out.append(make_atom(atom_set, {
             "atom_id": aid,
             "modality": modality_of[modality],
