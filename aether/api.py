@@ -267,7 +267,7 @@ class Memory:
         metadata: Mapping[str, Any] | None = None,
         valid_from: TimeLike | None = None,
         valid_to: TimeLike | None = None,
-        modality: str | None = None,
+        modality: str | _Unset = UNSET,
         subject: str = "default",
         quality_score: float = 1.0,
         atom_id: str | None = None,
@@ -327,7 +327,7 @@ class Memory:
         if isinstance(content, Mapping):
             data = P.check_structured(content)
             content = P.render_structured(data)
-            if modality is None:
+            if isinstance(modality, _Unset):
                 modality = "structured"
             if tags is None or isinstance(tags, dict):
                 tags = {**(tags or {}), **P.field_tags(data)}
@@ -335,18 +335,18 @@ class Memory:
             if content_type is not None:
                 raise InvalidInputError("content_type is given without a payload")
             op = self._put_op(
-                content, tags=tags, metadata=metadata, valid_from=valid_from,
-                valid_to=valid_to, modality=modality or "text", subject=subject, quality_score=quality_score,
-                atom_id=atom_id, vector=vector, content_metadata=content_metadata,
+                content, tags=tags, metadata=metadata, valid_from=valid_from, valid_to=valid_to,
+                modality="text" if isinstance(modality, _Unset) else modality, subject=subject,
+                quality_score=quality_score, atom_id=atom_id, vector=vector, content_metadata=content_metadata,
             )
             if data is not None or op.content_meta != "{}":
                 op.content_meta = P.stored_meta(op.content_meta or "{}", data=data)
             res = self._engine.commit([op])
             return self._engine.atom_at(res.rows[0])
         self._check_write()
-        chunks, name = P.payload_chunks(payload)
+        name = P.payload_name(payload)
         ct = P.check_content_type(content_type) if content_type is not None else P.guess_content_type(name)
-        if modality is None:
+        if isinstance(modality, _Unset):
             modality = P.modality_of(ct)
         if content is None:
             content = name or f"{modality} ({ct})"
@@ -356,6 +356,7 @@ class Memory:
             atom_id=atom_id, vector=vector, content_metadata=content_metadata,
         )
         P.stored_meta(op.content_meta or "{}")  # reserved keys: refused before any byte is written
+        chunks, _ = P.payload_chunks(payload)
         return self._commit_with_payload(op, chunks, ct, data)
 
     def _commit_with_payload(self, op: PutOp, chunks: Iterator[bytes], content_type: str, data: Any) -> MemoryAtom:
@@ -661,8 +662,9 @@ class Memory:
                 raise InvalidInputError("content_type is given without a payload")
             op.content_meta = P.stored_meta(user_json, data=data)
         else:
-            chunks, name = P.payload_chunks(payload)
+            name = P.payload_name(payload)
             ct = P.check_content_type(content_type) if content_type is not None else P.guess_content_type(name)
+            chunks, _ = P.payload_chunks(payload)
             op.content_meta = user_json
             return self._commit_with_payload(op, chunks, ct, data)
         res = self._engine.commit([op])

@@ -73,6 +73,25 @@ def content_values(text: str, stored_meta: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+_PAYLOAD_FIELDS = ("content_type", "encoding", "size_bytes", "payload_digest")
+_SETS: dict[tuple[bool, bool], frozenset[str]] = {
+    (p, d): frozenset(("inline", "metadata") + (_PAYLOAD_FIELDS if p else ()) + (("data",) if d else ()))
+    for p in (False, True) for d in (False, True)
+}
+
+
+def content_fields_set(values: dict[str, Any]) -> frozenset[str]:
+    """The fields a validating ``MemoryContent(...)`` of :func:`content_values` records as set."""
+    return _SETS[values["payload_digest"] is not None, values["data"] is not None]
+
+
+def content_from_stored(text: str, stored_meta: dict[str, Any]) -> MemoryContent:
+    """The validated ``MemoryContent`` of a stored version (the one-row read path)."""
+    cv = content_values(text, stored_meta)
+    extra = {k: cv[k] for k in content_fields_set(cv) if k not in ("inline", "metadata")}
+    return MemoryContent(cv["inline"], cv["metadata"], **extra)
+
+
 class MemoryContent(BaseModel):
     """The content of an atom: ``inline`` is the text that is embedded and searched.
 

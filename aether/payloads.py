@@ -94,6 +94,14 @@ def payload_chunks(payload: Any) -> tuple[Iterator[bytes], str | None]:
     raise InvalidPayloadError(f"payload must be bytes, a path or a binary file object, got {type(payload).__name__}")
 
 
+def payload_name(payload: Any) -> str | None:
+    """The file name of a path payload (or of a file object that has one), else ``None``."""
+    if isinstance(payload, str | os.PathLike):
+        return Path(os.fspath(payload)).name
+    name = getattr(payload, "name", None) if callable(getattr(payload, "read", None)) else None
+    return Path(name).name if isinstance(name, str) and name else None
+
+
 def _file_chunks(fh: Any, p: Path) -> Iterator[bytes]:
     with fh:
         yield from _guarded(iter_file(fh), str(p))

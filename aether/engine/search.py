@@ -15,7 +15,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._time import OPEN, from_us_strict
-from ..models import BucketPlan, Hit, MemoryAtom, MemoryContent, MemoryModality, content_values, trusted_builder
+from ..models import (
+    BucketPlan,
+    Hit,
+    MemoryAtom,
+    MemoryContent,
+    MemoryModality,
+    content_fields_set,
+    content_values,
+    trusted_builder,
+)
 from .table import loads_objects
 
 if TYPE_CHECKING:
@@ -68,7 +77,6 @@ _ATOM_SET = frozenset(
      "last_accessed", "version_id", "valid_from", "valid_to", "tx_from", "tx_to")
 )
 _CONTENT_SET = frozenset(("inline", "metadata"))
-_CONTENT_SET_PAYLOAD = frozenset(("inline", "metadata", "content_type", "size_bytes", "encoding", "payload_digest"))
 _HIT_SET = frozenset(("atom", "score"))
 _MODALITY = {m.value: m for m in MemoryModality}
 _EPOCH = from_us_strict(0)
@@ -127,7 +135,9 @@ def atoms_at(engine: Engine, rows: Sequence[int] | np.ndarray) -> list[MemoryAto
     ):
         count, last = access.get(aid, (0, None)) if access else (0, None)
         cv = content_values(text, cmeta)
-        content = make_content(content_set if cv["payload_digest"] is None else _CONTENT_SET_PAYLOAD, cv)
+        content = make_content(
+            content_set if cv["payload_digest"] is None and cv["data"] is None else content_fields_set(cv), cv
+        )
         out.append(make_atom(atom_set, {
             "atom_id": aid,
             "modality": modality_of[modality],

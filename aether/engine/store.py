@@ -38,7 +38,7 @@ from ..errors import (
     StoreClosedError,
     StoreError,
 )
-from ..models import MemoryAtom, MemoryContent, MemoryModality, content_values
+from ..models import MemoryAtom, MemoryModality, content_from_stored
 from ..security import engine_hooks as _sec
 from ..storage import manifest as mf
 from ..storage._fs import io_errors as _fs_errors
@@ -606,7 +606,7 @@ class Engine:
         return MemoryAtom(
             atom_id=txt["atom_id"],
             modality=MemoryModality(txt["modality"]),
-            content=MemoryContent(**content_values(txt["content"], txt["content_meta"])),
+            content=content_from_stored(txt["content"], txt["content_meta"]),
             tags=txt["tags"],
             metadata=txt["metadata"],
             subject=txt["subject"],
