@@ -567,7 +567,7 @@ class Memory:
         atom_id = check_atom_id(atom_id)
         if (
             isinstance(content, Mapping) or not isinstance(payload, _Unset)
-            or (not isinstance(tags, _Unset) and tags is not None and JSON_KEY in self._latest_meta(atom_id))
+            or ((content is not None or not isinstance(tags, _Unset)) and JSON_KEY in self._latest_meta(atom_id))
         ):
             return self._correct_rich(atom_id, content, valid_from=valid_from, valid_to=valid_to, tags=tags,
                                       metadata=metadata, vector=vector, payload=payload, content_type=content_type)

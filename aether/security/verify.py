@@ -18,6 +18,7 @@ than calling a healthy store damaged.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -205,6 +206,7 @@ def _verify_once(root: Path, master: bytes | None) -> VerifyReport:
     )
     _check_indexes(v, body, codec)
     _check_orphans(v, body)
+    _check_blobs(v, body, codec)
     return report
 
 
@@ -434,6 +436,64 @@ def _file_entries(obj: Any) -> list[dict[str, Any]]:
         for x in obj:
             out += _file_entries(x)
     return out
+
+
+def _check_blobs(v: _V, body: dict[str, Any], codec: Codec | None) -> None:
+    """Payload blobs: every blob file reads through to its digest, every one a live row names exists."""
+    from ..models import PAYLOAD_KEY
+    from ..storage.blobs import BlobStore
+    from ..storage.rows import open_rows
+
+    root = v.root / "blobs"
+    if codec is None or not root.is_dir():
+        return  # no blobs, or an encrypted store checked without its key (files unreadable)
+    bs = BlobStore(root, codec, body["store_id"], read_only=True)
+    erased = {int(x) for x in body.get("erased", [])}
+    named: dict[str, int] = {}  # digest -> a version id naming it
+
+    def note(vids: Any, metas: list[str]) -> None:
+        for vid, m in zip(vids, metas, strict=True):
+            if m and PAYLOAD_KEY in m:
+                with contextlib.suppress(ValueError, AttributeError, TypeError):
+                    named.setdefault(json.loads(m)[PAYLOAD_KEY]["sha256"], int(vid))
+
+    for entry in body["segments"]:
+        try:
+            table = open_rows(read_table(v.root, entry, codec, body["store_id"]), codec)
+        except AetherError:
+            continue  # reported by the segment check
+        note(table.column("version_id").to_pylist(), table.column("content_meta").to_pylist())
+    for path in _numbered(v.root / "wal", "*.wal"):
+        try:
+            frames, _torn = scan_frames(path, path.read_bytes())
+        except (OSError, AetherError):
+            continue  # reported by the WAL check
+        for offset, payload in frames:
+            try:
+                aad = f"wal|{body['store_id']}|{path.name}|{offset}".encode()
+                header, rows = decode_payload(codec.open(payload, aad), path, offset, codec)
+            except AetherError:
+                continue
+            erased.update(int(x) for x in header.get("erase", []))
+            if rows is not None:
+                note(rows.version_id.tolist(), rows.content_meta)
+    found: set[str] = set()
+    try:
+        files = bs.files()
+    except OSError as exc:
+        v.bad(root, None, f"blob folder unreadable: {exc}")
+        return
+    for p in files:
+        try:
+            found.add(bs.check_file(p))
+            v.r._count("blobs")
+        except AetherError as exc:
+            v.bad(p, None, f"payload blob fails its check: {exc}")
+    for digest, vid in sorted(named.items()):
+        if vid not in erased and digest not in found and not (bs.path_of(digest) or root).exists():
+            v.bad(root, None, f"payload blob {digest} named by version {vid} is missing")
+    for digest in sorted(found - set(named)):
+        v.warn(bs.path_of(digest) or root, None, "payload blob no version names (removed by the next compaction)")
 
 
 def _check_orphans(v: _V, body: dict[str, Any]) -> None:

@@ -261,12 +261,17 @@ class BlobStore:
         p = self.path_of(digest)
         if p is None or not p.exists():
             raise CorruptionError(f"payload blob {digest[:12]}... is missing from {self.root}")
+        return self._stream(p, digest)
+
+    def _stream(self, p: Path, digest: str | None, out: list[str] | None = None) -> Iterator[bytes]:
+        """The chunks of blob file ``p``, checked against ``digest`` (``None``: against its own footer,
+        whose digest is then appended to ``out``)."""
         h = hashlib.sha256()
         size = 0
         with io_errors("read", p), open(p, "rb") as fh:
             for index, plain in self._frames(fh, p):
                 kind = plain[:1]
-                if kind == b"D":
+                if kind == b"D" and len(plain) >= 2 + _RAW.size:
                     method = plain[1]
                     (raw_len,) = _RAW.unpack_from(plain, 2)
                     body = plain[2 + _RAW.size:]
@@ -284,16 +289,34 @@ class BlobStore:
                         footer = json.loads(plain[1:])
                     except ValueError as exc:
                         raise CorruptionError(f"{p}: unreadable footer") from exc
+                    want = digest if digest is not None else footer.get("sha256")
                     if (
-                        footer.get("sha256") != digest or h.hexdigest() != digest
+                        footer.get("sha256") != want or h.hexdigest() != want
                         or footer.get("size") != size or footer.get("chunks") != index
                     ):
-                        raise CorruptionError(f"{p}: blob does not match its digest {digest[:12]}...")
+                        raise CorruptionError(f"{p}: blob does not match its digest")
                     if fh.read(1):
                         raise CorruptionError(f"{p}: bytes after the footer")
+                    if out is not None:
+                        out.append(want)
                     return
                 else:
                     raise CorruptionError(f"{p}: frame {index} has unknown kind {kind!r}")
+
+    def check_file(self, p: Path) -> str:
+        """Read blob file ``p`` through and return its digest; it must also be the file's name.
+
+        Raises
+        ------
+        CorruptionError
+            The file is damaged, or holds the blob of another digest.
+        """
+        got: list[str] = []
+        for _ in self._stream(p, None, got):
+            pass
+        if self.path_of(got[0]) != p:
+            raise CorruptionError(f"{p}: holds the blob of another digest (misplaced or swapped)")
+        return got[0]
 
     def read(self, digest: str) -> bytes:
         """The whole plaintext of blob ``digest`` (checked)."""
