@@ -9,6 +9,7 @@ import os
 import time as _time_mod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
@@ -1272,7 +1273,12 @@ def open(
         **kwargs,
     )
     try:
-        return Memory(engine, max_payload_bytes=max_payload_bytes)
+        mem = Memory(engine, max_payload_bytes=max_payload_bytes)
+        if path is not None and not read_only and (Path(path) / "blobs").is_dir():
+            from .payloads import blobs_of
+
+            blobs_of(engine)  # removes the temp file of a payload write that a crash cut short
+        return mem
     except BaseException:
         engine.close()
         raise
