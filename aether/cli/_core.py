@@ -190,6 +190,11 @@ def _atom_table(atom: MemoryAtom, title: str | None = None) -> Table:
     ]
     if atom.metadata:
         rows.append(("metadata", json.dumps(atom.metadata, ensure_ascii=False)))
+    if atom.payload_digest is not None:
+        rows += [("content type", str(atom.content_type)), ("size", f"{atom.size_bytes} bytes"),
+                 ("payload sha256", atom.payload_digest)]
+    elif atom.content.data is not None:
+        rows.append(("data", json.dumps(atom.content.data, ensure_ascii=False, sort_keys=True)))
     for key, value in rows:
         table.add_row(key, Text(value))
     return table
@@ -273,7 +278,10 @@ def cmd_init(
 
 def cmd_add(
     path: StoreArg,
-    text: Annotated[str, typer.Argument(help="The memory's text.", show_default=False, metavar="TEXT")],
+    text: Annotated[
+        str | None, typer.Argument(help="The memory's text (with --file: its caption).", show_default=False,
+                                   metavar="TEXT")
+    ] = None,
     tag: TagOpt = None,
     valid_from: Annotated[
         str | None,
@@ -298,6 +306,26 @@ def cmd_add(
         typer.Option("--metadata", metavar="JSON", help="A JSON object stored with the memory (not filtered on).",
                      show_default=False),
     ] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option("--file", metavar="FILE", help="Store this file's bytes as the memory's payload (an image, "
+                     "audio, video...); TEXT or --caption is its text rendering.", show_default=False),
+    ] = None,
+    caption: Annotated[
+        str | None,
+        typer.Option("--caption", metavar="TEXT", help="The payload's caption (embedded and searched).",
+                     show_default=False),
+    ] = None,
+    content_type: Annotated[
+        str | None,
+        typer.Option("--content-type", metavar="TYPE/SUBTYPE",
+                     help="The payload's media type (default: guessed from the file name).", show_default=False),
+    ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option("--data", metavar="JSON", help="A JSON object: a STRUCTURED memory (instead of TEXT).",
+                     show_default=False),
+    ] = None,
     key_file: KeyFileOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -306,9 +334,21 @@ def cmd_add(
     meta = parse_json_object(metadata, "--metadata") if metadata is not None else None
     vf = _opt_time(valid_from, "--valid-from")
     vt = _opt_time(valid_to, "--valid-to")
+    if text is not None and caption is not None:
+        raise InvalidInputError("give TEXT or --caption, not both")
+    content: Any = text if caption is None else caption
+    if data is not None:
+        if content is not None:
+            raise InvalidInputError("give TEXT or --data, not both")
+        content = parse_json_object(data, "--data")
+    if file is None:
+        if content_type is not None:
+            raise InvalidInputError("--content-type needs --file")
+        if content is None:
+            raise InvalidInputError("give the memory's TEXT (or --data JSON, or --file FILE)")
     with _open_store(path, key_file=key_file) as mem:
-        atom = mem.add(text, tags=tags or None, metadata=meta, valid_from=vf, valid_to=vt, atom_id=atom_id,
-                       subject=subject)
+        atom = mem.add(content, tags=tags or None, metadata=meta, valid_from=vf, valid_to=vt, atom_id=atom_id,
+                       subject=subject, payload=file, content_type=content_type)
     if as_json:
         _emit_json(atom.to_dict())
     else:
@@ -369,15 +409,24 @@ def cmd_get(
     url: UrlOpt = None,
     namespace: NamespaceOpt = "default",
     api_key: ApiKeyOpt = None,
+    payload_out: Annotated[
+        Path | None,
+        typer.Option("--payload-out", metavar="FILE", help="Write the version's payload bytes to FILE.",
+                     show_default=False),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """The version of ATOM_ID true at --valid-at as known at --as-of (exit 1 if there is none)."""
     path, atom_id = _shift(path, atom_id, url, "ATOM_ID")
     va = _opt_time(valid_at, "--valid-at")
     ao = _opt_time(as_of, "--as-of")
+    if payload_out is not None and url is not None:
+        raise InvalidInputError("--payload-out reads a local store (not --url)")
     with _reader(path, key_file, url, namespace, api_key) as mem:
         atom = mem.get(atom_id, valid_at=va, as_of=ao)
         known = atom is not None or bool(mem.history(atom_id))
+        if atom is not None and payload_out is not None:
+            _write_payload(mem, atom, payload_out)
     if as_json:
         _emit_json(atom.to_dict() if atom is not None else None)
     elif atom is not None:
@@ -387,6 +436,28 @@ def cmd_get(
             why = "no version is valid then" if known else "no such atom"
             typer.echo(f"{atom_id}: {why} (see `aether history`)", err=True)
         raise typer.Exit(1)
+
+
+def _write_payload(mem: Any, atom: MemoryAtom, out: Path) -> None:
+    """Stream the atom version's payload into ``out`` (via a temp file: no half-written FILE is left)."""
+    import os
+    import shutil
+
+    from ..errors import NoPayloadError, StorageIOError
+
+    if atom.payload_digest is None:
+        raise NoPayloadError(f"atom {atom.atom_id!r} has no payload at those times")
+    tmp = out.with_name(out.name + ".part")
+    try:
+        with mem.open_payload(atom.atom_id, valid_at=atom.valid_from, as_of=atom.tx_from) as src, open(tmp, "wb") as fh:
+            shutil.copyfileobj(src, fh, 1 << 20)
+        os.replace(tmp, out)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise StorageIOError(exc.errno, f"cannot write {out}: {exc.strerror or exc}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def cmd_history(
@@ -415,12 +486,19 @@ def cmd_history(
 def history_table(versions: Sequence[MemoryAtom], *, title: str | None = None) -> Table:
     """A rich table of versions: valid interval, recorded interval, and whether still believed."""
     table = Table(title=title, title_justify="left")
+    payloads = any(a.payload_digest is not None for a in versions)
     for col in ("version", "content", "valid from", "valid to", "recorded", "superseded"):
         table.add_column(col)
+    if payloads:
+        table.add_column("payload")
     for a in versions:
         style = None if a.tx_to is None else "dim"
-        table.add_row(str(a.version_id), Text(a.content.inline), _fmt(a.valid_from), _fmt(a.valid_to),
-                      _fmt(a.tx_from), _fmt(a.tx_to, open_text="—"), style=style)
+        cells: list[Text | str] = [str(a.version_id), Text(a.content.inline), _fmt(a.valid_from), _fmt(a.valid_to),
+                 _fmt(a.tx_from), _fmt(a.tx_to, open_text="—")]
+        if payloads:
+            cells.append("—" if a.payload_digest is None else
+                         f"{a.content_type} {a.size_bytes} B sha256:{a.payload_digest[:12]}")
+        table.add_row(*cells, style=style)
     return table
 
 
