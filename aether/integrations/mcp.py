@@ -11,6 +11,7 @@ recall     ``Memory.search`` at a valid time and a transaction time     read-onl
 correct    ``Memory.correct`` (a new version; history keeps the old)    additive
 forget     ``Memory.retract`` (the fact stops being true)               additive
 history    ``Memory.history``                                           read-only, idempotent
+payload    ``Memory.payload`` (the bytes, base64)                       read-only, idempotent
 erase      ``Memory.erase`` (GDPR; only with ``allow_erase=True``)      destructive
 ========== ============================================================ ==========================
 
@@ -43,6 +44,7 @@ __all__ = [
     "EraseOutput",
     "ForgetOutput",
     "HistoryOutput",
+    "PayloadOutput",
     "RecallHit",
     "RecallOutput",
     "Version",
@@ -115,6 +117,18 @@ class Version(BaseModel):
     tx_from: str = Field(description="When the memory started to believe this version.")
     tx_to: str | None = Field(description="When it stopped believing it (superseded); null: still believed.")
     tags: dict[str, Scalar]
+    content_type: str | None = Field(None, description="The payload's media type; null: no payload.")
+    payload_digest: str | None = Field(None, description="SHA-256 (hex) of this version's payload.")
+
+
+class PayloadOutput(BaseModel):
+    """The payload (image, audio, video... bytes) of one version of a memory."""
+
+    atom_id: str
+    content_type: str | None
+    size_bytes: int | None
+    payload_digest: str | None = Field(description="SHA-256 (hex) of the bytes.")
+    payload_base64: str
 
 
 class HistoryOutput(BaseModel):
@@ -160,6 +174,8 @@ def _version(atom: MemoryAtom) -> Version:
     return Version(
         version_id=atom.version_id, content=atom.content.inline, valid_from=atom.valid_from.isoformat(),
         valid_to=_iso(atom.valid_to), tx_from=_iso(atom.tx_from) or "", tx_to=_iso(atom.tx_to), tags=atom.tags,
+        content_type=atom.content_type if atom.payload_digest is not None else None,
+        payload_digest=atom.payload_digest,
     )
 
 
@@ -232,6 +248,13 @@ def build_server(memory: Memory, *, allow_erase: bool = False, name: str = "aeth
         subject: Annotated[
             str | None, Field(description="Whom the fact is about or belongs to (a user id); the unit of erasure.")
         ] = None,
+        payload_base64: Annotated[
+            str | None, Field(description="Bytes to keep with the fact (an image, audio...), base64; content is "
+                                          "then their caption or transcript.")
+        ] = None,
+        content_type: Annotated[
+            str | None, Field(description="The payload's media type, e.g. image/png.")
+        ] = None,
     ) -> WriteOutput:
         """Store a new fact in long-term memory and return its atom_id and tx_time.
 
@@ -239,10 +262,19 @@ def build_server(memory: Memory, *, allow_erase: bool = False, name: str = "aeth
         decisions). If the fact updates something already remembered, call `correct` on that atom_id
         instead, so that recall does not return both the old and the new fact.
         """
+        payload = None
+        if payload_base64 is not None:
+            import base64
+            import binascii
+
+            try:
+                payload = base64.b64decode(payload_base64, validate=True)
+            except (binascii.Error, ValueError):
+                raise InvalidInputError("payload_base64 is not valid base64") from None
         with write_lock:
             atom = memory.add(
                 content, tags=tags, valid_from=_time(valid_from, "valid_from"), valid_to=_time(valid_to, "valid_to"),
-                subject="default" if subject is None else subject,
+                subject="default" if subject is None else subject, payload=payload, content_type=content_type,
             )
         return WriteOutput(atom_id=atom.atom_id, tx_time=_iso(atom.tx_from) or "")
 
@@ -333,6 +365,24 @@ def build_server(memory: Memory, *, allow_erase: bool = False, name: str = "aeth
         if not versions:
             raise ToolError(f"AtomNotFoundError: no memory with atom_id {atom_id!r}")
         return HistoryOutput(atom_id=atom_id, versions=[_version(a) for a in versions])
+
+    @server.tool(annotations=hints(read_only=True, idempotent=True))
+    @tool_errors
+    def payload(
+        atom_id: Annotated[str, Field(description="The atom_id of a memory that has a payload.")],
+        valid_at: Annotated[TimeArg, Field(description="World time (ISO-8601). Default: now.")] = None,
+        as_of: Annotated[TimeArg, Field(description="Transaction time: as the memory knew it then.")] = None,
+    ) -> PayloadOutput:
+        """Fetch the bytes (base64) kept with a memory: an image, a recording, a document."""
+        import base64
+
+        va, ao = _time(valid_at, "valid_at"), _time(as_of, "as_of")
+        atom = memory.get(atom_id, valid_at=va, as_of=ao)
+        if atom is None:
+            raise ToolError(f"AtomNotFoundError: no memory with atom_id {atom_id!r} at those times")
+        data = memory.payload(atom_id, valid_at=atom.valid_from, as_of=atom.tx_from)
+        return PayloadOutput(atom_id=atom_id, content_type=atom.content_type, size_bytes=atom.size_bytes,
+                             payload_digest=atom.payload_digest, payload_base64=base64.b64encode(data).decode())
 
     if allow_erase:
 

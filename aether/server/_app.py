@@ -420,6 +420,29 @@ def create_app(
 
         return await _call(request, run)
 
+    @app.get(V1 + "/payload/{atom_id:path}", response_model=S.PayloadResponse, tags=["read"], responses=_ERR)
+    async def payload(
+        request: Request, atom_id: str, ctx: Read, valid_at: TimeQ = None, as_of: TimeQ = None,
+        view_valid_at: TimeQ = None, view_as_of: TimeQ = None,
+    ) -> Response:
+        """``Memory.payload``: the payload bytes (base64) of the version true at ``valid_at`` as known at ``as_of``."""
+
+        def run() -> Response:
+            import base64
+
+            mem = _target(ctx.memory(), _pin(view_valid_at, view_as_of))
+            atom = mem.get(atom_id, valid_at=valid_at, as_of=as_of)
+            if atom is None:
+                raise E.AtomNotFoundError(f"no version of atom {atom_id!r} at that valid and transaction time")
+            data = mem.payload(atom_id, valid_at=atom.valid_from, as_of=atom.tx_from)  # exactly this version
+            return _json(S.PayloadResponse(
+                atom_id=atom_id, version_id=atom.version_id, content_type=atom.content_type,
+                size_bytes=atom.size_bytes, payload_digest=atom.payload_digest,
+                payload_base64=base64.b64encode(data).decode("ascii"),
+            ))
+
+        return await _call(request, run)
+
     @app.get(V1 + "/history/{atom_id:path}", response_model=S.HistoryResponse, tags=["read"], responses=_ERR)
     async def history(
         request: Request, atom_id: str, ctx: Read, view_valid_at: TimeQ = None, view_as_of: TimeQ = None,

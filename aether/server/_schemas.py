@@ -77,9 +77,12 @@ class _Body(BaseModel):
 
 
 class AddRequest(_Body):
-    """One memory: the keyword arguments of ``Memory.add``."""
+    """One memory: the keyword arguments of ``Memory.add`` (``content`` a JSON object: a STRUCTURED memory;
+    ``payload_base64``: the payload bytes, base64, with their ``content_type``)."""
 
-    content: str
+    content: str | JsonObject | None = None
+    payload_base64: str | None = None
+    content_type: str | None = None
     tags: Tags | None = None
     metadata: JsonObject | None = None
     valid_from: TimeStr | None = None
@@ -231,6 +234,17 @@ class SearchResponse(BaseModel):
 
 class SearchManyResponse(BaseModel):
     results: list[list[Hit]]
+
+
+class PayloadResponse(BaseModel):
+    """``Memory.payload``: the payload bytes of one version, base64, with what describes them."""
+
+    atom_id: str
+    version_id: int | None
+    content_type: str | None
+    size_bytes: int | None
+    payload_digest: str | None
+    payload_base64: str
 
 
 class HistoryResponse(BaseModel):

@@ -173,7 +173,15 @@ def _info(name: str, mem: Memory) -> S.NamespaceInfo:
 
 
 def _add_kwargs(item: S.AddRequest) -> dict[str, Any]:
-    data = item.model_dump(exclude_unset=True, exclude={"vector"})
+    data = item.model_dump(exclude_unset=True, exclude={"vector", "payload_base64"})
     if item.vector is not None:
         data["vector"] = S.as_array(item.vector)
+    if item.payload_base64 is not None:
+        import base64
+        import binascii
+
+        try:
+            data["payload"] = base64.b64decode(item.payload_base64, validate=True)
+        except (binascii.Error, ValueError):
+            raise E.InvalidPayloadError("payload_base64 is not valid base64") from None
     return {k: v for k, v in data.items() if v is not None or k in ("tags", "metadata", "content_metadata")}

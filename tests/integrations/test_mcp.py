@@ -28,7 +28,7 @@ from aether.integrations.mcp import build_server
 
 DIM = 32
 AETHER_BIN = Path(sys.executable).parent / "aether"
-BASE_TOOLS = {"remember", "recall", "correct", "forget", "history"}
+BASE_TOOLS = {"remember", "recall", "correct", "forget", "history", "payload"}
 
 Body = Callable[[mcp.Client], Awaitable[None]]
 
