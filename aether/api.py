@@ -373,6 +373,9 @@ class Memory:
             res = self._engine.commit([op])
         finally:
             blobs.release(digest)
+        from . import spaces
+
+        spaces.sync(self._engine)  # the modality space's vector of the new payload (if one is registered)
         return self._engine.atom_at(res.rows[0])
 
     def add_many(self, items: Iterable[Mapping[str, Any] | str], *, vectors: Any = None) -> list[str]:
@@ -1117,6 +1120,51 @@ class Memory:
         assert plan is not None
         return plan
 
+    def search_space(
+        self,
+        modality: str,
+        query: Any,
+        k: int = 10,
+        *,
+        valid_at: TimeLike | None = None,
+        as_of: TimeLike | None = None,
+        valid_during: tuple[TimeLike | None, TimeLike | None] | None = None,
+        tags: Mapping[str, Any] | None = None,
+        where: Mapping[str, Any] | None = None,
+    ) -> list[Hit]:
+        """The ``k`` atoms of ``modality`` whose payloads are closest to ``query`` in that modality's space.
+
+        The space is the one of the payload embedder given as ``aether.open(..., embedders={modality:
+        ...})`` (see :mod:`aether.spaces`); :meth:`search` searches the text space instead.
+
+        Parameters
+        ----------
+        modality
+            ``"image"``, ``"audio"`` or ``"video"``: a modality with a registered embedder.
+        query
+            Payload bytes (or a file path), embedded with that embedder, or a vector of its dimension.
+        valid_at, as_of, valid_during, tags, where
+            The filters of :meth:`search`, with the same meaning.
+
+        Returns
+        -------
+        list[Hit]
+            Best first; ``score`` is the cosine similarity in the modality's space.
+        """
+        from . import spaces
+
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise InvalidInputError("k must be a positive int")
+        space = spaces.space_of(self._engine, modality)
+        q = space.query_vector(query)
+        f = self._filters(valid_at, as_of, valid_during, _with_where(tags, where))
+        eng = self._engine
+        space.sync(eng)
+        snap = eng.snapshot
+        visible = eng.mask(snap, as_of=f.as_of, valid_at=f.valid_at, valid_during=f.valid_during, tags=f.tags)
+        found = space.topk(eng, q, k, visible, dedupe=f.valid_at is None)  # a range sees several versions
+        return _search.hits_for(eng, [found])[0]
+
     def view(self, *, valid_at: TimeLike | None = None, as_of: TimeLike | None = None) -> View:
         """A read-only view pinned at ``valid_at`` / ``as_of`` (defaults: now / the latest commit)."""
         snap = self._engine.snapshot
@@ -1219,6 +1267,7 @@ def open(
     key: bytes | str | None = None,
     key_file: str | os.PathLike[str] | None = None,
     max_payload_bytes: int | None = None,
+    embedders: Mapping[str, Any] | None = None,
 ) -> Memory:
     """Open (or create) a store.
 
@@ -1244,6 +1293,10 @@ def open(
         opened with a key is encrypted (AES-256-GCM); an encrypted store needs its key.
     max_payload_bytes
         Largest payload :meth:`Memory.add` accepts (default 4 GiB); see ``aether.payloads``.
+    embedders
+        ``{"image": embedder, ...}``: a payload embedder per modality (``identity``, ``dim``,
+        ``embed(list of bytes)``), each with its own vector space searched by :meth:`Memory.search_space`
+        (see ``aether.spaces``).
 
     Raises
     ------
@@ -1278,6 +1331,10 @@ def open(
             from .payloads import blobs_of
 
             blobs_of(engine)  # removes the temp file of a payload write that a crash cut short
+        if embedders:
+            from . import spaces
+
+            spaces.register(engine, embedders)
         return mem
     except BaseException:
         engine.close()

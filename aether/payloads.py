@@ -249,6 +249,9 @@ def collect(engine: Engine) -> int:
     """Delete the blobs no live version names (see the module docstring); returns how many."""
     if engine.read_only:
         return 0
+    from . import spaces
+
     bs = blobs_of(engine)
     with engine._wlock:
+        spaces.purge(engine)  # vectors computed from the payloads of versions that are gone
         return bs.collect(live_digests(engine))
