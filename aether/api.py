@@ -617,7 +617,21 @@ class Memory:
         self, atom_id: str, content: Any, *, valid_from: Any, valid_to: Any, tags: Any, metadata: Any,
         vector: Any, payload: Any, content_type: Any,
     ) -> MemoryAtom:
-        """A correction that touches the payload, a STRUCTURED atom's object or the tags of one."""
+        """A correction that touches the payload, a STRUCTURED atom's object or the tags of one.
+
+        Runs under the writer lock: the fields it restates from the latest version cannot change
+        before its commit (a replacing payload is written meanwhile, holding back other writers).
+        """
+        with self._engine._wlock:
+            return self._correct_rich_locked(
+                atom_id, content, valid_from=valid_from, valid_to=valid_to, tags=tags, metadata=metadata,
+                vector=vector, payload=payload, content_type=content_type,
+            )
+
+    def _correct_rich_locked(
+        self, atom_id: str, content: Any, *, valid_from: Any, valid_to: Any, tags: Any, metadata: Any,
+        vector: Any, payload: Any, content_type: Any,
+    ) -> MemoryAtom:
         from . import payloads as P
 
         base = self._latest_meta(atom_id)
