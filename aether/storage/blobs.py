@@ -189,6 +189,9 @@ class BlobStore:
                     if max_bytes is not None and size > max_bytes:
                         raise InvalidPayloadError(f"payload exceeds max_payload_bytes ({max_bytes} bytes)")
                     h.update(piece)
+                    if not buf and len(piece) == CHUNK:  # a file read a chunk at a time: no copy
+                        data(bytes(piece))
+                        continue
                     buf += piece
                     while len(buf) >= CHUNK:
                         data(bytes(buf[:CHUNK]))
