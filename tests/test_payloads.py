@@ -374,3 +374,40 @@ def test_verify_checks_blob_digests(tmp_path: Path) -> None:
     p.unlink()
     report = aether.verify(root)
     assert not report.ok and any(digest is not None and "missing" in str(x) for x in report.problems)
+
+
+def test_encrypted_store_verify_and_a_read_only_reader(tmp_path: Path) -> None:
+    root = tmp_path / "s"
+    key = os.urandom(32)
+    data = os.urandom(50_000)
+    with aether.open(root, embedder=aether.HashingEmbedder(dim=DIM), key=key) as mem:
+        a = mem.add("sealed picture", payload=data, content_type="image/png", subject="carol")
+        with aether.open(root, embedder=aether.HashingEmbedder(dim=DIM), key=key, read_only=True) as reader:
+            assert reader.payload(a.atom_id) == data
+            b = mem.add("written after the reader opened", payload=b"later")
+            reader.refresh()
+            assert reader.payload(b.atom_id) == b"later"
+            with pytest.raises(aether.ReadOnlyError):
+                reader.add("no", payload=b"x")
+    report = aether.verify(root, key=key)
+    assert report.ok, [str(p) for p in report.problems]
+    assert report.checked.get("blobs") == 2
+    assert find_secret(root, [data[:64], data[-64:]]) == []
+    with aether.open(root, embedder=aether.HashingEmbedder(dim=DIM), key=key) as mem:
+        mem.erase(subject="carol")
+        assert mem.get(a.atom_id) is None
+    report = aether.verify(root, key=key)
+    assert report.ok and report.checked.get("blobs") == 1, [str(p) for p in report.problems]
+
+
+def test_a_time_travel_view_reads_the_payload_it_pins(tmp_path: Path) -> None:
+    with _open(tmp_path / "s", clock=FakeClock()) as mem:
+        one, two = b"first bytes", b"second bytes"
+        a = mem.add("pic", payload=one, valid_from=T0)
+        v = mem.view(as_of=mem.last_commit)
+        mem.correct(a.atom_id, payload=two, valid_from=T0)
+        assert v.payload(a.atom_id) == one and mem.payload(a.atom_id) == two
+        with v.open_payload(a.atom_id) as r:
+            assert r.read() == one
+        with pytest.raises(aether.ReadOnlyError):
+            v.add("x", payload=b"y")
