@@ -78,3 +78,37 @@ def test_mcp_remember_and_payload_tools() -> None:
                     await body(client)
 
         anyio.run(main)
+
+
+def test_remote_client_payload_parity(tmp_path: Path) -> None:
+    """``aether.connect`` and a local store give the same payload answers (a real server process)."""
+    pytest.importorskip("httpx")
+    pytest.importorskip("uvicorn")
+    from aether.errors import AtomNotFoundError, NoPayloadError, PayloadFileError
+
+    from ._server_util import LiveServer, clean_exit
+
+    srv = LiveServer(tmp_path / "root").start()
+    try:
+        data = os.urandom(30_000)
+        f = tmp_path / "clip.mp4"
+        f.write_bytes(data)
+        local = aether.open(tmp_path / "local", embedder=aether.HashingEmbedder(dim=64))
+        remote = aether.connect(srv.url, namespace="pay")
+        for mem in (local, remote):
+            with mem:
+                a = mem.add("a short clip", payload=f)
+                assert a.content_type == "video/mp4" and a.modality == aether.MemoryModality.VIDEO
+                assert mem.payload(a.atom_id) == data
+                t = mem.add("plain")
+                with pytest.raises(NoPayloadError):
+                    mem.payload(t.atom_id)
+                with pytest.raises(AtomNotFoundError):
+                    mem.payload("nope")
+                with pytest.raises(PayloadFileError):
+                    mem.add("x", payload=tmp_path / "missing.bin")
+                s = mem.add({"kind": "ticket", "open": True})
+                got = mem.get(s.atom_id)
+                assert got is not None and got.data == {"kind": "ticket", "open": True}
+    finally:
+        assert clean_exit(srv.stop()), srv.log()[-3000:]

@@ -81,6 +81,7 @@ class AsyncRemoteMemory(Calls):
     delete = _method(Calls.c_delete)
     erase = _method(Calls.c_erase)
     get = _method(Calls.c_get)
+    payload = _method(Calls.c_payload)
     history = _method(Calls.c_history)
     search = _method(Calls.c_search)
     search_many = _method(Calls.c_search_many)

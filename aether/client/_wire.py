@@ -57,6 +57,42 @@ def enc_time(value: Any) -> Any:
     return value
 
 
+def _payload_name(value: Any) -> str | None:
+    import os
+
+    if isinstance(value, str | os.PathLike):
+        return os.path.basename(os.fspath(value)) or None
+    name = getattr(value, "name", None) if callable(getattr(value, "read", None)) else None
+    return os.path.basename(name) or None if isinstance(name, str) else None
+
+
+def enc_payload(value: Any) -> str:
+    """Payload bytes (``bytes``, a file path or a binary file object) as base64 for the JSON body.
+
+    The whole payload goes in one request (the server's body limit applies); a local store streams.
+    """
+    import base64
+    import os
+
+    if isinstance(value, bytes | bytearray | memoryview):
+        data = bytes(value)
+    elif isinstance(value, str | os.PathLike):
+        try:
+            with open(value, "rb") as fh:
+                data = fh.read()
+        except OSError as exc:
+            why = exc.strerror or exc
+            raise E.PayloadFileError(f"payload file {os.fspath(value)!r} cannot be read: {why}") from None
+    elif callable(getattr(value, "read", None)):
+        data = value.read()
+        if not isinstance(data, bytes):
+            raise E.InvalidPayloadError("payload file object must be opened in binary mode")
+    else:
+        kind = type(value).__name__
+        raise E.InvalidPayloadError(f"payload must be bytes, a path or a binary file object, got {kind}")
+    return base64.b64encode(data).decode("ascii")
+
+
 def enc_vector(value: Any) -> Any:
     """Vectors: numpy arrays as base64 float32 (exact, and ~10x smaller to parse than JSON numbers)."""
     if isinstance(value, np.ndarray) and value.dtype.kind in "fiu" and value.ndim in (1, 2):
@@ -186,7 +222,7 @@ class Calls:
     # ---------------------------------------------------------------- writes
     def c_add(
         self,
-        content: str,
+        content: str | Mapping[str, Any] | None = None,
         *,
         tags: Mapping[str, Any] | None = None,
         metadata: Mapping[str, Any] | None = None,
@@ -198,15 +234,40 @@ class Calls:
         atom_id: str | None = None,
         vector: Any = None,
         content_metadata: Mapping[str, Any] | None = None,
+        payload: Any = None,
+        content_type: str | None = None,
     ) -> Call[MemoryAtom]:
         self._writable()
         body = _opts(content=content, tags=tags, metadata=metadata, valid_from=valid_from, valid_to=valid_to,
                      modality=modality, subject=subject, quality_score=quality_score, atom_id=atom_id,
-                     content_metadata=content_metadata)
+                     content_metadata=content_metadata, content_type=content_type)
         body = {k: v for k, v in body.items() if v is not None or k == "content"}
         if vector is not None:
             body["vector"] = enc_vector(vector)
+        if payload is not None:
+            body["payload_base64"] = enc_payload(payload)
+            name = _payload_name(payload)
+            if content_type is None and name:  # as a local store does: the type from the file name
+                import mimetypes
+
+                guess, _ = mimetypes.guess_type(name, strict=False)
+                if guess:
+                    body["content_type"] = guess
+            if body.get("content") is None:
+                body.pop("content", None)
+                if name:
+                    body["content"] = name
         return Call("POST", self._p("/atoms"), MemoryAtom.model_validate, json=body)
+
+    def c_payload(self, atom_id: str, *, valid_at: Any = None, as_of: Any = None) -> Call[bytes]:
+        import base64
+
+        if not isinstance(atom_id, str) or not atom_id:
+            raise E.InvalidInputError("atom_id must be a non-empty str")
+        params = {k: enc_time(v) for k, v in (("valid_at", valid_at), ("as_of", as_of)) if v is not None}
+        params.update(_pin_params(self._pin))
+        return Call("GET", self._p("/payload/" + _segment(atom_id)),
+                    lambda d: base64.b64decode(d["payload_base64"]), params=params)
 
     def c_add_many(self, items: Iterable[Mapping[str, Any] | str], *, vectors: Any = None) -> Call[list[str]]:
         self._writable()
