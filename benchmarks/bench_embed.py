@@ -2,6 +2,10 @@
 
     .venv/bin/python benchmarks/bench_embed.py                 # latency, throughput, SciFact nDCG@10
     .venv/bin/python benchmarks/bench_embed.py --no-quality    # speed only (a minute)
+    .venv/bin/python benchmarks/bench_embed.py --backends torch onnx-int8
+
+Backends: ``torch``, ``onnx`` (same vectors as torch) and ``onnx-int8`` (8-bit weights, its own model
+identity); the first one named is the baseline of the ratio columns.
 
 Single-query latency is measured interleaved (each query goes to every backend in a rotating order)
 so that load from other processes hits both alike; throughput alternates backends per round. The
@@ -42,10 +46,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--batch", type=int, nargs="+", default=[32, 64])
     ap.add_argument("--no-quality", action="store_true")
+    ap.add_argument("--backends", nargs="+", default=["torch", "onnx", "onnx-int8"])
     args = ap.parse_args()
 
     col = load("scifact")
-    backends = {b: SentenceTransformerEmbedder(backend=b) for b in ("torch", "onnx")}
+    backends = {b: SentenceTransformerEmbedder(backend=b) for b in args.backends}
     for name, emb in backends.items():
         t0 = time.perf_counter()
         emb.embed_queries(["warm up"])
@@ -68,7 +73,7 @@ def main() -> None:
     for bs in args.batch:
         rates: dict[str, list[float]] = {n: [] for n in backends}
         for r in range(args.rounds):
-            for name in names[r % 2 :] + names[: r % 2]:
+            for name in names[r % len(names) :] + names[: r % len(names)]:
                 emb = backends[name]
                 emb.batch_size = bs
                 t0 = time.perf_counter()
@@ -95,10 +100,12 @@ def main() -> None:
 
     print(f"\nembedding backends (all-MiniLM-L6-v2, {os.cpu_count()} cores, data {DATA})")
     keys = sorted({k for r in result.values() for k in r})
-    print(f"{'metric':<24}" + "".join(f"{n:>12}" for n in names) + f"{'onnx/torch':>12}")
+    base = names[0]
+    ratios = [f"{n}/{base}" for n in names[1:]]
+    print(f"{'metric':<24}" + "".join(f"{n:>12}" for n in names) + "".join(f"{r:>18}" for r in ratios))
     for k in keys:
         vals = [result[n].get(k, float("nan")) for n in names]
-        print(f"{k:<24}" + "".join(f"{v:>12.3f}" for v in vals) + f"{vals[1] / vals[0]:>12.3f}")
+        print(f"{k:<24}" + "".join(f"{v:>12.3f}" for v in vals) + "".join(f"{v / vals[0]:>18.3f}" for v in vals[1:]))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "bench_embed.json").write_text(json.dumps(result, indent=2))
 

@@ -6,6 +6,7 @@ Real model, real export: the ONNX graph is built from the packaged weights into 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -113,3 +114,54 @@ def test_an_unwritable_cache_is_an_embedding_error_and_auto_falls_back(
         SentenceTransformerEmbedder(backend="onnx")._load()
     auto = SentenceTransformerEmbedder(backend="auto")
     assert auto._load_onnx() is None  # the torch path is taken next; it is tested above
+
+
+@pytest.fixture(scope="module")
+def int8_embedder(cache_dir: Path) -> Iterator[SentenceTransformerEmbedder]:
+    mp = pytest.MonkeyPatch()
+    mp.setenv("AETHER_CACHE_DIR", str(cache_dir))
+    emb = SentenceTransformerEmbedder(backend="onnx-int8")
+    emb.embed(["load"])
+    yield emb
+    mp.undo()
+
+
+def test_int8_vectors_are_close_to_torch_not_equal(
+    int8_embedder: SentenceTransformerEmbedder, torch_vectors: np.ndarray, cache_dir: Path
+) -> None:
+    got = int8_embedder.embed(TEXTS)
+    assert int8_embedder.backend == "onnx-int8"
+    assert got.shape == torch_vectors.shape and got.dtype == np.float32
+    cos = np.sum(got * torch_vectors, axis=1)
+    assert cos.min() > 0.98  # quantization noise, not a different model
+    assert np.abs(got - torch_vectors).max() > 1e-4  # really the quantized graph, not the float one
+    assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    assert len(list(cache_dir.glob("onnx/*/model.int8.onnx"))) == 1
+
+
+def test_int8_has_its_own_identity_and_is_rebuilt_from_the_manifest(
+    int8_embedder: SentenceTransformerEmbedder, tmp_path: Path
+) -> None:
+    float_emb = SentenceTransformerEmbedder(backend="torch")
+    assert int8_embedder.identity == float_emb.identity.replace(":dim=", ":int8:dim=")
+    with aether.open(tmp_path / "s", embedder=int8_embedder) as mem:
+        mem.add("Alice lives in Lyon")
+        mem.add("Bob plays the cello")
+    with pytest.raises(aether.ModelMismatchError, match="int8"):
+        aether.open(tmp_path / "s", embedder=float_emb)
+    with aether.open(tmp_path / "s") as mem:  # no embedder: the recorded one, int8, is rebuilt
+        hits = mem.search("where does alice live?", k=1, mode="dense")
+        assert hits[0].atom.content.inline == "Alice lives in Lyon"
+
+
+def test_a_damaged_int8_cache_is_quantized_again(
+    int8_embedder: SentenceTransformerEmbedder, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AETHER_CACHE_DIR", str(cache_dir))
+    graph = next(cache_dir.glob("onnx/*/model.int8.onnx"))
+    before = int8_embedder.embed(TEXTS)
+    data = bytearray(graph.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    graph.write_bytes(bytes(data))
+    again = SentenceTransformerEmbedder(backend="onnx-int8")
+    assert np.abs(again.embed(TEXTS) - before).max() < 1e-5

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 from ..errors import ConfigError
@@ -35,9 +36,13 @@ def embedder_from_identity(identity: str) -> Embedder:
     m = re.fullmatch(r"hashing:v1:dim=(\d+)", identity)
     if m:
         return HashingEmbedder(dim=int(m.group(1)))
-    m = re.fullmatch(r"sentence-transformers:(.+):dim=(\d+)", identity)
+    m = re.fullmatch(r"sentence-transformers:(.+?)(:int8)?:dim=(\d+)", identity)
     if m:
-        return SentenceTransformerEmbedder(m.group(1))
+        if m.group(2):
+            return SentenceTransformerEmbedder(m.group(1), backend="onnx-int8")
+        # The store records the float model: $AETHER_EMBED_BACKEND may pick torch or ONNX for it, not int8.
+        env = (os.environ.get("AETHER_EMBED_BACKEND") or "auto").lower()
+        return SentenceTransformerEmbedder(m.group(1), backend="auto" if env == "onnx-int8" else None)
     m = re.fullmatch(r"(precomputed.*):dim=(\d+)", identity)
     if m:
         return PrecomputedEmbedder(int(m.group(2)), m.group(1))
