@@ -9,8 +9,7 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .api import UNSET, Memory, View, open
 from .client import AsyncRemoteMemory, RemoteMemory, RemoteView, connect, connect_async
 from .embed import (

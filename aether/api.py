@@ -1328,6 +1328,13 @@ def open(
     kwargs: dict[str, Any] = {}
     if checkpoint_bytes is not None:
         kwargs["checkpoint_bytes"] = checkpoint_bytes
+    # The one place the engine's plug-ins are wired: the security layer's hooks (key check, erasures,
+    # the hash-chained log) and the derived indexes (the bucketed ANN index always, the keyword index
+    # once the store has one).
+    from .index import attach_default
+    from .keyword import attach_if_present
+    from .security.engine_hooks import HOOKS
+
     engine = Engine(
         path,
         embedder=embedder,
@@ -1337,6 +1344,8 @@ def open(
         max_content_bytes=max_content_bytes,
         embedder_factory=_default_factory(model),
         codec=_codec_for(path, key, key_file),
+        hooks=HOOKS,
+        derived=(attach_default, attach_if_present),
         **kwargs,
     )
     try:

@@ -64,7 +64,8 @@ import numpy as np
 from . import api
 from ._time import OPEN, to_us
 from .embed import Embedder, SentenceTransformerEmbedder
-from .engine.store import Engine, Snapshot
+from .engine.query import Snapshot
+from .engine.store import Engine
 from .engine.validate import check_atom_id
 from .errors import AetherError, InvalidInputError, InvalidTagError
 from .models import MemoryAtom

@@ -25,8 +25,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import InvalidInputError
-from ..security import engine_hooks as hooks
-from ..storage import manifest as mf
 from ..storage._fs import tree_bytes
 from ..storage.segments import write_table
 
@@ -56,30 +54,17 @@ def _disk_bytes(root: Path | None) -> int:
 
 def _reload(engine: Engine, body: dict[str, Any] | None) -> None:
     """Save ``body`` (if given) as the manifest and reload the table; readers overlapping it retry."""
-    if hasattr(engine, "gen_seq"):
-        engine.gen_seq += 1  # odd: readers that overlap the reload retry
-    try:
+    with engine.generation_swap():
         if body is not None:
-            assert engine.path is not None and engine._wal is not None
-            mf.save(engine.path, body)
-            engine._wal.close()
-            engine._qcache.clear()
-            engine._load(engine.embedder, None)
-        for d in engine.derived:
-            # Rows moved: a derived index with ``on_reset`` rebuilds from scratch; others re-open.
-            reset = getattr(d, "on_reset", None)
-            (reset if callable(reset) else d.on_open)(engine)
-    finally:
-        if hasattr(engine, "gen_seq"):
-            engine.gen_seq += 1
+            engine.reload_from_manifest(body)
+        # Rows moved: a derived index with ``on_reset`` rebuilds from scratch; others re-open.
+        engine.derived.reopen(engine, reset=True)
 
 
-def remove_index_files(root: Path) -> int:
-    """Remove the store's index files (renamed away first: a crash never leaves a catalog without
-    its files); returns how many there were."""
-    from ..index import catalog  # late: aether.index imports the engine's types
-
-    return catalog.remove_all(root)
+def remove_index_files(engine: Engine) -> int:
+    """Remove the derived indexes' files (each renames its folder away first: a crash never leaves a
+    catalog without its files); returns how many there were."""
+    return engine.derived.remove_files(engine)
 
 
 @contextlib.contextmanager
@@ -93,12 +78,7 @@ def no_index_publication(engine: Engine) -> Iterator[None]:
     rows is written after the compaction removed them, and the compaction never waits, under the
     write lock, for a build that needs the write lock to finish (a deadlock).
     """
-    if engine.path is None:
-        yield
-        return
-    from ..index import catalog  # late: aether.index imports the engine's types
-
-    with catalog.publish_lock(engine.path):
+    with engine.derived.hold_publication(engine):
         yield
 
 
@@ -166,7 +146,7 @@ def compact(engine: Engine, *, merge_below: int | None = None, retain_after: int
         segments: list[dict[str, Any]] = []
         if len(alive):
             rel = f"segments/{snap.last_seq:020d}-c{secrets.token_hex(4)}.parquet"
-            table = hooks.segment_table(engine, 0, n, only=alive)
+            table = engine.hooks.segment_table(engine, 0, n, only=alive)
             entry = write_table(root, rel, table, engine.codec, engine.store_id)
             entry.update(min_version=int(t.version_id[alive[0]]), max_version=int(t.version_id[alive[-1]]))
             segments.append(entry)
@@ -177,12 +157,12 @@ def compact(engine: Engine, *, merge_below: int | None = None, retain_after: int
         removed = 0
         # Derived index files hold vectors of erased rows: remove them before the swap (a crash
         # then leaves the old manifest and no index, which is rebuilt from the rows).
-        removed += remove_index_files(root)
+        removed += remove_index_files(engine)
         # WAL files before the current one may still hold rows from before the erasure.
         for old in engine._wal.rotate(snap.last_seq + 1):
             old.unlink(missing_ok=True)
             removed += 1
-        hooks.state(engine).erased.clear()
+        engine.hooks.after_compaction(engine, table_replaced=False)
         _reload(engine, body)
         for rel in old_files:
             p = root / rel

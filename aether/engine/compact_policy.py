@@ -25,8 +25,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._time import OPEN
-from ..security import engine_hooks as hooks
-from ..storage import manifest as mf
 from ..storage.segments import closings_table, write_table
 from .compact import CompactResult, _disk_bytes, _reload, no_index_publication, remove_index_files
 from .table import VersionTable
@@ -56,17 +54,9 @@ def _runs(candidate: list[bool]) -> list[tuple[int, int]]:
 
 def _reopen(engine: Engine, body: dict[str, Any]) -> None:
     """Swap the manifest and reload with the rows in the same positions: derived indexes re-open."""
-    assert engine.path is not None and engine._wal is not None
-    engine.gen_seq += 1
-    try:
-        mf.save(engine.path, body)
-        engine._wal.close()
-        engine._qcache.clear()
-        engine._load(engine.embedder, None)
-        for d in engine.derived:
-            d.on_open(engine)
-    finally:
-        engine.gen_seq += 1
+    with engine.generation_swap():
+        engine.reload_from_manifest(body)
+        engine.derived.reopen(engine, reset=False)
 
 
 def compact_policy(
@@ -122,7 +112,7 @@ def compact_policy(
             rows = np.arange(lo, hi)[~drop[lo:hi]]
             if len(rows):
                 rel = f"segments/{snap.last_seq:020d}-m{tag}-{i:04d}.parquet"
-                entry = write_table(root, rel, hooks.segment_table(engine, lo, hi, only=rows), engine.codec,
+                entry = write_table(root, rel, engine.hooks.segment_table(engine, lo, hi, only=rows), engine.codec,
                                     engine.store_id)
                 entry.update(min_version=int(t.version_id[rows[0]]), max_version=int(t.version_id[rows[-1]]))
                 new_segments.append(entry)
@@ -145,12 +135,12 @@ def compact_policy(
         if dropped:
             body["erased"] = []
             # Index files hold vectors of the dropped rows (removed atomically: see remove_all).
-            removed += remove_index_files(root)
+            removed += remove_index_files(engine)
         for old in engine._wal.rotate(snap.last_seq + 1):  # old WAL files may hold dropped rows
             old.unlink(missing_ok=True)
             removed += 1
         if dropped:
-            hooks.state(engine).erased.clear()
+            engine.hooks.after_compaction(engine, table_replaced=False)
             _reload(engine, body)
         else:
             _reopen(engine, body)
@@ -179,16 +169,9 @@ def compact_in_memory(engine: Engine, retain_after: int | None) -> CompactResult
     alive = np.flatnonzero(~drop)
     new = VersionTable(t.dim, capacity=len(alive) + 1024)
     if len(alive):
-        new.append(hooks.take(t.batch_range(0, n), alive))
-    engine.gen_seq += 1  # readers overlapping the table swap retry
-    try:
-        engine.table = new
-        engine._snap = type(engine._snap)(new.n, engine._snap.last_tx, engine._snap.last_seq)
-        engine._ckpt_n = 0
-        engine._pending_closings = []
-        hooks.state(engine).erased.clear()
-        hooks.state(engine).placeholders_done = 0
+        new.append(t.batch_range(0, n).take(alive))
+    with engine.generation_swap():  # readers overlapping the table swap retry
+        engine.replace_table(new)
+        engine.hooks.after_compaction(engine, table_replaced=True)
         _reload(engine, None)
-    finally:
-        engine.gen_seq += 1
     return CompactResult(n, new.n, n - new.n, 0, 0, 0)

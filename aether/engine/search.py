@@ -1,16 +1,16 @@
 """The read path's entry point: hand a resolved query to the planner.
 
-With a :class:`~aether.index.BucketedIndex` attached (the default), the bucketed planner
-of ``aether.index.planner`` runs: time pruning, vectorised masks, exact scan or filtered
-ANN per partition, merged top-k. Without one, every selected row is scanned exactly.
+With a derived index that answers dense queries attached (``aether.open`` attaches the
+:class:`~aether.index.BucketedIndex`, whose planner prunes by time, masks vectorised and runs an
+exact scan or filtered ANN per partition), that index plans the query. Without one, every
+selected row is scanned exactly.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -25,37 +25,23 @@ from ..models import (
     content_values,
     trusted_builder,
 )
+from .query import Filters, Snapshot
 from .table import loads_objects
 
 if TYPE_CHECKING:
-    from .store import Engine, Snapshot
-
-
-@dataclass
-class Filters:
-    """A resolved query filter (all times in microseconds)."""
-
-    as_of: int
-    valid_at: int | None
-    valid_during: tuple[int, int] | None
-    tags: dict[str, Any] | None
+    from .store import Engine
 
 
 def plan_and_search(
     engine: Engine, snap: Snapshot, qvecs: np.ndarray, k: int, f: Filters
 ) -> tuple[list[list[tuple[int, float]]], list[BucketPlan], int]:
     """Top-k (row, score) lists per query, the per-bucket plan, and the number of selected rows."""
-    from ..index import find_index
-    from ..index.planner import search
-
-    idx = find_index(engine)
+    idx = engine.derived.dense_searcher()
     if idx is not None:
-        st = idx.state
-        if st.table is not engine.table:  # the engine reloaded its table (refresh): follow it
-            with engine._wlock:
-                idx.on_open(engine)
-            st = idx.state
-        return search(engine, st, snap, qvecs, k, f, idx.recipe.planner)
+        result: tuple[list[list[tuple[int, float]]], list[BucketPlan], int] = idx.dense_search(
+            engine, snap, qvecs, k, f
+        )
+        return result
     return exact_search(engine, snap, qvecs, k, f)
 
 

@@ -16,7 +16,7 @@ import uuid
 import warnings
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from .. import __version__
 from .._time import OPEN, Clock, from_us, from_us_strict, now_us
+from .._version import __version__
 from ..embed import Embedder, as_unit_vectors, embed_queries
 from ..errors import (
     CorruptionError,
@@ -39,7 +39,6 @@ from ..errors import (
     StoreError,
 )
 from ..models import MemoryAtom, MemoryModality, content_from_stored
-from ..security import engine_hooks as _sec
 from ..storage import manifest as mf
 from ..storage._fs import io_errors as _fs_errors
 from ..storage._fs import tree_bytes
@@ -48,9 +47,10 @@ from ..storage.lock import WriterLock
 from ..storage.rows import RowBatch, open_rows, seal_rows
 from ..storage.segments import closings_table, read_segment, read_table, write_table
 from ..storage.wal import WriteAheadLog
-from ..temporal import visible_mask
 from .columns import ColumnsPut
-from .derived import DerivedIndex
+from .derived import DerivedIndex, DerivedIndexes
+from .hooks import NoHooks, StoreHooks
+from .query import Snapshot, topk_rows, visible_rows
 from .table import VersionTable
 from .txplan import AnyOp, PutOp, plan
 from .validate import DEFAULT_MAX_CONTENT_BYTES
@@ -90,15 +90,6 @@ def _hook(name: str) -> None:
         fn()
 
 
-@dataclass(frozen=True)
-class Snapshot:
-    """What readers see: rows ``[0, n)`` as of transaction time ``last_tx``."""
-
-    n: int
-    last_tx: int
-    last_seq: int
-
-
 @dataclass
 class CommitResult:
     tx: int
@@ -121,7 +112,15 @@ class Engine:
         checkpoint_bytes: int = DEFAULT_CHECKPOINT_BYTES,
         codec: Codec | None = None,
         embedder_factory: Any = None,
+        hooks: StoreHooks | None = None,
+        derived: Sequence[Callable[[Engine], object]] = (),
     ) -> None:
+        """Open (or create) the store at ``path`` (``None``: in memory).
+
+        ``hooks`` is the layer that guards the data (see :mod:`aether.engine.hooks`; default: none);
+        ``derived`` are the derived indexes to attach, each a callable that attaches its index to
+        the engine once the rows are loaded (see :mod:`aether.engine.derived`).
+        """
         # Checked before anything is created: a bad limit would otherwise make every write fail later.
         _check_positive_int("max_content_bytes", max_content_bytes)
         _check_positive_int("checkpoint_bytes", checkpoint_bytes)
@@ -131,6 +130,7 @@ class Engine:
         self.max_content_bytes = max_content_bytes
         self.checkpoint_bytes = checkpoint_bytes
         self.codec: Codec = codec or PlainCodec()
+        self.hooks: StoreHooks = hooks if hooks is not None else NoHooks()
         self._wlock = threading.RLock()
         self._closed = False
         self._lock: WriterLock | None = None
@@ -139,9 +139,10 @@ class Engine:
         self._qcache: OrderedDict[str, np.ndarray] = OrderedDict()
         self.manifest: dict[str, Any] = {}
         #: Derived indexes (ANN buckets, keyword index) notified of every change; see derived.py.
-        self.derived: list[DerivedIndex] = []
-        #: Generation swap counter: odd while a re-index swaps the table in (readers retry; see reindex.py).
+        self.derived = DerivedIndexes()
+        #: Generation swap counter: odd while the table is swapped (readers retry; see generation_swap).
         self.gen_seq = 0
+        self._swap_depth = 0
         if self.path is None:
             if embedder is None:
                 embedder = embedder_factory(None) if embedder_factory else None
@@ -155,13 +156,9 @@ class Engine:
             self._next_vid = 0
         else:
             self._open_dir(embedder, create=create, embedder_factory=embedder_factory)
-        from ..index import attach_default  # late: aether.index imports the engine's types
-
-        try:  # the bucketed ANN index (issue 3) follows the rows from here on
-            attach_default(self)
-            from ..keyword import attach_if_present  # the keyword index (issue 8), once a store has one
-
-            attach_if_present(self)
+        try:  # the derived indexes (ANN buckets, keyword index) follow the rows from here on
+            for attach in derived:
+                attach(self)
         except BaseException:
             self._shutdown()  # joins a background seal an index may have started, releases the lock
             raise
@@ -170,11 +167,17 @@ class Engine:
         # vectors earlier starts it).
         self.table.start_loading()
 
+    @property
+    def write_lock(self) -> threading.RLock:
+        """The lock that serialises writes (re-entrant); derived indexes and maintenance take it to
+        change what readers see."""
+        return self._wlock
+
     def attach(self, index: DerivedIndex) -> None:
         """Register a derived index and let it load or build itself."""
         with self._wlock:
             index.on_open(self)
-            self.derived.append(index)
+            self.derived.add(index)
 
     # ------------------------------------------------------------------ open / recover
     def _open_dir(self, embedder: Embedder | None, *, create: bool, embedder_factory: Any) -> None:
@@ -230,14 +233,14 @@ class Engine:
             "segments": [],
             "closings": [],
         }
-        _sec.on_create(self, body)  # keyring of an encrypted store
+        self.hooks.on_create(self, body)  # keyring of an encrypted store
         (self.path / "wal").mkdir(exist_ok=True)
         mf.save(self.path, body)
 
     def _load(self, embedder: Embedder | None, embedder_factory: Any) -> None:
         assert self.path is not None
         body = mf.load(self.path)
-        _sec.on_load(self, body)  # key check first: nothing is read or written with a wrong key
+        self.hooks.on_load(self, body)  # key check first: nothing is read or written with a wrong key
         identity = body["model"].get("identity")
         if embedder is None:
             embedder = embedder_factory(identity)
@@ -291,7 +294,7 @@ class Engine:
         self._snap = Snapshot(table.n, int(ck["tx"]), int(ck["seq"]))
         self._wal = WriteAheadLog(self.path / "wal", self.codec, store_id=self.store_id)
         self._replay(repair=not self.read_only)
-        _sec.after_replay(self)  # erasures, destroyed keys, hash-chained log
+        self.hooks.after_replay(self)  # erasures, destroyed keys, hash-chained log
         if not self.read_only:
             self._remove_orphans()
             self._wal.open_for_append(self._snap.last_seq + 1)
@@ -328,13 +331,12 @@ class Engine:
             t.append(rows)
             self._next_vid = max(self._next_vid, int(rows.version_id[-1]) + 1)
         self._apply_extra(header)
-        for d in self.derived:
-            d.on_commit(self, start, t.n, pos)
+        self.derived.commit(self, start, t.n, pos)
         self._snap = Snapshot(t.n, int(header["tx"]), int(header["seq"]))
 
     def _apply_extra(self, header: dict[str, Any]) -> None:
         """Hook for record kinds beyond inserts and closings (erasure adds one)."""
-        _sec.apply_extra(self, header)
+        self.hooks.apply_extra(self, header)
 
     def _remove_orphans(self) -> None:
         """Delete files a crashed checkpoint left behind (not named by the manifest)."""
@@ -348,9 +350,6 @@ class Engine:
                         p.unlink(missing_ok=True)
         tmp = self.path / (mf.NAME + ".tmp")
         tmp.unlink(missing_ok=True)
-        from ..index.catalog import remove_leftovers  # late: aether.index imports the engine's types
-
-        remove_leftovers(self.path)
 
     def _load_consistent(self, embedder: Embedder | None, embedder_factory: Any) -> None:
         """Read-only open: a writer checkpointing meanwhile (manifest replaced, old WAL files
@@ -380,11 +379,8 @@ class Engine:
                 ):
                     # A new table replaces the old (after a checkpoint, compaction or re-index): queries in
                     # other threads that overlap the swap retry, so none pairs a snapshot with the other table.
-                    self.gen_seq += 1
-                    try:
+                    with self.generation_swap():
                         self._reload(self.embedder)
-                    finally:
-                        self.gen_seq += 1
                 else:
                     self._replay(repair=False)
             except (CorruptionError, StorageIOError):
@@ -424,6 +420,23 @@ class Engine:
             raise EmbeddingError(f"the embedder returned {len(vecs)} vectors for {len(texts)} texts")
         return vecs
 
+    def check_open(self) -> None:
+        """Raise ``StoreClosedError`` once the store is closed."""
+        self._check_open()
+
+    def check_writable(self) -> None:
+        """Raise ``StoreClosedError`` or ``ReadOnlyError`` unless the store takes writes."""
+        self._check_writable()
+
+    def commit_record(self, header: dict[str, Any]) -> None:
+        """Make a record without rows (an erasure: ``seq``, ``tx`` and its kind's fields set) durable and
+        apply it; call under :attr:`write_lock` with ``header["seq"]`` the next sequence number."""
+        if self._wal is not None:
+            self._wal.ensure_open()
+            self._wal.append(header, None)
+            self.hooks.after_append(self, header)
+        self._apply(header, None)
+
     def commit(self, ops: Sequence[AnyOp]) -> CommitResult:
         """Apply ``ops`` as one atomic, durable transaction."""
         self._check_writable()
@@ -443,7 +456,7 @@ class Engine:
             if self._wal is not None:
                 self._wal.ensure_open()
                 self._wal.append(header, rows)
-                _sec.after_append(self, header)
+                self.hooks.after_append(self, header)
             base = self.table.n
             self._apply(header, rows)
             result = CommitResult(tx, header["seq"], [base + i for i in new_rows])
@@ -473,7 +486,7 @@ class Engine:
             seq = snap.last_seq
             if snap.n > self._ckpt_n:
                 if self.table.dead[self._ckpt_n : snap.n].any():
-                    table = _sec.segment_table(self, self._ckpt_n, snap.n)  # erased rows scrubbed, rows sealed
+                    table = self.hooks.segment_table(self, self._ckpt_n, snap.n)  # erased rows scrubbed, rows sealed
                 else:  # nothing to scrub: the rows straight from the table's Arrow chunks (no per-row Python)
                     table = seal_rows(self.table.arrow_range(self._ckpt_n, snap.n), self.codec)
                 entry = write_table(self.path, f"segments/{seq:020d}.parquet", table, self.codec, self.store_id)
@@ -487,15 +500,14 @@ class Engine:
                 body["closings"] = [*body["closings"], entry]
             body["checkpoint"] = {"seq": seq, "tx": snap.last_tx, "next_version_id": self._next_vid}
             body["aether_version"] = __version__
-            _sec.before_manifest(self, body)
+            self.hooks.before_manifest(self, body)
             mf.save(self.path, body)
             self.manifest = body
             self._ckpt_n = snap.n
             self._pending_closings = []
             for old in self._wal.rotate(seq + 1):
                 old.unlink(missing_ok=True)
-            for d in self.derived:
-                d.on_checkpoint(self)
+            self.derived.checkpoint(self)
             return True
 
     def _reembed(self, ops: Sequence[AnyOp], embedded: list[PutOp | ColumnsPut]) -> None:
@@ -527,17 +539,51 @@ class Engine:
             replace(src, dst)
         if moves:
             fsync_dir(moves[0][1].parent)
-        mf.save(self.path, body)
-        self.gen_seq += 1  # odd: readers that overlap the reload retry
-        try:
-            self._wal.close()
-            self._qcache.clear()
-            self._reload(embedder)
-            for d in self.derived:  # new vectors: a derived index with ``on_reset`` rebuilds from scratch
-                reset = getattr(d, "on_reset", None)
-                (reset if callable(reset) else d.on_open)(self)
-        finally:
+        with self.generation_swap():
+            self.reload_from_manifest(body, embedder=embedder)
+            self.derived.reopen(self, reset=True)  # new vectors: a derived index with ``on_reset`` rebuilds
+
+    @contextlib.contextmanager
+    def generation_swap(self) -> Iterator[None]:
+        """Bracket a swap of the table, the embedder or the derived indexes' state.
+
+        ``gen_seq`` is odd while the block runs and changes across it, so a query that overlaps
+        the swap retries instead of pairing a snapshot with the other table. Nested brackets
+        count once. Call under :attr:`write_lock` (a read-only store's refresh: in its own thread).
+        """
+        outer = self._swap_depth == 0
+        self._swap_depth += 1
+        if outer:
             self.gen_seq += 1
+        try:
+            yield
+        finally:
+            self._swap_depth -= 1
+            if outer:
+                self.gen_seq += 1
+
+    def reload_from_manifest(self, body: dict[str, Any], *, embedder: Embedder | None = None) -> None:
+        """Save ``body`` as the manifest (the commit point of a compaction or re-index) and load the
+        store from it into a new table; call under :attr:`write_lock`, inside :meth:`generation_swap`,
+        then let the derived indexes follow (``derived.reopen``)."""
+        assert self.path is not None and self._wal is not None
+        mf.save(self.path, body)
+        self._wal.close()
+        self._qcache.clear()
+        self._reload(embedder or self.embedder)
+
+    def replace_table(self, table: VersionTable, *, embedder: Embedder | None = None) -> None:
+        """In-memory stores: swap in a rebuilt table (compaction, re-index); inside :meth:`generation_swap`.
+
+        The snapshot keeps its transaction time and sequence number; the derived indexes re-open.
+        """
+        self.table = table
+        if embedder is not None:
+            self.embedder = embedder
+            self._qcache.clear()
+        self._snap = Snapshot(table.n, self._snap.last_tx, self._snap.last_seq)
+        self._ckpt_n = 0
+        self._pending_closings = []
 
     def close(self) -> None:
         if self._closed:
@@ -549,9 +595,8 @@ class Engine:
             self._closed = True
             _OPEN_ENGINES.discard(self)
             self._join_loader()
-            for d in self.derived:
-                d.on_close(self)  # the bucketed index joins its background seal here
-            _sec.on_close(self)
+            self.derived.close(self)  # the bucketed index joins its background seal here
+            self.hooks.on_close(self)
             if self._wal is not None:
                 self._wal.close()
             if self._lock is not None:
@@ -577,13 +622,9 @@ class Engine:
         self._closed = True
         with contextlib.suppress(Exception):
             self._join_loader()
-        for d in self.derived:
-            wait = getattr(d, "wait", None)
-            if callable(wait):
-                with contextlib.suppress(Exception):  # a failed background seal: derived data, rebuilt on open
-                    wait()
+        self.derived.wait(quiet=True)  # a failed background seal: derived data, rebuilt on open
         with contextlib.suppress(Exception):
-            _sec.on_close(self)
+            self.hooks.on_close(self)
         if self._wal is not None:
             with contextlib.suppress(Exception):
                 self._wal.close()
@@ -687,16 +728,9 @@ class Engine:
         tags: dict[str, Any] | None,
     ) -> np.ndarray:
         """Rows ``[0, snap.n)`` visible to the query."""
-        t = self.table
-        n = snap.n
-        m = visible_mask(
-            t.valid_from[:n], t.valid_to[:n], t.tx_from[:n], t.tx_to[:n],
-            as_of=as_of, valid_at=valid_at, valid_during=valid_during,
+        return visible_rows(
+            self.table, snap.n, as_of=as_of, valid_at=valid_at, valid_during=valid_during, tags=tags
         )
-        m &= ~t.dead[:n]
-        if tags:
-            m &= t.tag_mask(tags, n)
-        return m
 
     def exact_topk(
         self, q: np.ndarray, rows: np.ndarray, k: int, *, dedupe: bool
@@ -748,11 +782,20 @@ def _stop_background_at_exit() -> None:
         th = getattr(loader, "_thread", None)
         if isinstance(th, threading.Thread) and th.is_alive() and th is not threading.current_thread():
             th.join(60.0)
-    try:
-        from ..index.bucketed import stop_prefaults
-    except ImportError:  # a build without the bucketed index
-        return
-    stop_prefaults()
+    for stop in list(_AT_EXIT):
+        with contextlib.suppress(Exception):
+            stop()
+
+
+#: Stop functions of layers above (the bucketed index's prefault threads), run at interpreter exit
+#: after every engine's background work was stopped.
+_AT_EXIT: list[Callable[[], None]] = []
+
+
+def stop_at_exit(stop: Callable[[], None]) -> None:
+    """Have ``stop`` run at interpreter exit, after the engines' background work is stopped."""
+    if stop not in _AT_EXIT:
+        _AT_EXIT.append(stop)
 
 
 atexit.register(_stop_background_at_exit)
@@ -763,23 +806,3 @@ def _one_row(q: Any, dim: int) -> np.ndarray:
     if arr.shape[0] != 1:
         raise InvalidInputError("pass one query vector at a time (use search_many for batches)")
     return arr[0]
-
-
-def topk_rows(rows: np.ndarray, scores: np.ndarray, k: int, atom_code: np.ndarray | None) -> list[tuple[int, float]]:
-    """Best ``k`` (row, score) pairs, highest score first; ties broken by row for determinism."""
-    if atom_code is None:
-        part = np.argpartition(-scores, k - 1)[:k] if len(scores) > k else np.arange(len(scores))
-        order = part[np.lexsort((rows[part], -scores[part]))]
-        return [(int(rows[i]), float(scores[i])) for i in order]
-    order = np.lexsort((rows, -scores))
-    seen: set[int] = set()
-    out: list[tuple[int, float]] = []
-    for i in order:
-        code = int(atom_code[rows[i]])
-        if code in seen:
-            continue
-        seen.add(code)
-        out.append((int(rows[i]), float(scores[i])))
-        if len(out) == k:
-            break
-    return out

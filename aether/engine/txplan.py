@@ -20,7 +20,8 @@ from . import bulkplan
 
 if TYPE_CHECKING:
     from .columns import ColumnsPut
-    from .store import Engine, Snapshot
+    from .query import Snapshot
+    from .store import Engine
 
 
 @dataclass

@@ -23,19 +23,23 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..engine.store import stop_at_exit
 from ..errors import ConfigError, CorruptionError, InvalidInputError, StorageIOError
+from ..models import BucketPlan
 from . import catalog as cat
+from . import planner
 from .buckets import bucket_keys, bucket_label
 from .partition import Partition, PartitionSpec, make_partition, order_rows
 from .recipes import Recipe, Tier, load_recipe, recipe_from_dict
 
 if TYPE_CHECKING:
+    from ..engine.query import Filters, Snapshot
     from ..engine.store import Engine
 
 
@@ -272,6 +276,31 @@ class BucketedIndex:
 
     def on_close(self, engine: Engine) -> None:
         self.wait()
+
+    # ------------------------------------------------------------------ the engine's optional callbacks
+    def dense_search(
+        self, engine: Engine, snap: Snapshot, qvecs: np.ndarray, k: int, f: Filters
+    ) -> tuple[list[list[tuple[int, float]]], list[BucketPlan], int]:
+        """The bucketed planner (:func:`aether.index.planner.search`) over this index's partitions."""
+        st = self.state
+        if st.table is not engine.table:  # the engine reloaded its table (refresh): follow it
+            with engine.write_lock:
+                self.on_open(engine)
+            st = self.state
+        return planner.search(engine, st, snap, qvecs, k, f, self.recipe.planner)
+
+    @contextlib.contextmanager
+    def hold_publication(self, engine: Engine) -> Iterator[None]:
+        """No index file is written while the block runs (see :func:`aether.engine.compact.no_index_publication`)."""
+        if engine.path is None:
+            yield
+            return
+        with cat.publish_lock(engine.path):
+            yield
+
+    def remove_files(self, engine: Engine) -> int:
+        """Remove every index file of the store (renamed away first); returns how many there were."""
+        return cat.remove_all(engine.path) if engine.path is not None else 0
 
     # ------------------------------------------------------------------ sealing
     def wait(self) -> None:
@@ -685,16 +714,21 @@ def stop_prefaults(timeout: float = 10.0) -> None:
             th.join(timeout)
 
 
+stop_at_exit(stop_prefaults)
+
+
 def find_index(engine: Engine) -> BucketedIndex | None:
     """The engine's attached bucketed index, if any."""
-    for d in engine.derived:
-        if isinstance(d, BucketedIndex):
-            return d
-    return None
+    return engine.derived.find(BucketedIndex)
 
 
 def attach_default(engine: Engine) -> BucketedIndex:
-    """Attach a :class:`BucketedIndex` with the store's recipe (called when an engine opens)."""
+    """Attach a :class:`BucketedIndex` with the store's recipe (``aether.open`` calls this when a store opens).
+
+    A writer first removes index folders a crashed compaction renamed away but did not finish removing.
+    """
+    if engine.path is not None and not engine.read_only:
+        cat.remove_leftovers(engine.path)
     idx = BucketedIndex()
     engine.attach(idx)
     return idx
@@ -705,7 +739,7 @@ def use_recipe(engine: Engine, recipe: Recipe) -> BucketedIndex:
     old = find_index(engine)
     if old is not None:
         old.wait()  # outside the write lock: a finishing build takes it to publish
-    with engine._wlock:
+    with engine.write_lock:
         if old is not None:
             engine.derived.remove(old)
         idx = BucketedIndex(recipe)

@@ -26,13 +26,14 @@ from typing import TYPE_CHECKING, Any
 import faiss
 import numpy as np
 
+from ..engine.query import topk_rows
 from ..models import BucketPlan
 from .partition import Partition
 from .recipes import PlannerParams
 
 if TYPE_CHECKING:
-    from ..engine.search import Filters
-    from ..engine.store import Engine, Snapshot
+    from ..engine.query import Filters, Snapshot
+    from ..engine.store import Engine
     from .bucketed import IndexState
 
 _NEG_INF = -(2**63)
@@ -119,8 +120,6 @@ def search(
 
 
 def _topk(rows: np.ndarray, scores: np.ndarray, k: int, code: np.ndarray | None) -> list[tuple[int, float]]:
-    from ..engine.store import topk_rows
-
     if code is not None and len(scores) > 8 * k:
         # Deduplicating sorts its input: sort only the best 4k unless they hold fewer than k atoms.
         part = np.argpartition(-scores, 4 * k)[: 4 * k]

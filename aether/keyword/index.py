@@ -30,11 +30,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..engine.query import topk_rows
 from ..errors import MissingDependencyError
 from . import tail as _bm25
 
 if TYPE_CHECKING:
-    from ..engine.store import Engine, Snapshot
+    from ..engine.query import Snapshot
+    from ..engine.store import Engine
 
 #: Directory (under the store) of the persisted index.
 DIRNAME = "keyword"
@@ -813,8 +815,6 @@ class KeywordIndex:
 def _topk(rows: np.ndarray, scores: np.ndarray, k: int, atom_code: np.ndarray | None) -> list[tuple[int, float]]:
     """Best ``k`` ``(row, score)``, ties to the lower row (deterministic, so the tail path and the
     committed path agree on ties at the cut, where a partial sort would pick either)."""
-    from ..engine.store import topk_rows
-
     if atom_code is not None:
         return topk_rows(rows, scores, k, atom_code)  # a full sort already
     order = np.lexsort((rows, -scores))[:k]

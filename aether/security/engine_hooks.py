@@ -1,4 +1,7 @@
-"""Where the security layer meets the engine: small hooks that ``engine/store.py`` calls.
+"""Where the security layer meets the engine: :class:`SecurityHooks`, the engine's store hooks.
+
+``aether.open`` passes :data:`HOOKS` to the engine, which calls it through the
+:class:`aether.engine.hooks.StoreHooks` protocol (the engine never imports this module):
 
 * ``on_create`` / ``on_load``: create the keyring of a new encrypted store; check the key
   (``KeyRequiredError`` / ``WrongKeyError``) before any data file is read.
@@ -264,33 +267,12 @@ def scrub(batch: RowBatch, dead: np.ndarray) -> None:
         batch.vectors[i] = 0.0
 
 
-def take(batch: RowBatch, idx: np.ndarray) -> RowBatch:
-    """The rows ``idx`` of a batch."""
-    il = idx.tolist()
-    return RowBatch(
-        version_id=batch.version_id[idx],
-        atom_id=[batch.atom_id[i] for i in il],
-        subject=[batch.subject[i] for i in il],
-        modality=[batch.modality[i] for i in il],
-        content=[batch.content[i] for i in il],
-        content_meta=[batch.content_meta[i] for i in il],
-        tags=[batch.tags[i] for i in il],
-        metadata=[batch.metadata[i] for i in il],
-        quality=batch.quality[idx],
-        valid_from=batch.valid_from[idx],
-        valid_to=batch.valid_to[idx],
-        tx_from=batch.tx_from[idx],
-        tx_to=batch.tx_to[idx],
-        vectors=batch.vectors[idx],
-    )
-
-
 def segment_table(engine: Engine, start: int, end: int, *, only: np.ndarray | None = None) -> pa.Table:
     """Rows ``[start, end)`` (or the positions ``only`` among them) as a segment table: scrubbed, sealed."""
     t = engine.table
     batch = t.batch_range(start, end)
     if only is not None:
-        batch = take(batch, np.asarray(only, np.int64) - start)
+        batch = batch.take(np.asarray(only, np.int64) - start)
         dead = t.dead[np.asarray(only, np.int64)]
     else:
         dead = t.dead[start:end]
@@ -314,3 +296,46 @@ def on_close(engine: Engine) -> None:
     if st is not None and st.chain is not None:
         st.chain.close()
         st.chain = None
+
+
+def after_compaction(engine: Engine, *, table_replaced: bool) -> None:
+    """The erased rows are gone from the files: forget them (and recount placeholders in a new table)."""
+    st = state(engine)
+    st.erased.clear()
+    if table_replaced:
+        st.placeholders_done = 0
+
+
+class SecurityHooks:
+    """The security layer as the engine's :class:`~aether.engine.hooks.StoreHooks` (state per engine in a weak map)."""
+
+    def on_create(self, engine: Engine, body: dict[str, Any]) -> None:
+        on_create(engine, body)
+
+    def on_load(self, engine: Engine, body: dict[str, Any]) -> None:
+        on_load(engine, body)
+
+    def after_replay(self, engine: Engine) -> None:
+        after_replay(engine)
+
+    def apply_extra(self, engine: Engine, header: dict[str, Any]) -> None:
+        apply_extra(engine, header)
+
+    def after_append(self, engine: Engine, header: dict[str, Any]) -> None:
+        after_append(engine, header)
+
+    def segment_table(self, engine: Engine, start: int, end: int, *, only: np.ndarray | None = None) -> pa.Table:
+        return segment_table(engine, start, end, only=only)
+
+    def before_manifest(self, engine: Engine, body: dict[str, Any]) -> None:
+        before_manifest(engine, body)
+
+    def after_compaction(self, engine: Engine, *, table_replaced: bool) -> None:
+        after_compaction(engine, table_replaced=table_replaced)
+
+    def on_close(self, engine: Engine) -> None:
+        on_close(engine)
+
+
+#: The hooks ``aether.open`` wires into every store it opens.
+HOOKS = SecurityHooks()

@@ -23,7 +23,6 @@ import pyarrow.compute as pc
 
 from .._time import OPEN
 from ..errors import AtomNotFoundError, InvalidInputError
-from . import engine_hooks as hooks
 from .codec import AeadCodec
 
 if TYPE_CHECKING:
@@ -74,11 +73,11 @@ def erase(engine: Engine, *, subject: str | None = None, atom_id: str | None = N
     for name, v in (("subject", subject), ("atom_id", atom_id)):
         if v is not None and (not isinstance(v, str) or not v or len(v) > 256):
             raise InvalidInputError(f"{name} must be a non-empty str of at most 256 chars")
-    engine._check_writable()
-    with engine._wlock:
-        engine._check_writable()
+    engine.check_writable()
+    with engine.write_lock:
+        engine.check_writable()
         t = engine.table
-        snap = engine._snap
+        snap = engine.snapshot
         n = snap.n
         if atom_id is not None:
             code = t.atom_index.get(atom_id)
@@ -110,17 +109,11 @@ def erase(engine: Engine, *, subject: str | None = None, atom_id: str | None = N
             "seq": snap.last_seq + 1,
             "tx": tx,
         }
-        if engine._wal is not None:
-            engine._wal.ensure_open()
-            engine._wal.append(header, None)
-            hooks.after_append(engine, header)
-        engine._apply(header, None)
-        for d in engine.derived:
-            # Optional callback: a derived index that keeps terms or vectors of its own (the keyword
-            # index) drops the erased rows for good, not only hides them.
-            on_erase = getattr(d, "on_erase", None)
-            if callable(on_erase) and len(rows):
-                on_erase(engine, rows)
+        engine.commit_record(header)
+        if len(rows):
+            # A derived index that keeps terms or vectors of its own (the keyword index) drops the
+            # erased rows for good, not only hides them.
+            engine.derived.erase(engine, rows)
         if destroy and engine.path is not None and len(rows):
             _purge(engine)
         return EraseResult(len(rows), len(destroy), int(header["seq"]))

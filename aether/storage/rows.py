@@ -110,6 +110,26 @@ class RowBatch:
         z = np.zeros(0, dtype=np.int64)
         return cls(z, [], [], [], [], [], [], [], np.zeros(0), z, z, z, z, np.zeros((0, dim), np.float32))
 
+    def take(self, idx: np.ndarray) -> RowBatch:
+        """The rows at positions ``idx`` of this batch, in that order."""
+        il = idx.tolist()
+        return RowBatch(
+            version_id=self.version_id[idx],
+            atom_id=[self.atom_id[i] for i in il],
+            subject=[self.subject[i] for i in il],
+            modality=[self.modality[i] for i in il],
+            content=[self.content[i] for i in il],
+            content_meta=[self.content_meta[i] for i in il],
+            tags=[self.tags[i] for i in il],
+            metadata=[self.metadata[i] for i in il],
+            quality=self.quality[idx],
+            valid_from=self.valid_from[idx],
+            valid_to=self.valid_to[idx],
+            tx_from=self.tx_from[idx],
+            tx_to=self.tx_to[idx],
+            vectors=self.vectors[idx],
+        )
+
     def to_arrow(self) -> pa.Table:
         dim = self.vectors.shape[1]
         flat = np_array(np.ascontiguousarray(self.vectors, dtype=np.float32).reshape(-1), pa.float32())
