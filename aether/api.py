@@ -24,7 +24,6 @@ from .embed import (
 )
 from .engine import search as _search
 from .engine.compact import CompactResult
-from .engine.reindex import ReindexResult
 from .engine.store import Engine
 from .engine.txplan import DeleteOp, Op, PutOp, RetractOp
 from .engine.validate import (
@@ -44,6 +43,7 @@ from .keyword.search import check_options as _check_options
 from .keyword.search import resolve_mode as _resolve_mode
 from .keyword.search import run as _run_keyword
 from .keyword.search import wants_run as _wants_run
+from .maintenance.reindex import ReindexResult
 from .models import JSON_KEY, PAYLOAD_KEY, Hit, MemoryAtom, SearchPlan, StoreStats, new_atom_id
 from .security.erase import EraseResult
 from .storage.blobs import BlobReader
@@ -901,7 +901,7 @@ class Memory:
         ReindexResult
         """
         from .embed import embedder_for
-        from .engine.reindex import reindex as _reindex
+        from .maintenance.reindex import reindex as _reindex
 
         self._check_write()
         if embedder is None:

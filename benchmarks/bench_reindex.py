@@ -39,8 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import aether
 from aether.embed import embedder_for
-from aether.engine.reindex import reindex
 from aether.ingest import import_file
+from aether.maintenance.reindex import reindex
 
 SUBJECTS = ["the meeting", "Alice", "the deploy", "our budget", "the cat", "Bob's flight", "the report"]
 VERBS = ["moved to", "was approved for", "failed on", "is planned for", "got delayed until", "was discussed on"]

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import aether
-from aether.engine.reindex import reindex
 from aether.index import Recipe, find_index, load_recipe, use_recipe
+from aether.maintenance.reindex import reindex
 
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 import aether
-from aether.engine.reindex import reindex
 from aether.errors import ConfigError, ModelMismatchError
+from aether.maintenance.reindex import reindex
 
 OLD, NEW = 32, 48
 WORDS = [
@@ -191,7 +191,7 @@ def test_queries_and_writes_during_reindex(tmp_path: Path) -> None:
 _CHILD = r"""
 import sys, time
 import aether
-from aether.engine.reindex import reindex
+from aether.maintenance.reindex import reindex
 
 class Slow(aether.HashingEmbedder):
     def embed(self, texts):

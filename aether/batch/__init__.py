@@ -1,6 +1,6 @@
 """Batch engines: embed the rows of a store in bulk, locally (a process pool) or on Ray.
 
-The re-indexer (:mod:`aether.engine.reindex`) cuts the store's segments into *parts*
+The re-indexer (:mod:`aether.maintenance.reindex`) cuts the store's segments into *parts*
 (row slices of one segment file), and a batch engine turns parts into vectors::
 
     parts ──► BatchEngine.embed_parts ──► (part, vectors) in part order ──► new segment files

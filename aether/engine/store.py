@@ -527,7 +527,7 @@ class Engine:
                 )
 
     def install_generation(self, body: dict[str, Any], embedder: Embedder, moves: list[tuple[Path, Path]]) -> None:
-        """Swap in a re-indexed generation (see ``engine/reindex.py``); call under the write lock after a checkpoint.
+        """Swap in a re-indexed generation (``aether.maintenance.reindex``); under the write lock, after a checkpoint.
 
         ``moves`` (staged file, final path) go into place first; saving ``body`` as the manifest is
         the commit point (a crash before it leaves the old generation, whose files are untouched).

@@ -15,7 +15,7 @@ Durability and resumption: each finished part is a complete Parquet segment writ
 killed at any point leaves the live store untouched; the next ``reindex`` with the same model
 verifies and keeps the finished parts and embeds only the rest.
 
-Readers never mix generations: the swap bumps ``engine.gen_seq`` to an odd value while it
+Readers never mix generations: the swap (``Engine.generation_swap``) keeps ``engine.gen_seq`` odd while it
 replaces the table, the embedder and the derived indexes, and readers retry a query that
 overlapped a swap (see :meth:`aether.Memory.search`).
 """
@@ -37,15 +37,18 @@ import numpy as np
 import pyarrow as pa
 
 from .._resources import data_dir
-from ..batch import BatchEngine, Part, build_indexes_in_process, embedder_spec, get_batch_engine
+from ..batch import BatchEngine, Part, build_indexes_in_process, embed_texts, embedder_spec, get_batch_engine
 from ..embed import Embedder
+from ..engine.table import VersionTable
 from ..errors import ConfigError, EmbeddingError, ReindexConflictError
+from ..index import find_index, install_partitions, load_recipe, plan_partitions
+from ..index.catalog import gen_dir
 from ..storage._fs import write_atomic
 from ..storage.rows import open_rows, seal_rows
 from ..storage.segments import read_table, write_table
 
 if TYPE_CHECKING:
-    from .store import Engine
+    from ..engine.store import Engine
 
 #: Rows per part: the unit of work, of progress and of resumption.
 DEFAULT_PART_ROWS = 16_384
@@ -300,14 +303,14 @@ def reindex(
     See :meth:`aether.Memory.reindex` for the parameters. Resumes an interrupted re-index to
     the same model. Raises ``ReindexConflictError`` if a compaction rewrote the segments meanwhile.
     """
-    engine._check_writable()
+    engine.check_writable()
     check_recipe(recipe)
     t0 = time.perf_counter()
     if engine.path is None:
         rows = _reindex_in_memory(engine, embedder, batch_size=batch_size, progress=progress)
         return ReindexResult(0, embedder.identity, embedder.dim, rows, 1, 0, time.perf_counter() - t0, "local")
-    with engine._wlock:
-        engine._check_writable()
+    with engine.write_lock:
+        engine.check_writable()
         engine.checkpoint()
         generation = int(engine.manifest.get("index", {}).get("generation", 0)) + 1
     state = _State.open(engine.path, generation, embedder, part_rows)
@@ -320,7 +323,7 @@ def reindex(
     try:
         # Outside the write lock: the bulk, then catch-up rounds while writers keep checkpointing.
         for round_ in range(4):
-            with engine._wlock:
+            with engine.write_lock:
                 if round_:
                     engine.checkpoint()
                 new = _new_entries(engine.manifest["segments"], run.planned)
@@ -331,8 +334,8 @@ def reindex(
         # the old one; rows caught up below join the index's exact tail and are sealed later.
         notes = _prebuild_index(engine, run, generation, recipe)
         # Under the write lock: nothing can commit between the last catch-up and the swap.
-        with engine._wlock:
-            engine._check_writable()
+        with engine.write_lock:
+            engine.check_writable()
             engine.checkpoint()
             run.run(run.add(_new_entries(engine.manifest["segments"], run.planned)))
             body = dict(engine.manifest)
@@ -348,7 +351,7 @@ def reindex(
     finally:
         batch.close()
     state.remove()
-    shutil.rmtree(engine.path / "index" / str(generation - 1), ignore_errors=True)  # the old generation's
+    shutil.rmtree(gen_dir(engine.path, generation - 1), ignore_errors=True)  # the old generation's
     return ReindexResult(
         generation=generation,
         model=embedder.identity,
@@ -368,11 +371,9 @@ def _prebuild_index(engine: Engine, run: _Run, generation: int, recipe: str | No
     The partition plan is made here; the batch engine builds the partitions' FAISS indexes
     (threads of this process, or Ray tasks) and returns their serialisations, written here.
     """
-    from ..index import find_index, install_partitions, load_recipe, plan_partitions
-    from .table import VersionTable
 
     assert engine.path is not None
-    shutil.rmtree(engine.path / "index" / str(generation), ignore_errors=True)  # a stale aborted build
+    shutil.rmtree(gen_dir(engine.path, generation), ignore_errors=True)  # a stale aborted build
     try:
         live = find_index(engine)
         section = engine.manifest.get("index") or {}
@@ -410,7 +411,7 @@ def _prebuild_index(engine: Engine, run: _Run, generation: int, recipe: str | No
         )
         return []
     except Exception as exc:  # derived data, whatever failed (e.g. a Ray task): rebuilt from the rows later
-        shutil.rmtree(engine.path / "index" / str(generation), ignore_errors=True)
+        shutil.rmtree(gen_dir(engine.path, generation), ignore_errors=True)
         return [f"index pre-build failed ({exc}); the index is rebuilt from the rows after the swap"]
 
 
@@ -418,10 +419,8 @@ def _reindex_in_memory(
     engine: Engine, embedder: Embedder, *, batch_size: int, progress: ProgressFn | None
 ) -> int:
     """An in-memory store has no files to stage: re-embed under the write lock and swap the table."""
-    from ..batch import embed_texts
-    from .table import VersionTable
 
-    with engine._wlock:
+    with engine.write_lock:
         old = engine.table
         n = old.n
         batch = old.batch_range(0, n)
@@ -433,13 +432,7 @@ def _reindex_in_memory(
         table.dead[:n] = old.dead[:n]
         if progress is not None:
             progress(n, n)
-        engine.gen_seq += 1
-        try:
-            engine.table = table
-            engine.embedder = embedder
-            engine._qcache.clear()
-            for d in engine.derived:
-                d.on_open(engine)
-        finally:
-            engine.gen_seq += 1
+        with engine.generation_swap():
+            engine.replace_table(table, embedder=embedder)
+            engine.derived.reopen(engine, reset=False)
     return n
