@@ -912,7 +912,22 @@ class Memory:
         )
 
     def _check_write(self) -> None:
-        self._engine._check_writable()
+        self._engine.check_writable()
+
+    # ------------------------------------------------------------------ package-internal
+    # For the modules of this package that build on a Memory (ingest, the seed API): not public API.
+    @property
+    def engine(self) -> Engine:
+        """The engine behind this store (package-internal: ``aether.ingest`` and ``aether.seed`` use it)."""
+        return self._engine
+
+    def check_writable(self) -> None:
+        """Raise ``StoreClosedError`` or ``ReadOnlyError`` unless writes are accepted (a view: read-only)."""
+        self._check_write()
+
+    def prepare_put(self, content: Any, **options: Any) -> PutOp:
+        """The validated put operation that :meth:`add` would commit (package-internal: ingest batches them)."""
+        return self._put_op(content, **options)
 
     # ------------------------------------------------------------------ reads
     def _valid_at(self, valid_at: TimeLike | None) -> int:

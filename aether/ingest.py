@@ -164,9 +164,9 @@ def to_op(mem: Memory, item: Any) -> PutOp:
     tags = _json_field(item["tags"], "tags") if "tags" in item else None
     if tags is not None and not isinstance(tags, Mapping):
         raise InvalidInputError("tags must be an object")
-    if unit is not None and unit.v.shape[0] != mem._engine.embedder.dim:
-        raise InvalidVectorError(f"expected vectors of dimension {mem._engine.embedder.dim}, got {unit.v.shape[0]}")
-    op = mem._put_op(
+    if unit is not None and unit.v.shape[0] != mem.engine.embedder.dim:
+        raise InvalidVectorError(f"expected vectors of dimension {mem.engine.embedder.dim}, got {unit.v.shape[0]}")
+    op = mem.prepare_put(
         item["content"],
         tags=dict(tags) if tags is not None else None,
         metadata=_json_field(item["metadata"], "metadata") if "metadata" in item else None,
@@ -364,7 +364,7 @@ class _Checkpoint:
 
 def _landed(mem: Memory, pending: Mapping[str, Any]) -> bool:
     """Did the batch described by ``pending`` commit before the process died?"""
-    eng = mem._engine
+    eng = mem.engine
     t = eng.table
     code = t.atom_index.get(pending["atom_id"])
     if code is None:
@@ -413,7 +413,7 @@ def import_file(
     ImportReport
         Rows imported and the bad rows (line numbers and reasons).
     """
-    mem._check_write()
+    mem.check_writable()
     path = Path(file)
     if not path.is_file():
         raise InvalidInputError(f"{path}: no such file")
@@ -427,7 +427,7 @@ def import_file(
         _import_atomic(mem, path, fmt, batch_rows, report, total, progress)
         report.seconds = time.perf_counter() - t0
         return report
-    ck = _Checkpoint(mem._engine.path, path, fmt)
+    ck = _Checkpoint(mem.engine.path, path, fmt)
     if resume:
         ck.load()
     else:
@@ -453,7 +453,7 @@ def import_file(
     for chunk in chunks:
         batch, lines, errs = _prepare(mem, chunk, columnar=columnar)
         bad.extend([ln, msg] for ln, msg in sorted(chunk.parse_errors + errs))
-        eng = mem._engine
+        eng = mem.engine
         if len(lines):
             last_id = batch.atom_ids[-1] if isinstance(batch, Columns) else batch[-1].atom_id
             doc["pending"] = {
@@ -551,7 +551,7 @@ def _commit(
                 errs.append((ln, str(exc)))
         ids, more = _commit(mem, row_ops, row_lines) if row_ops else ([], [])
         return ids, sorted(errs + more)
-    eng = mem._engine
+    eng = mem.engine
     try:
         batch: list[Op] = list(ops)
         eng.commit(batch)
@@ -589,7 +589,7 @@ def _import_atomic(
         shown = "; ".join(f"line {b.line}: {b.error}" for b in bad[:5])
         more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
         raise ImportFailedError(f"{path}: {len(bad)} bad rows, nothing imported: {shown}{more}", bad)
-    eng = mem._engine
+    eng = mem.engine
     for s in range(0, len(ops), batch_rows):  # embed in batches (outside any lock), then one commit
         chunk: list[Op] = list(ops[s : s + batch_rows])
         eng.embed_missing(chunk)

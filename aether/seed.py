@@ -237,7 +237,7 @@ class BitemporalMemoryStore:
 
     @property
     def _engine(self) -> Engine:
-        return self._memory._engine
+        return self._memory.engine
 
     # ------------------------------------------------------------------ helpers
     def _current_row(self, atom_id: str, as_of: int | None) -> int | None:
@@ -377,7 +377,7 @@ class BitemporalMemoryStore:
         if query.sort_by == "timestamp":
             picked.sort(key=lambda r: (-int(t.tx_from[r]), t.atom_ids[t.atom_code[r]]))
         elif query.sort_by == "access_count":
-            counts = {r: eng._access.get(t.atom_ids[t.atom_code[r]], (0, None))[0] for r in picked}
+            counts = {r: eng.access_of(t.atom_ids[t.atom_code[r]])[0] for r in picked}
             picked.sort(key=lambda r: -counts[r])  # stable: ties keep relevance order
         return [eng.atom_at(r) for r in picked[: query.limit]]
 

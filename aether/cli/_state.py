@@ -103,7 +103,7 @@ def _manager(
             pass  # a plain store given a key: the key is the state chains' own (StatePersistenceManager(key=))
         else:
             stack.callback(mem.close)
-            if mem._engine.codec.encrypted:
+            if mem.stats().encrypted:
                 return StatePersistenceManager(mem)
     return StatePersistenceManager(path, key=_key(key_file))
 

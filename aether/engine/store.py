@@ -173,6 +173,16 @@ class Engine:
         change what readers see."""
         return self._wlock
 
+    @property
+    def closed(self) -> bool:
+        """Whether the store was closed (background work of a derived index stops when it is)."""
+        return self._closed
+
+    @property
+    def wal(self) -> WriteAheadLog | None:
+        """The write-ahead log (``None`` in memory): the security layer chains its records into the log."""
+        return self._wal
+
     def attach(self, index: DerivedIndex) -> None:
         """Register a derived index and let it load or build itself."""
         with self._wlock:
@@ -660,6 +670,14 @@ class Engine:
             tx_from=from_us_strict(int(t.tx_from[row])),
             tx_to=from_us(int(t.tx_to[row])),
         )
+
+    def access_of(self, atom_id: str) -> tuple[int, datetime | None]:
+        """How often the atom was read and when last (this process only)."""
+        return self._access.get(atom_id, (0, None))
+
+    def forget_access(self, atom_id: str) -> None:
+        """Drop the atom's access record (an erasure)."""
+        self._access.pop(atom_id, None)
 
     def record_access(self, atom_id: str) -> None:
         count, _ = self._access.get(atom_id, (0, None))

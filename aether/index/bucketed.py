@@ -358,11 +358,11 @@ class BucketedIndex:
                 with self._blk:
                     self._more = False
                 if self._step(engine):
-                    if engine._closed:
+                    if engine.closed:
                         break
                     continue
                 with self._blk:
-                    if not self._more or engine._closed:
+                    if not self._more or engine.closed:
                         self._builder = None
                         return
         except BaseException as exc:  # surfaced by wait(); the tail stays exact meanwhile
@@ -415,7 +415,7 @@ class BucketedIndex:
         """Build a run over rows ``[start, end)`` (the tail, or the rows of ``group``) and publish it."""
         table = st.table
         run = _run_partition(table, start, end, self.recipe, sealed=sealed)
-        with engine._wlock:
+        with engine.write_lock:
             cur = self.state
             if cur.table is not table:
                 return  # the store was reloaded meanwhile
@@ -447,7 +447,7 @@ class BucketedIndex:
         into the bucket partitions once they are large enough, else rebuild the fresh IVF runs (with
         the older runs of similar size) as one sealed run."""
         runs = st.run_parts
-        if not runs or engine._closed or (self._merger is not None and self._merger.is_alive()):
+        if not runs or engine.closed or (self._merger is not None and self._merger.is_alive()):
             return
         rows = sum(p.m for p in runs)
         recipe = self.recipe
@@ -486,7 +486,7 @@ class BucketedIndex:
                 self._build_error = exc
             finally:
                 self._merge_upto = 0
-            if not engine._closed:
+            if not engine.closed:
                 self._schedule(engine)  # work held back meanwhile, and the slow lane's next job
 
         self._merger = threading.Thread(target=run, name="aether-index-merge", daemon=True)
@@ -512,7 +512,7 @@ class BucketedIndex:
             sel = new_rows[(keys >= klo) & (keys <= khi)]
             rows = sel if old is None else np.concatenate([old.rows, sel])
             for spec in _specs(klo, khi, rows, table.valid_from, self.recipe):
-                if engine._closed:
+                if engine.closed:
                     return  # closing: the runs and tail stay as they are (rebuilt at the next open)
                 parts.append(
                     make_partition(
@@ -526,7 +526,7 @@ class BucketedIndex:
         self, engine: Engine, table: Any, parts: tuple[Partition, ...], covered: int, fresh: list[int]
     ) -> None:
         """Publish new bucket partitions covering rows ``[0, covered)``; runs past ``covered`` stay."""
-        with engine._wlock:
+        with engine.write_lock:
             if self.state.table is not table:  # the store was reloaded (refresh) meanwhile: drop this build
                 return
             for i in fresh:  # closings committed while we built

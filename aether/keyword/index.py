@@ -838,7 +838,7 @@ def get_index(engine: Engine) -> KeywordIndex:
     for d in engine.derived:
         if isinstance(d, KeywordIndex):
             return d
-    with engine._wlock:
+    with engine.write_lock:
         for d in engine.derived:
             if isinstance(d, KeywordIndex):
                 return d

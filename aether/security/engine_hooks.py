@@ -155,7 +155,7 @@ def after_replay(engine: Engine) -> None:
     codec = engine.codec
     chain = ChainLog(engine.path / "log", codec.log_key() if isinstance(codec, AeadCodec) else None)
     chain.open(engine.manifest.get("log"), repair=True)
-    last = engine._snap.last_seq
+    last = engine.snapshot.last_seq
     if chain.head_seq > last:
         raise CorruptionError(
             f"the log records committed transactions up to seq {chain.head_seq}, but the WAL and segments "
@@ -170,9 +170,9 @@ def after_replay(engine: Engine) -> None:
 
 def _recover_log(engine: Engine, chain: ChainLog) -> None:
     """Rebuild log entries lost in a power cut (the WAL was fsynced, the log not yet)."""
-    assert engine._wal is not None
+    assert engine.wal is not None
     cache: dict[Any, bytes] = {}
-    for rec in engine._wal.read(repair=False):
+    for rec in engine.wal.read(repair=False):
         if rec.seq <= chain.head_seq:
             continue
         data = cache.get(rec.path)
@@ -199,7 +199,7 @@ def _extra(header: dict[str, Any]) -> dict[str, Any] | None:
 def after_append(engine: Engine, header: dict[str, Any]) -> None:
     """The WAL record of ``header`` is durable: chain it into the log."""
     st = state(engine)
-    wal = engine._wal
+    wal = engine.wal
     if st.chain is None or wal is None:
         return
     payload = getattr(wal, "last_payload", b"")
@@ -229,7 +229,7 @@ def apply_extra(engine: Engine, header: dict[str, Any]) -> None:
     if len(pos):
         t.dead[pos] = True
         for code in np.unique(t.atom_code[pos]):
-            engine._access.pop(t.atom_ids[int(code)], None)
+            engine.forget_access(t.atom_ids[int(code)])
     st.erased.update(int(v) for v in vids)
     kids = [str(k) for k in header.get("destroy") or []]
     if kids and not engine.read_only:
