@@ -57,10 +57,12 @@ class _Unset:
 #: Marks an argument that was not given (where ``None`` has a meaning of its own).
 UNSET: Final = _Unset()
 
-_ITEM_KEYS = {
+#: The keys an ``add_many`` item may have, in column order (``aether import`` rows too: ingest reads these).
+ITEM_FIELDS = (
     "content", "tags", "metadata", "valid_from", "valid_to", "modality", "subject",
     "quality_score", "atom_id", "vector", "content_metadata",
-}
+)
+ITEM_KEYS = frozenset(ITEM_FIELDS)
 
 
 @contextlib.contextmanager
@@ -125,6 +127,15 @@ def _new_atom_ids(k: int) -> list[str]:
 
 def _opt_time(value: TimeLike | None, name: str) -> int | None:
     return None if value is None else to_us(value, name=name)
+
+
+def _valid_interval(valid_from: Any, valid_to: Any) -> tuple[int | None, int]:
+    """``valid_from`` (``None``: the commit's time) and ``valid_to`` (``None``: open) in µs, checked in order."""
+    vf = _opt_time(valid_from, "valid_from")
+    vt = OPEN if valid_to is None else to_us(valid_to, name="valid_to")
+    if vf is not None and vt <= vf:
+        raise InvalidIntervalError("valid_to must be after valid_from")
+    return vf, vt
 
 
 def _during(valid_during: Any) -> tuple[int, int] | None:
@@ -239,10 +250,7 @@ class Memory:
     ) -> PutOp:
         self._check_write()
         lim = self._engine.max_content_bytes
-        vf = _opt_time(valid_from, "valid_from")
-        vt = OPEN if valid_to is None else to_us(valid_to, name="valid_to")
-        if vf is not None and vt <= vf:
-            raise InvalidIntervalError("valid_to must be after valid_from")
+        vf, vt = _valid_interval(valid_from, valid_to)
         vec = None if vector is None else as_unit_vectors(vector, self._engine.embedder.dim)
         if vec is not None and vec.shape[0] != 1:
             raise InvalidInputError("vector must be a single vector")
@@ -474,18 +482,13 @@ class Memory:
                 item = {"content": item}
             if not isinstance(item, Mapping):
                 raise InvalidInputError(f"item {i}: expected a str or a dict")
-            if not item.keys() <= _ITEM_KEYS:
-                raise InvalidInputError(f"item {i}: unknown keys {sorted(set(item) - _ITEM_KEYS)}")
+            if not item.keys() <= ITEM_KEYS:
+                raise InvalidInputError(f"item {i}: unknown keys {sorted(set(item) - ITEM_KEYS)}")
             if "content" not in item:
                 raise InvalidInputError(f"item {i}: 'content' is required")
             get = item.get
             try:
-                raw = get("valid_from")
-                vf = None if raw is None else to_us(raw, name="valid_from")
-                raw = get("valid_to")
-                vt = OPEN if raw is None else to_us(raw, name="valid_to")
-                if vf is not None and vt <= vf:
-                    raise InvalidIntervalError("valid_to must be after valid_from")
+                vf, vt = _valid_interval(get("valid_from"), get("valid_to"))
                 vec = None
                 if vectors is None and get("vector") is not None:
                     v1 = as_unit_vectors(get("vector"), dim)
@@ -577,10 +580,7 @@ class Memory:
                                       metadata=metadata, vector=vector, payload=payload, content_type=content_type)
         if content_type is not None:
             raise InvalidInputError("content_type is given without a payload")
-        vf = _opt_time(valid_from, "valid_from")
-        vt = OPEN if valid_to is None else to_us(valid_to, name="valid_to")
-        if vf is not None and vt <= vf:
-            raise InvalidIntervalError("valid_to must be after valid_from")
+        vf, vt = _valid_interval(valid_from, valid_to)
         vec = None if vector is None else as_unit_vectors(vector, self._engine.embedder.dim)[0]
         op = PutOp(
             atom_id=atom_id,
@@ -650,10 +650,7 @@ class Memory:
         if data is not None and not isinstance(tags, _Unset):
             tags = {**{k: v for k, v in dict(tags or {}).items() if not k.startswith(P.FIELD_TAG)},
                     **P.field_tags(data)}
-        vf = _opt_time(valid_from, "valid_from")
-        vt = OPEN if valid_to is None else to_us(valid_to, name="valid_to")
-        if vf is not None and vt <= vf:
-            raise InvalidIntervalError("valid_to must be after valid_from")
+        vf, vt = _valid_interval(valid_from, valid_to)
         vec = None if vector is None else as_unit_vectors(vector, self._engine.embedder.dim)[0]
         op = PutOp(
             atom_id=atom_id,

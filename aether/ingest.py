@@ -36,6 +36,7 @@ import numpy as np
 
 from . import ingest_columns
 from ._time import from_us_strict, to_us
+from .api import ITEM_KEYS
 from .errors import ImportFailedError, InvalidInputError, InvalidVectorError
 from .ingest_columns import Columns
 from .storage._fs import write_atomic
@@ -49,10 +50,6 @@ DEFAULT_BATCH_ROWS = 1024
 #: The report lists the imported atom ids up to this many rows.
 ATOM_IDS_CAP = 10_000
 IMPORT_DIR = "import"
-_KEYS = {
-    "content", "tags", "metadata", "valid_from", "valid_to", "modality", "subject",
-    "quality_score", "atom_id", "vector", "content_metadata",
-}
 _TIME_KEYS = ("valid_from", "valid_to")
 
 #: ``progress(done, total)``: bytes of a JSONL file, rows of a Parquet file.
@@ -152,7 +149,7 @@ def to_op(mem: Memory, item: Any) -> PutOp:
     if not isinstance(item, Mapping):
         raise InvalidInputError(f"expected a JSON object, got {type(item).__name__}")
     item = {k: v for k, v in item.items() if v is not None}
-    unknown = set(item) - _KEYS
+    unknown = set(item) - ITEM_KEYS
     if unknown:
         raise InvalidInputError(f"unknown keys {sorted(unknown)}")
     if "content" not in item:

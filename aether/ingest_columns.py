@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .api import ITEM_FIELDS
 from .errors import InvalidInputError
 
 if TYPE_CHECKING:
@@ -27,10 +28,7 @@ if TYPE_CHECKING:
 
     from .api import Memory
 
-_KEYS = (
-    "content", "tags", "metadata", "valid_from", "valid_to", "modality", "subject",
-    "quality_score", "atom_id", "vector", "content_metadata",
-)
+_KEYS = ITEM_FIELDS
 _DEFAULTS: dict[str, Any] = {"modality": "text", "subject": "default", "quality_score": 1.0}
 
 

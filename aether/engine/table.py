@@ -617,12 +617,23 @@ class VersionTable:
         return int(np.searchsorted(self.tx_from[:n], as_of, side="right"))
 
     def row_index(self, version_ids: np.ndarray) -> np.ndarray:
-        """Row positions of version ids (ids are ascending with rows)."""
-        pos = np.searchsorted(self.version_id[: self.n], version_ids)
-        ok = (pos < self.n) & (self.version_id[np.minimum(pos, max(self.n - 1, 0))] == version_ids)
+        """Row positions of version ids (ids are ascending with rows); ``KeyError`` if one is unknown."""
+        pos, ok = self._find_versions(version_ids)
         if not bool(np.all(ok)):
             raise KeyError("unknown version id")
         return pos
+
+    def rows_present(self, version_ids: np.ndarray) -> np.ndarray:
+        """Row positions of those of ``version_ids`` that the table holds (compaction may have dropped some)."""
+        if self.n == 0 or len(version_ids) == 0:
+            return np.zeros(0, np.int64)
+        pos, ok = self._find_versions(version_ids)
+        return np.asarray(pos[ok], np.int64)
+
+    def _find_versions(self, version_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        pos = np.searchsorted(self.version_id[: self.n], version_ids)
+        ok = (pos < self.n) & (self.version_id[np.minimum(pos, max(self.n - 1, 0))] == version_ids)
+        return pos, ok
 
     def text(self, row: int) -> dict[str, Any]:
         """The text columns of one row, decoded."""
@@ -719,6 +730,16 @@ class VersionTable:
             lo, hi = max(start, cstart), min(end, cstart + clen)
             if lo < hi:
                 yield chunk, lo, lo - cstart, hi - cstart
+
+    def column_slices(self, name: str, start: int, end: int) -> Iterator[tuple[int, Any]]:
+        """``(first_row, values)`` for each text chunk holding rows of ``[start, end)`` of text column
+        ``name``: a list for the list tail, an Arrow column slice for a sealed chunk (a scan converts
+        or compares once per chunk, not per row)."""
+        for chunk, lo, a, b in self._chunk_spans(start, end):
+            if isinstance(chunk, _Tail):
+                yield lo, getattr(chunk, name)[a:b]
+            else:
+                yield lo, chunk.column(name).slice(a, b - a)
 
     def batch_range(self, start: int, end: int) -> RowBatch:
         """Rows ``[start, end)`` as a ``RowBatch``, read chunk by chunk (columnar, no per-row lookups)."""

@@ -101,25 +101,9 @@ def _analyzer(tv: Any) -> Any:
 
 def iter_contents(engine: Engine, start: int, end: int) -> Iterator[tuple[int, str]]:
     """``(row, content)`` for rows ``[start, end)``, read column-wise from the table's chunks."""
-    t = engine.table
-    chunks = getattr(t, "_chunks", None)
-    starts = getattr(t, "_chunk_starts", None)
-    if chunks is None or starts is None:  # fall back to the public per-row accessor
-        for r in range(start, end):
-            yield r, t.text(r)["content"]
-        return
-    for ci, c0 in enumerate(starts):
-        c1 = starts[ci + 1] if ci + 1 < len(starts) else t.n
-        lo, hi = max(start, c0), min(end, c1)
-        if lo >= hi:
-            continue
-        chunk = chunks[ci]
-        col = chunk.content if hasattr(chunk, "content") and isinstance(chunk.content, list) else None
-        # A list tail slices directly; a sealed Arrow chunk converts one column slice at once.
-        texts = (
-            col[lo - c0 : hi - c0] if col is not None
-            else chunk.column("content").slice(lo - c0, hi - lo).to_pylist()
-        )
+    for lo, values in engine.table.column_slices("content", start, end):
+        # A list tail is sliced as it is; a sealed Arrow chunk converts one column slice at once.
+        texts = values if isinstance(values, list) else values.to_pylist()
         for i, txt in enumerate(texts):
             yield lo + i, txt or ""
 

@@ -133,23 +133,12 @@ def _mark_placeholders(engine: Engine) -> None:
         st.placeholders_done = len(rows)
 
 
-def _rows_of_vids(engine: Engine, vids: np.ndarray) -> np.ndarray:
-    """Row positions of those ``vids`` that exist (compaction may have dropped some)."""
-    t = engine.table
-    n = t.n
-    if n == 0 or len(vids) == 0:
-        return np.zeros(0, np.int64)
-    pos = np.searchsorted(t.version_id[:n], vids)
-    ok = (pos < n) & (t.version_id[np.minimum(pos, n - 1)] == vids)
-    return np.asarray(pos[ok], np.int64)
-
-
 def after_replay(engine: Engine) -> None:
     """After segments and WAL are loaded: apply erasures; check and complete the hash-chained log."""
     st = state(engine)
     _mark_placeholders(engine)
     if st.erased:
-        engine.table.dead[_rows_of_vids(engine, np.asarray(sorted(st.erased), np.int64))] = True
+        engine.table.dead[engine.table.rows_present(np.asarray(sorted(st.erased), np.int64))] = True
     if engine.path is None or engine.read_only:
         return
     codec = engine.codec
@@ -225,7 +214,7 @@ def apply_extra(engine: Engine, header: dict[str, Any]) -> None:
     st = state(engine)
     t = engine.table
     vids = np.asarray(header.get("erase") or [], np.int64)
-    pos = _rows_of_vids(engine, vids)
+    pos = engine.table.rows_present(vids)
     if len(pos):
         t.dead[pos] = True
         for code in np.unique(t.atom_code[pos]):

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
 
 from .._time import OPEN
@@ -43,18 +42,13 @@ class EraseResult:
 
 def subject_rows(engine: Engine, subject: str, n: int) -> np.ndarray:
     """Rows ``< n`` whose subject is ``subject`` (a columnar scan of the table's text chunks)."""
-    t = engine.table
     out: list[np.ndarray] = []
-    for c, start in enumerate(t._chunk_starts):
-        chunk: Any = t._chunks[c]
-        if isinstance(chunk, pa.Table):
-            hit = np.asarray(
-                pc.equal(chunk.column("subject"), subject).to_numpy(zero_copy_only=False), np.bool_
-            )
+    for start, values in engine.table.column_slices("subject", 0, n):
+        if isinstance(values, list):
+            hit = np.fromiter((s == subject for s in values), np.bool_, count=len(values))
         else:
-            hit = np.fromiter((s == subject for s in chunk.subject), np.bool_, count=len(chunk.subject))
-        idx = np.flatnonzero(hit) + start
-        out.append(idx[idx < n])
+            hit = np.asarray(pc.equal(values, subject).to_numpy(zero_copy_only=False), np.bool_)
+        out.append(np.flatnonzero(hit) + start)
     return np.concatenate(out).astype(np.int64) if out else np.zeros(0, np.int64)
 
 
