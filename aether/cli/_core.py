@@ -112,7 +112,8 @@ KeyFileOpt = Annotated[
 ]
 
 
-def _open_store(path: Path, *, read_only: bool = False, key_file: Path | None = None) -> Any:
+def open_store(path: Path, *, read_only: bool = False, key_file: Path | None = None) -> Any:
+    """Open an existing store for a command (the one opener every command module uses)."""
     import aether
 
     try:
@@ -154,7 +155,7 @@ def _reader(path: Path | None, key_file: Path | None, url: str | None, namespace
 
         return aether.connect(url, api_key=api_key, namespace=namespace)
     assert path is not None
-    return _open_store(path, read_only=True, key_file=key_file)
+    return open_store(path, read_only=True, key_file=key_file)
 
 
 def _emit_json(doc: Any) -> None:
@@ -346,7 +347,7 @@ def cmd_add(
             raise InvalidInputError("--content-type needs --file")
         if content is None:
             raise InvalidInputError("give the memory's TEXT (or --data JSON, or --file FILE)")
-    with _open_store(path, key_file=key_file) as mem:
+    with open_store(path, key_file=key_file) as mem:
         atom = mem.add(content, tags=tags or None, metadata=meta, valid_from=vf, valid_to=vt, atom_id=atom_id,
                        subject=subject, payload=file, content_type=content_type)
     if as_json:
@@ -551,7 +552,9 @@ def register(app: typer.Typer) -> None:
 
 
 __all__ = [
+    "KeyFileOpt",
     "history_table",
+    "open_store",
     "parse_json_object",
     "parse_tag_value",
     "parse_tags",

@@ -1,6 +1,7 @@
-"""Maintenance commands: ``reindex`` (switch models offline) and ``import`` (bulk load JSONL / Parquet).
+"""Maintenance commands: ``reindex`` (switch models offline), ``import`` (bulk load JSONL / Parquet) and
+``compact`` (rewrite the segments without erased rows; merge policy, retention).
 
-Both are long-running: they show a rich progress bar with the rate and the time left, and both
+``reindex`` and ``import`` are long-running: they show a rich progress bar with the rate and the time left, and both
 resume where an interrupted run stopped (run the same command again).
 """
 
@@ -22,27 +23,12 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from ..errors import StoreNotFoundError
 from ._app import console, err_console
+from ._core import KeyFileOpt, open_store
 
 StoreArg = Annotated[Path, typer.Argument(help="The store directory.", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
-KeyFileOpt = Annotated[
-    Path | None, typer.Option("--key-file", help="Master key file of an encrypted store (or AETHER_KEY).")
-]
 MAX_BAD_SHOWN = 20
-
-
-def _open(path: Path, key_file: Path | None) -> Any:
-    import aether
-
-    kwargs: dict[str, Any] = {"create": False}
-    if key_file is not None:
-        kwargs["key_file"] = key_file
-    try:
-        return aether.open(path, **kwargs)
-    except StoreNotFoundError:
-        raise StoreNotFoundError(f"no aether store at {path}; create one with `aether init {path}`") from None
 
 
 @contextmanager
@@ -103,7 +89,7 @@ def cmd_reindex(
 
         raise ConfigError(f"unknown engine {engine!r}; use local or ray")
     new = embedder_for(model) if model is not None else None
-    with _open(path, key_file) as mem, _bar(
+    with open_store(path, key_file=key_file) as mem, _bar(
         f"reindex → {(new or mem.embedder).identity}", unit="rows", enabled=not as_json
     ) as update:
         res = mem.reindex(
@@ -163,7 +149,7 @@ def cmd_import(
         from ..errors import InvalidInputError
 
         raise InvalidInputError(f"{file}: no such file")
-    with _open(path, key_file) as mem:
+    with open_store(path, key_file=key_file) as mem:
         unit = "bytes" if (fmt or "") != "parquet" and file.suffix.lower() not in (".parquet", ".pq") else "rows"
         with _bar(f"import {file.name}", unit=unit, enabled=not as_json) as update:
             rep = import_file(
@@ -193,7 +179,30 @@ def cmd_import(
             err_console.print(f"  ... and {len(rep.bad) - MAX_BAD_SHOWN} more (--json lists all)", highlight=False)
 
 
+def cmd_compact(
+    path: Annotated[Path, typer.Argument(help="Store directory.")],
+    key_file: KeyFileOpt = None,
+    merge_below: Annotated[
+        int | None, typer.Option("--merge-below", min=1, help="Only rewrite segments under N rows (and merge them).")
+    ] = None,
+    retain_days: Annotated[
+        float | None, typer.Option("--retain-days", min=0, help="Drop versions closed more than DAYS ago.")
+    ] = None,
+) -> None:
+    """Rewrite the store's segments without erased rows and vectors (optionally: merge policy, retention)."""
+    from datetime import timedelta
+
+    with open_store(path, key_file=key_file) as mem:
+        retain = timedelta(days=retain_days) if retain_days is not None else None
+        c = mem.compact(merge_below=merge_below, retain=retain)
+        console.print(
+            f"compacted: {c.rows_before} -> {c.rows_after} rows, {c.files_removed} file(s) removed, "
+            f"{c.bytes_before} -> {c.bytes_after} bytes"
+        )
+
+
 def register(app: typer.Typer) -> None:
     """Add the maintenance commands to the ``aether`` app."""
     app.command("reindex")(cmd_reindex)
     app.command("import")(cmd_import)
+    app.command("compact")(cmd_compact)

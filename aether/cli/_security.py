@@ -1,4 +1,4 @@
-"""Security commands: ``keygen``, ``rotate-key``, ``verify``, ``erase``, ``compact``.
+"""Security commands: ``keygen``, ``rotate-key``, ``verify``, ``erase``.
 
 Keys come from ``--key-file`` or the environment (``AETHER_KEY`` as base64, or ``AETHER_KEY_FILE``);
 never from a command-line argument, which other users could read in the process list.
@@ -10,28 +10,13 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from ..errors import InvalidInputError, StoreNotFoundError
+from ..errors import InvalidInputError
 from ._app import console
-
-KeyFileOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--key-file", help="File holding the base64 master key (default: $AETHER_KEY / $AETHER_KEY_FILE)."
-    ),
-]
-
-
-def _open(path: Path, key_file: Path | None) -> Any:
-    import aether
-
-    try:
-        return aether.open(path, create=False, key_file=key_file)
-    except StoreNotFoundError:
-        raise StoreNotFoundError(f"no aether store at {path}") from None
+from ._core import KeyFileOpt, open_store
 
 
 def cmd_keygen(
@@ -144,34 +129,12 @@ def cmd_erase(
     """Erase a subject (its data key is destroyed) or an atom, for all valid and transaction time."""
     if (subject is None) == (atom_id is None):
         raise InvalidInputError("give exactly one of --subject or --atom-id")
-    with _open(path, key_file) as mem:
+    with open_store(path, key_file=key_file) as mem:
         res = mem.erase(subject=subject, atom_id=atom_id)
         console.print(f"erased {res.versions} version(s); destroyed {res.keys_destroyed} data key(s)")
         if compact:
             c = mem.compact()
             console.print(f"compacted: {c.purged} row(s) purged, {c.files_removed} file(s) removed")
-
-
-def cmd_compact(
-    path: Annotated[Path, typer.Argument(help="Store directory.")],
-    key_file: KeyFileOpt = None,
-    merge_below: Annotated[
-        int | None, typer.Option("--merge-below", min=1, help="Only rewrite segments under N rows (and merge them).")
-    ] = None,
-    retain_days: Annotated[
-        float | None, typer.Option("--retain-days", min=0, help="Drop versions closed more than DAYS ago.")
-    ] = None,
-) -> None:
-    """Rewrite the store's segments without erased rows and vectors (optionally: merge policy, retention)."""
-    from datetime import timedelta
-
-    with _open(path, key_file) as mem:
-        retain = timedelta(days=retain_days) if retain_days is not None else None
-        c = mem.compact(merge_below=merge_below, retain=retain)
-        console.print(
-            f"compacted: {c.rows_before} -> {c.rows_after} rows, {c.files_removed} file(s) removed, "
-            f"{c.bytes_before} -> {c.bytes_after} bytes"
-        )
 
 
 def register(app: typer.Typer) -> None:
@@ -180,4 +143,3 @@ def register(app: typer.Typer) -> None:
     app.command("rotate-key")(cmd_rotate_key)
     app.command("verify")(cmd_verify)
     app.command("erase")(cmd_erase)
-    app.command("compact")(cmd_compact)

@@ -206,9 +206,9 @@ def plan_bulk(engine: Engine, ops: Sequence[Op], tx: int) -> tuple[dict[str, Any
     header: dict[str, Any] = {"kind": "tx", "close": [[v, tx] for v in vids]}
     if not k:
         return header, None, []
-    vid0 = engine._next_vid
-    batch = RowBatch(
-        version_id=np.arange(vid0, vid0 + k, dtype=np.int64),
+    batch = RowBatch.new_versions(
+        engine._next_vid,
+        tx,
         atom_id=cols["atom_id"],
         subject=cols["subject"],
         modality=cols["modality"],
@@ -219,8 +219,6 @@ def plan_bulk(engine: Engine, ops: Sequence[Op], tx: int) -> tuple[dict[str, Any
         quality=quality,
         valid_from=vf_new.astype(np.int64, copy=False),
         valid_to=vt_new.astype(np.int64, copy=False),
-        tx_from=np.full(k, tx, np.int64),
-        tx_to=np.full(k, OPEN, np.int64),
         vectors=vecs,
     )
     return header, batch, prim_at.tolist()

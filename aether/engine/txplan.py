@@ -153,10 +153,9 @@ def new_atom_rows(
     vectors: np.ndarray,
 ) -> RowBatch:
     """The rows of brand-new atoms (checked with :func:`all_new`), numbered and stamped with ``tx``."""
-    m = len(atom_id)
-    vid0 = engine._next_vid
-    return RowBatch(
-        version_id=np.arange(vid0, vid0 + m, dtype=np.int64),
+    return RowBatch.new_versions(
+        engine._next_vid,
+        tx,
         atom_id=atom_id,
         subject=subject,
         modality=modality,
@@ -167,8 +166,6 @@ def new_atom_rows(
         quality=quality,
         valid_from=valid_from,
         valid_to=valid_to,
-        tx_from=np.full(m, tx, np.int64),
-        tx_to=np.full(m, OPEN, np.int64),
         vectors=vectors,
         extra={"new_atoms": True},  # the table then skips its id look-ups
     )
@@ -323,11 +320,10 @@ def plan_rows(engine: Engine, ops: Sequence[Op], tx: int) -> tuple[dict[str, Any
     remap = {old: new for new, old in enumerate(live)}
     rows = None
     if live:
-        vid0 = engine._next_vid
-        m = len(live)
         ps = [pending[i] for i in live]
-        rows = RowBatch(
-            version_id=np.arange(vid0, vid0 + m, dtype=np.int64),
+        rows = RowBatch.new_versions(
+            engine._next_vid,
+            tx,
             atom_id=[p.fields["atom_id"] for p in ps],
             subject=[p.fields["subject"] for p in ps],
             modality=[p.fields["modality"] for p in ps],
@@ -338,8 +334,6 @@ def plan_rows(engine: Engine, ops: Sequence[Op], tx: int) -> tuple[dict[str, Any
             quality=np.asarray([p.fields["quality"] for p in ps], np.float64),
             valid_from=np.asarray([p.valid_from for p in ps], np.int64),
             valid_to=np.asarray([p.valid_to for p in ps], np.int64),
-            tx_from=np.full(m, tx, np.int64),
-            tx_to=np.full(m, OPEN, np.int64),
             vectors=np.stack([p.vector for p in ps]).astype(np.float32, copy=False),
         )
     header: dict[str, Any] = {

@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from .._time import OPEN
+
 INT_COLUMNS = ("version_id", "valid_from", "valid_to", "tx_from", "tx_to")
 STR_COLUMNS = ("atom_id", "subject", "modality", "content", "content_meta", "metadata")
 
@@ -104,6 +106,45 @@ class RowBatch:
 
     def __len__(self) -> int:
         return len(self.atom_id)
+
+    @classmethod
+    def new_versions(
+        cls,
+        first_version: int,
+        tx: int,
+        *,
+        atom_id: list[str],
+        subject: list[str],
+        modality: list[str],
+        content: list[str],
+        content_meta: list[str],
+        tags: list[dict[str, Any]],
+        metadata: list[str],
+        quality: np.ndarray,
+        valid_from: np.ndarray,
+        valid_to: np.ndarray,
+        vectors: np.ndarray,
+        extra: dict[str, Any] | None = None,
+    ) -> RowBatch:
+        """The rows a transaction at ``tx`` writes: version ids from ``first_version`` on, believed from ``tx`` on."""
+        m = len(atom_id)
+        return cls(
+            version_id=np.arange(first_version, first_version + m, dtype=np.int64),
+            atom_id=atom_id,
+            subject=subject,
+            modality=modality,
+            content=content,
+            content_meta=content_meta,
+            tags=tags,
+            metadata=metadata,
+            quality=quality,
+            valid_from=valid_from,
+            valid_to=valid_to,
+            tx_from=np.full(m, tx, np.int64),
+            tx_to=np.full(m, OPEN, np.int64),
+            vectors=vectors,
+            extra=extra if extra is not None else {},
+        )
 
     @classmethod
     def empty(cls, dim: int) -> RowBatch:
