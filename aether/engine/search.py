@@ -26,7 +26,7 @@ from ..models import (
     trusted_builder,
 )
 from .query import Filters, Snapshot
-from .table import loads_objects
+from .text_chunks import loads_objects
 
 if TYPE_CHECKING:
     from .store import Engine

@@ -793,9 +793,9 @@ def _stop_background_at_exit() -> None:
     for engine in list(_OPEN_ENGINES):
         with contextlib.suppress(Exception):
             engine._shutdown()
-    from . import table as _table  # vector loads of tables replaced by a reload, not only the current ones
+    from .vector_load import _LOADERS  # vector loads of tables replaced by a reload, not only the current ones
 
-    for loader in list(_table._LOADERS):
+    for loader in list(_LOADERS):
         loader.stop()
         th = getattr(loader, "_thread", None)
         if isinstance(th, threading.Thread) and th.is_alive() and th is not threading.current_thread():

@@ -202,146 +202,183 @@ def plan_rows(engine: Engine, ops: Sequence[Op], tx: int) -> tuple[dict[str, Any
     The reference for :func:`aether.engine.bulkplan.plan_bulk`, and the path of any batch that
     names an atom twice; it raises the typed error of the first invalid operation.
     """
-    t = engine.table
-    closed: dict[int, int] = {}
-    pending: list[_Pending] = []
-    by_atom: dict[str, list[int]] = {}
-    primary: list[int] = []
+    rp = _RowPlan(engine, tx)
+    index = engine.table.atom_index.dict()
+    for op in ops:
+        if type(op) is PutOp and not op.must_exist and op.atom_id not in rp.by_atom and op.atom_id not in index:
+            rp.put_new(op)
+        elif isinstance(op, PutOp):
+            rp.put(op)
+        elif isinstance(op, RetractOp):
+            rp.retract(op)
+        else:
+            rp.delete(op)
+    return rp.result()
 
-    def pieces(atom_id: str) -> list[Piece[tuple[str, int]]]:
-        cur = current_pieces(engine, t.atom_index.get(atom_id), closed)  # no set(closed): O(n^2) per batch
+
+class _RowPlan:
+    """The state of :func:`plan_rows`: the table rows closed so far and the pending new rows.
+
+    A piece key is ``("r", row)`` for a stored version or ``("p", i)`` for pending row ``i``.
+    """
+
+    def __init__(self, engine: Engine, tx: int) -> None:
+        self.engine = engine
+        self.t = engine.table
+        self.tx = tx
+        self.closed: dict[int, int] = {}
+        self.pending: list[_Pending] = []
+        self.by_atom: dict[str, list[int]] = {}
+        self.primary: list[int] = []
+
+    # ------------------------------------------------------------------ what the atom has now
+    def pieces(self, atom_id: str) -> list[Piece[tuple[str, int]]]:
+        """The atom's believed versions: stored ones not closed yet, then the live pending ones."""
+        # no set(closed): O(n^2) per batch
+        cur = current_pieces(self.engine, self.t.atom_index.get(atom_id), self.closed)
+        pending = self.pending
         cur += [
             Piece(("p", i), pending[i].valid_from, pending[i].valid_to)
-            for i in by_atom.get(atom_id, ())
+            for i in self.by_atom.get(atom_id, ())
             if pending[i].live
         ]
         return cur
 
-    def known(atom_id: str) -> bool:
+    def known(self, atom_id: str) -> bool:
+        t = self.t
         code = t.atom_index.get(atom_id)
         return (code is not None and any(not t.dead[r] for r in t.atom_rows.get(code, ()))) or bool(
-            by_atom.get(atom_id)
+            self.by_atom.get(atom_id)
         )
 
-    def source(key: tuple[str, int]) -> tuple[dict[str, Any], np.ndarray]:
+    def _source(self, key: tuple[str, int]) -> tuple[dict[str, Any], np.ndarray]:
         kind, i = key
         if kind == "r":
-            return row_fields(engine, i), t.vectors[i]
-        return pending[i].fields, pending[i].vector
+            return row_fields(self.engine, i), self.t.vectors[i]
+        return self.pending[i].fields, self.pending[i].vector
 
-    def close(key: tuple[str, int]) -> None:
+    # ------------------------------------------------------------------ changes
+    def _close(self, key: tuple[str, int]) -> None:
         kind, i = key
         if kind == "r":
-            closed[i] = tx
+            self.closed[i] = self.tx
         else:
-            pending[i].live = False
+            self.pending[i].live = False
 
-    def add_pending(fields: dict[str, Any], vec: np.ndarray, vf: int, vt: int) -> int:
-        pending.append(_Pending(fields, vec, vf, vt))
-        by_atom.setdefault(fields["atom_id"], []).append(len(pending) - 1)
-        return len(pending) - 1
+    def _add_pending(self, fields: dict[str, Any], vec: np.ndarray, vf: int, vt: int) -> int:
+        self.pending.append(_Pending(fields, vec, vf, vt))
+        self.by_atom.setdefault(fields["atom_id"], []).append(len(self.pending) - 1)
+        return len(self.pending) - 1
 
-    def apply_cut(close_keys: list[Any], keep: list[Piece[Any]]) -> None:
-        sources = {k: source(k) for k in close_keys}
+    def _apply_cut(self, close_keys: list[Any], keep: list[Piece[Any]]) -> None:
+        """Close ``close_keys``; the parts of them in ``keep`` come back as new rows with their fields."""
+        sources = {k: self._source(k) for k in close_keys}
         for k in close_keys:
-            close(k)
+            self._close(k)
         for p in keep:
             f, v = sources[p.key]
-            add_pending(dict(f), v, p.valid_from, p.valid_to)
+            self._add_pending(dict(f), v, p.valid_from, p.valid_to)
 
-    index = t.atom_index.dict()
-    for op in ops:
-        if type(op) is PutOp and not op.must_exist and op.atom_id not in by_atom and op.atom_id not in index:
-            # A brand-new atom (the bulk-ingest case): nothing to cut, no defaults to inherit.
-            vf = tx if op.valid_from is None else op.valid_from
-            check_interval(vf, op.valid_to)
-            if op.content is None:
-                raise InvalidInputError("content is required")
-            assert op.vector is not None
-            fields = {
-                "atom_id": op.atom_id,
-                "subject": "default" if op.subject is None else op.subject,
-                "modality": "text" if op.modality is None else op.modality,
-                "content": op.content,
-                "content_meta": "{}" if op.content_meta is None else op.content_meta,
-                "tags": {} if op.tags is None else op.tags,
-                "metadata": "{}" if op.metadata is None else op.metadata,
-                "quality": 1.0 if op.quality is None else op.quality,
-            }
-            primary.append(len(pending))
-            by_atom[op.atom_id] = [len(pending)]
-            pending.append(_Pending(fields, op.vector, vf, op.valid_to))
-            continue
-        if isinstance(op, PutOp):
-            if op.must_exist and not known(op.atom_id):
-                raise AtomNotFoundError(f"no atom {op.atom_id!r} to correct")
-            vf = tx if op.valid_from is None else op.valid_from
-            check_interval(vf, op.valid_to)
-            cur = pieces(op.atom_id)
-            base: dict[str, Any] | None = None
-            if op.must_exist:  # a correction inherits what it does not restate
-                latest = latest_fields(engine, op.atom_id, pending, by_atom)
-                base = latest
-            close_keys, keep = plan_put(cur, vf, op.valid_to)
-            apply_cut(close_keys, keep)
-            fields = {
-                "atom_id": op.atom_id,
-                "subject": op.subject if op.subject is not None else (base or {}).get("subject", "default"),
-                "modality": op.modality if op.modality is not None else (base or {}).get("modality", "text"),
-                "content": op.content if op.content is not None else (base or {}).get("content"),
-                "content_meta": op.content_meta
-                if op.content_meta is not None
-                else (base or {}).get("content_meta", "{}"),
-                "tags": op.tags if op.tags is not None else (base or {}).get("tags", {}),
-                "metadata": op.metadata if op.metadata is not None else (base or {}).get("metadata", "{}"),
-                "quality": op.quality if op.quality is not None else (base or {}).get("quality", 1.0),
-            }
-            if fields["content"] is None:
-                raise InvalidInputError("content is required")
-            vec = op.vector
-            if vec is None:
-                vec = (base or {}).get("_vector")
-            assert vec is not None
-            primary.append(add_pending(fields, vec, vf, op.valid_to))
-        elif isinstance(op, RetractOp):
-            if not known(op.atom_id):
-                raise AtomNotFoundError(f"no atom {op.atom_id!r}")
-            at = tx if op.at is None else op.at
-            close_keys, keep = plan_retract(pieces(op.atom_id), at)
-            apply_cut(close_keys, keep)
-        else:
-            if not known(op.atom_id):
-                raise AtomNotFoundError(f"no atom {op.atom_id!r}")
-            close_keys = [p.key for p in pieces(op.atom_id)]
-            for k in close_keys:
-                close(k)
+    # ------------------------------------------------------------------ one operation each
+    def put_new(self, op: PutOp) -> None:
+        """A brand-new atom (the bulk-ingest case): nothing to cut, no defaults to inherit."""
+        vf = self.tx if op.valid_from is None else op.valid_from
+        check_interval(vf, op.valid_to)
+        if op.content is None:
+            raise InvalidInputError("content is required")
+        assert op.vector is not None
+        fields = {
+            "atom_id": op.atom_id,
+            "subject": "default" if op.subject is None else op.subject,
+            "modality": "text" if op.modality is None else op.modality,
+            "content": op.content,
+            "content_meta": "{}" if op.content_meta is None else op.content_meta,
+            "tags": {} if op.tags is None else op.tags,
+            "metadata": "{}" if op.metadata is None else op.metadata,
+            "quality": 1.0 if op.quality is None else op.quality,
+        }
+        self.primary.append(len(self.pending))
+        self.by_atom[op.atom_id] = [len(self.pending)]
+        self.pending.append(_Pending(fields, op.vector, vf, op.valid_to))
 
-    live = [i for i, p in enumerate(pending) if p.live]
-    remap = {old: new for new, old in enumerate(live)}
-    rows = None
-    if live:
-        ps = [pending[i] for i in live]
-        rows = RowBatch.new_versions(
-            engine._next_vid,
-            tx,
-            atom_id=[p.fields["atom_id"] for p in ps],
-            subject=[p.fields["subject"] for p in ps],
-            modality=[p.fields["modality"] for p in ps],
-            content=[p.fields["content"] for p in ps],
-            content_meta=[p.fields["content_meta"] for p in ps],
-            tags=[p.fields["tags"] for p in ps],
-            metadata=[p.fields["metadata"] for p in ps],
-            quality=np.asarray([p.fields["quality"] for p in ps], np.float64),
-            valid_from=np.asarray([p.valid_from for p in ps], np.int64),
-            valid_to=np.asarray([p.valid_to for p in ps], np.int64),
-            vectors=np.stack([p.vector for p in ps]).astype(np.float32, copy=False),
-        )
-    header: dict[str, Any] = {
-        "kind": "tx",
-        "close": [[int(t.version_id[r]), txv] for r, txv in sorted(closed.items())],
-    }
-    new_rows = [remap[i] for i in primary if i in remap]
-    return header, rows, new_rows
+    def put(self, op: PutOp) -> None:
+        """A version of an atom that may exist: cut what it overlaps; a correction inherits the rest."""
+        if op.must_exist and not self.known(op.atom_id):
+            raise AtomNotFoundError(f"no atom {op.atom_id!r} to correct")
+        vf = self.tx if op.valid_from is None else op.valid_from
+        check_interval(vf, op.valid_to)
+        cur = self.pieces(op.atom_id)
+        base: dict[str, Any] | None = None
+        if op.must_exist:  # a correction inherits what it does not restate
+            base = latest_fields(self.engine, op.atom_id, self.pending, self.by_atom)
+        close_keys, keep = plan_put(cur, vf, op.valid_to)
+        self._apply_cut(close_keys, keep)
+        fields = {
+            "atom_id": op.atom_id,
+            "subject": op.subject if op.subject is not None else (base or {}).get("subject", "default"),
+            "modality": op.modality if op.modality is not None else (base or {}).get("modality", "text"),
+            "content": op.content if op.content is not None else (base or {}).get("content"),
+            "content_meta": op.content_meta
+            if op.content_meta is not None
+            else (base or {}).get("content_meta", "{}"),
+            "tags": op.tags if op.tags is not None else (base or {}).get("tags", {}),
+            "metadata": op.metadata if op.metadata is not None else (base or {}).get("metadata", "{}"),
+            "quality": op.quality if op.quality is not None else (base or {}).get("quality", 1.0),
+        }
+        if fields["content"] is None:
+            raise InvalidInputError("content is required")
+        vec = op.vector
+        if vec is None:
+            vec = (base or {}).get("_vector")
+        assert vec is not None
+        self.primary.append(self._add_pending(fields, vec, vf, op.valid_to))
+
+    def retract(self, op: RetractOp) -> None:
+        """End what is believed from ``op.at`` on (the parts before it stay, as new rows)."""
+        if not self.known(op.atom_id):
+            raise AtomNotFoundError(f"no atom {op.atom_id!r}")
+        at = self.tx if op.at is None else op.at
+        close_keys, keep = plan_retract(self.pieces(op.atom_id), at)
+        self._apply_cut(close_keys, keep)
+
+    def delete(self, op: DeleteOp) -> None:
+        """Stop believing every version of the atom."""
+        if not self.known(op.atom_id):
+            raise AtomNotFoundError(f"no atom {op.atom_id!r}")
+        for k in [p.key for p in self.pieces(op.atom_id)]:
+            self._close(k)
+
+    # ------------------------------------------------------------------ the plan
+    def result(self) -> tuple[dict[str, Any], RowBatch | None, list[int]]:
+        """The WAL header (closings), the new rows (live pending ones) and the positions of the primary rows."""
+        pending = self.pending
+        live = [i for i, p in enumerate(pending) if p.live]
+        remap = {old: new for new, old in enumerate(live)}
+        rows = None
+        if live:
+            ps = [pending[i] for i in live]
+            rows = RowBatch.new_versions(
+                self.engine._next_vid,
+                self.tx,
+                atom_id=[p.fields["atom_id"] for p in ps],
+                subject=[p.fields["subject"] for p in ps],
+                modality=[p.fields["modality"] for p in ps],
+                content=[p.fields["content"] for p in ps],
+                content_meta=[p.fields["content_meta"] for p in ps],
+                tags=[p.fields["tags"] for p in ps],
+                metadata=[p.fields["metadata"] for p in ps],
+                quality=np.asarray([p.fields["quality"] for p in ps], np.float64),
+                valid_from=np.asarray([p.valid_from for p in ps], np.int64),
+                valid_to=np.asarray([p.valid_to for p in ps], np.int64),
+                vectors=np.stack([p.vector for p in ps]).astype(np.float32, copy=False),
+            )
+        t = self.t
+        header: dict[str, Any] = {
+            "kind": "tx",
+            "close": [[int(t.version_id[r]), txv] for r, txv in sorted(self.closed.items())],
+        }
+        return header, rows, [remap[i] for i in self.primary if i in remap]
+
 
 def latest_fields(
     engine: Engine, atom_id: str, pending: list[_Pending], by_atom: dict[str, list[int]]
