@@ -20,13 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .api import ITEM_FIELDS
-from .errors import InvalidInputError
+from ..api import ITEM_FIELDS
+from ..errors import InvalidInputError
+from .rows import json_field, parse_time, to_op, vector_rows
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from .api import Memory
+    from ..api import Memory
 
 _KEYS = ITEM_FIELDS
 _DEFAULTS: dict[str, Any] = {"modality": "text", "subject": "default", "quality_score": 1.0}
@@ -55,7 +56,7 @@ class Columns:
 
 
 def _fill_ids(ids: list[Any]) -> list[Any]:
-    from .api import _new_atom_ids
+    from ..api import _new_atom_ids
 
     missing = [i for i, a in enumerate(ids) if a is None]
     for i, a in zip(missing, _new_atom_ids(len(missing)), strict=True):
@@ -108,10 +109,9 @@ _BAD = object()
 
 
 def _mapping(name: str) -> Callable[[Any], Any]:
-    from .ingest import _json_field
 
     def conv(v: Any) -> Any:
-        out = _json_field(v, name)
+        out = json_field(v, name)
         if name == "tags" and not isinstance(out, Mapping):
             raise InvalidInputError("tags must be an object")
         return dict(out) if isinstance(out, Mapping) else out
@@ -121,7 +121,6 @@ def _mapping(name: str) -> Callable[[Any], Any]:
 
 def from_items(mem: Memory, items: list[Any], lines: list[int]) -> tuple[Columns, list[tuple[int, str]]]:
     """Columns of parsed JSONL objects; also ``(line, error)`` for the rows ``to_op`` rejects."""
-    from .ingest import to_op
 
     n = len(items)
     bad = np.zeros(n, np.bool_)
@@ -174,7 +173,6 @@ def from_arrow(mem: Memory, batch: pa.RecordBatch, first_row: int) -> tuple[Colu
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from .ingest import _vector_rows, to_op
 
     n = batch.num_rows
     bad = np.zeros(n, np.bool_)
@@ -231,7 +229,7 @@ def from_arrow(mem: Memory, batch: pa.RecordBatch, first_row: int) -> tuple[Colu
 
     def item(i: int) -> Any:
         rec = batch.slice(i, 1)
-        vecs = _vector_rows(rec)
+        vecs = vector_rows(rec)
         if vecs is not None:
             rec = rec.drop_columns(["vector"])
         out = rec.to_pylist()[0]
@@ -261,9 +259,8 @@ def _convert(cols: dict[str, Any], bad: np.ndarray, *, vectors: np.ndarray | Non
 
 
 def _timer(name: str) -> Callable[[Any], Any]:
-    from .ingest import _time
 
-    return lambda v: _time(v, name)
+    return lambda v: parse_time(v, name)
 
 
 def _finish(
