@@ -155,17 +155,8 @@ def import_file(
         _import_atomic(mem, path, fmt, batch_rows, report, total, progress)
         report.seconds = time.perf_counter() - t0
         return report
-    ck = Checkpoint(mem.engine.path, path, fmt)
-    if resume:
-        ck.load()
-    else:
-        ck.reset()
+    ck = _checkpoint(mem, path, fmt, resume=resume)
     doc = ck.doc
-    pend = doc.get("pending")
-    if pend is not None:
-        if landed(mem, pend):
-            doc.update(offset=pend["offset"], line=pend["line"], imported=pend["imported"], bad=pend["bad"])
-        doc["pending"] = None
     report.resumed_rows = int(doc["line"])
     if report.resumed_rows:
         report.atom_ids = None  # the earlier run's ids are not known
@@ -179,23 +170,7 @@ def import_file(
         else parquet_chunks(path, int(doc["offset"]), batch_rows)
     )
     for chunk in chunks:
-        batch, lines, errs = _prepare(mem, chunk, columnar=columnar)
-        bad.extend([ln, msg] for ln, msg in sorted(chunk.parse_errors + errs))
-        eng = mem.engine
-        if len(lines):
-            last_id = batch.atom_ids[-1] if isinstance(batch, Columns) else batch[-1].atom_id
-            doc["pending"] = {
-                "tx_before": eng.snapshot.last_tx, "atom_id": last_id,
-                "offset": chunk.end, "line": chunk.last_line, "imported": imported + len(lines), "bad": bad,
-            }
-            ck.save()
-            ids, cerrs = _commit(mem, batch, lines)
-            for ln, msg in cerrs:
-                bad.append([ln, msg])
-            imported += len(ids)
-            _note_ids(report, ids)
-        doc.update(offset=chunk.end, line=chunk.last_line, imported=imported, bad=bad, pending=None)
-        ck.save()
+        imported = _import_chunk(mem, chunk, ck, report, bad, imported, columnar=columnar)
         if progress is not None:
             progress(chunk.end, total)
     ck.reset()  # done: a later import of the same file is a new import, not a resumption
@@ -203,6 +178,49 @@ def import_file(
     report.bad = [BadRow(int(b[0]), str(b[1])) for b in bad]
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _checkpoint(mem: Memory, path: Path, fmt: str, *, resume: bool) -> Checkpoint:
+    """The file's checkpoint, loaded (``resume``) or cleared; a batch the last run was committing when it
+    died counts as done if it landed, else it is imported again."""
+    ck = Checkpoint(mem.engine.path, path, fmt)
+    if resume:
+        ck.load()
+    else:
+        ck.reset()
+    doc = ck.doc
+    pend = doc.get("pending")
+    if pend is not None:
+        if landed(mem, pend):
+            doc.update(offset=pend["offset"], line=pend["line"], imported=pend["imported"], bad=pend["bad"])
+        doc["pending"] = None
+    return ck
+
+
+def _import_chunk(
+    mem: Memory, chunk: Chunk, ck: Checkpoint, report: ImportReport, bad: list[list[Any]], imported: int,
+    *, columnar: bool,
+) -> int:
+    """Commit one chunk (its bad rows added to ``bad``), the checkpoint naming it while it commits and
+    moved past it after; returns the rows imported so far."""
+    doc = ck.doc
+    batch, lines, errs = _prepare(mem, chunk, columnar=columnar)
+    bad.extend([ln, msg] for ln, msg in sorted(chunk.parse_errors + errs))
+    if len(lines):
+        last_id = batch.atom_ids[-1] if isinstance(batch, Columns) else batch[-1].atom_id
+        doc["pending"] = {
+            "tx_before": mem.engine.snapshot.last_tx, "atom_id": last_id,
+            "offset": chunk.end, "line": chunk.last_line, "imported": imported + len(lines), "bad": bad,
+        }
+        ck.save()
+        ids, cerrs = _commit(mem, batch, lines)
+        for ln, msg in cerrs:
+            bad.append([ln, msg])
+        imported += len(ids)
+        _note_ids(report, ids)
+    doc.update(offset=chunk.end, line=chunk.last_line, imported=imported, bad=bad, pending=None)
+    ck.save()
+    return imported
 
 
 def _note_ids(report: ImportReport, ids: list[str]) -> None:
