@@ -602,7 +602,7 @@ class Memory:
     def _latest_meta(self, atom_id: str) -> dict[str, Any]:
         """The stored content metadata (reserved keys included) of the atom's most recently written version."""
         eng = self._engine
-        with eng._wlock:
+        with eng.write_lock:
             t = eng.table
             code = t.atom_index.get(atom_id)
             n = eng.snapshot.n
@@ -622,7 +622,7 @@ class Memory:
         Runs under the writer lock: the fields it restates from the latest version cannot change
         before its commit (a replacing payload is written meanwhile, holding back other writers).
         """
-        with self._engine._wlock:
+        with self._engine.write_lock:
             return self._correct_rich_locked(
                 atom_id, content, valid_from=valid_from, valid_to=valid_to, tags=tags, metadata=metadata,
                 vector=vector, payload=payload, content_type=content_type,

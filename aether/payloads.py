@@ -220,18 +220,14 @@ def live_digests(engine: Engine) -> set[str]:
     n = engine.snapshot.n
     dead = t.dead
     out: set[str] = set()
-    starts = t._chunk_starts
-    for c, start in enumerate(starts):
-        if start >= n:
-            break
-        chunk: Any = t._chunks[c]
-        if isinstance(chunk, pa.Table):
-            col = chunk.column("content_meta")
+    for start, col in t.column_slices("content_meta", 0, n):
+        pairs: list[tuple[int, Any]]
+        if isinstance(col, list):
+            pairs = [(i, s) for i, s in enumerate(col) if PAYLOAD_KEY in s]
+        else:
             hit = np.flatnonzero(np.asarray(pc.fill_null(pc.match_substring(col, PAYLOAD_KEY), False)))
             values = col.take(pa.array(hit, pa.int64())).to_pylist() if len(hit) else []
-            pairs: list[tuple[int, Any]] = list(zip(hit.tolist(), values, strict=True))
-        else:
-            pairs = [(i, s) for i, s in enumerate(chunk.content_meta) if PAYLOAD_KEY in s]
+            pairs = list(zip(hit.tolist(), values, strict=True))
         for i, s in pairs:
             row = start + i
             if row >= n or dead[row]:
@@ -252,6 +248,6 @@ def collect(engine: Engine) -> int:
     from . import spaces
 
     bs = blobs_of(engine)
-    with engine._wlock:
+    with engine.write_lock:
         spaces.purge(engine)  # vectors computed from the payloads of versions that are gone
         return bs.collect(live_digests(engine))
