@@ -37,14 +37,14 @@ from .engine.validate import (
     check_tags,
 )
 from .errors import AtomNotFoundError, InvalidInputError, InvalidIntervalError, NoPayloadError, ReadOnlyError
-from .keyword.fusion import DEFAULT_RRF_K as _DEFAULT_RRF_K
-from .keyword.search import RANKING_OPTIONS as _RANKING_OPTIONS
-from .keyword.search import check_options as _check_options
-from .keyword.search import resolve_mode as _resolve_mode
-from .keyword.search import run as _run_keyword
-from .keyword.search import wants_run as _wants_run
 from .maintenance.reindex import ReindexResult
 from .models import JSON_KEY, PAYLOAD_KEY, Hit, MemoryAtom, SearchPlan, StoreStats, new_atom_id
+from .retrieval.fusion import DEFAULT_RRF_K as _DEFAULT_RRF_K
+from .retrieval.hybrid import RANKING_OPTIONS as _RANKING_OPTIONS
+from .retrieval.hybrid import check_options as _check_options
+from .retrieval.hybrid import resolve_mode as _resolve_mode
+from .retrieval.hybrid import run as _run_keyword
+from .retrieval.hybrid import wants_run as _wants_run
 from .security.erase import EraseResult
 from .storage.blobs import BlobReader
 
@@ -166,7 +166,7 @@ def _with_where(tags: Any, where: Any) -> Any:
     return {**tags, **extra}
 
 
-#: The plan note of a hybrid search with vector queries only (as ``aether.keyword.search.run`` writes it).
+#: The plan note of a hybrid search with vector queries only (as ``aether.retrieval.hybrid.run`` writes it).
 _VECTOR_HYBRID_NOTE = "vector query: no keyword half; hybrid returns the dense hits and scores"
 
 
@@ -1027,7 +1027,7 @@ class Memory:
             results, buckets, selected = _search.plan_and_search(eng, snap, _query_vectors(eng, qlist), k, f)
         elif not _wants_run(mode, fusion):
             results, buckets, selected = _search.plan_and_search(eng, snap, _query_vectors(eng, qlist), k, f)
-        else:  # keyword (BM25), hybrid or a re-ranking: aether.keyword, under the same filters
+        else:  # keyword (BM25), hybrid or a re-ranking: aether.retrieval.hybrid, under the same filters
             results, buckets, selected, extra = _run_keyword(eng, snap, qlist, k, f, mode=mode, **fusion)
         if want == "hits":
             return _search.hits_for(eng, results), None  # one columnar read for all hits, no re-validation
@@ -1087,7 +1087,7 @@ class Memory:
             ``"dense"`` (embedding similarity), ``"keyword"`` (BM25 over the content; text queries
             only) or ``"hybrid"`` (both, fused). Every mode applies the same time and tag filters.
             Keyword and hybrid need ``pip install 'aether[hybrid]'``. Default (``None``): hybrid with
-            ``fusion="adaptive"`` (``aether.keyword.search.DEFAULT_MODE``; the measurement is there),
+            ``fusion="adaptive"`` (``aether.retrieval.hybrid.DEFAULT_MODE``; the measurement is there),
             and dense when tantivy is not installed. A hybrid search with a vector query returns the
             dense hits and their cosine scores. What ``Hit.score`` is in each mode: :class:`aether.Hit`.
         fusion

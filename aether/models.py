@@ -324,7 +324,7 @@ def _content_from_dict(data: dict[str, Any]) -> MemoryContent:
 class Hit(BaseModel):
     """One search result: the atom version and its score (higher is better).
 
-    What ``score`` is depends on the search (``aether.keyword.search`` and
+    What ``score`` is depends on the search (``aether.retrieval.hybrid`` and
     ``aether.retrieval.ranking`` document each):
 
     - ``mode="dense"``, and any search with a vector query: the cosine similarity, in [-1, 1];

@@ -6,12 +6,12 @@ halves, exactly as ``mode="hybrid"`` does; then every fusion family is evaluated
 
 - ``rrf``: reciprocal rank fusion (k=60), no parameter;
 - ``convex``: ``w * minmax(cosine) + (1 - w) * minmax(bm25)`` over the union (``fusion="weighted"``);
-- ``adaptive``: the same with the per-query weight of :func:`aether.keyword.fusion.adaptive_weight`
+- ``adaptive``: the same with the per-query weight of :func:`aether.retrieval.fusion.adaptive_weight`
   (base weight and evidence share, ``fusion="adaptive"``).
 
 A family's parameters are chosen on two collections (best mean nDCG@10) and reported on the third;
 the table shows each collection's held-out figure and the parameters its fold chose. The chosen
-constants are ``aether.keyword.fusion.ADAPTIVE_BASE`` / ``ADAPTIVE_EVIDENCE``.
+constants are ``aether.retrieval.fusion.ADAPTIVE_BASE`` / ``ADAPTIVE_EVIDENCE``.
 
 Run (embeddings cached by ``_ir_data.py`` under ``/tmp``; about a minute)::
 
@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _ir_data import COLLECTIONS, RESULTS, embeddings, load
 
 import aether
-from aether.keyword.fusion import adaptive_weight, minmax
+from aether.retrieval.fusion import adaptive_weight, minmax
 
 DEPTH = 100
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import aether
-from aether import keyword as kw
-from aether.keyword import fusion as fu
+from aether import retrieval as kw
 from aether.keyword import index as kw_index
+from aether.retrieval import fusion as fu
 
 from .conftest import FakeClock
 from .test_hybrid import best_first, dense_of

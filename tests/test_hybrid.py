@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import aether
-from aether.keyword import minmax
+from aether.retrieval import minmax
 
 from .conftest import DIM, FakeClock
 from .test_keyword import VOCAB, as_triples, assert_same, bm25_of, build_history, random_filter, visible_versions

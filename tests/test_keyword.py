@@ -19,6 +19,7 @@ import pytest
 import aether
 from aether import keyword as kw
 from aether.keyword import index as kw_index
+from aether.retrieval import hybrid
 
 from .conftest import DIM, FakeClock
 
@@ -388,8 +389,8 @@ def test_erase_and_compact_remove_terms_from_the_keyword_index(tmp_path: Path,
 def test_default_mode_resolves_to_dense_without_tantivy(memory_mem: aether.Memory,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     memory_mem.add("the default mode")
-    assert memory_mem.explain("default").mode == kw.search.DEFAULT_MODE
-    monkeypatch.setattr(kw.search, "DEFAULT_MODE", "hybrid")
+    assert memory_mem.explain("default").mode == hybrid.DEFAULT_MODE
+    monkeypatch.setattr(hybrid, "DEFAULT_MODE", "hybrid")
     assert memory_mem.explain("default").mode == "hybrid"
     monkeypatch.setattr(kw_index, "available", lambda: False)
     assert memory_mem.explain("default").mode == "dense"

@@ -248,10 +248,10 @@ def test_text_columns_within_one_chunk_and_across_chunks(mem: aether.Memory) -> 
 
 def test_hybrid_vector_query_is_the_dense_search_with_the_keyword_modules_plan() -> None:
     """A vector query in hybrid mode (the default) skips the keyword module's setup: the same hits,
-    scores, plan and option errors as going through ``aether.keyword.search.run``."""
+    scores, plan and option errors as going through ``aether.retrieval.hybrid.run``."""
     from aether.errors import InvalidInputError
     from aether.keyword.index import available
-    from aether.keyword.search import run
+    from aether.retrieval.hybrid import run
 
     if not available():
         pytest.skip("tantivy not installed: the default mode is dense")

@@ -1,9 +1,12 @@
-"""Keyword (BM25) and hybrid retrieval under the store's bitemporal filters.
+"""The keyword (BM25) index: a derived index of the engine, and nothing above it.
 
-- :class:`KeywordIndex` — a tantivy BM25 index over atom content, a derived index of the engine
-  (maintained on every write, persisted under ``<store>/keyword/``; in RAM for encrypted stores).
-- :func:`run` — keyword and hybrid searches, applying the same row mask as dense search.
-- :func:`rrf`, :func:`weighted` — the fusion methods.
+- :class:`KeywordIndex` — a tantivy BM25 index over atom content (maintained on every write,
+  persisted under ``<store>/keyword/``; in RAM for encrypted stores), searched under the row mask
+  the engine computes for the bitemporal filters;
+- :mod:`.tail` — the in-memory BM25 tail serving the newest rows until tantivy commits.
+
+Keyword and hybrid search (the driver, fusion of the dense and keyword halves) live in
+:mod:`aether.retrieval` (``hybrid``, ``fusion``), which uses this index.
 
 tantivy is an optional dependency: ``pip install 'aether[hybrid]'``.
 
@@ -32,23 +35,6 @@ up the rows after its last commit costs milliseconds. Encrypted stores rebuild i
 
 from __future__ import annotations
 
-from .fusion import DEFAULT_RRF_K, minmax, rrf, weighted
 from .index import PUSHDOWN_MAX_ROWS, KeywordIndex, attach_if_present, available, get_index
-from .search import DEFAULT_DEPTH, FUSIONS, MODES, check_options, run
 
-__all__ = [
-    "DEFAULT_DEPTH",
-    "DEFAULT_RRF_K",
-    "FUSIONS",
-    "MODES",
-    "PUSHDOWN_MAX_ROWS",
-    "KeywordIndex",
-    "attach_if_present",
-    "available",
-    "check_options",
-    "get_index",
-    "minmax",
-    "rrf",
-    "run",
-    "weighted",
-]
+__all__ = ["PUSHDOWN_MAX_ROWS", "KeywordIndex", "attach_if_present", "available", "get_index"]

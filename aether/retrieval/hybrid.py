@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from ..models import BucketPlan, FusedHit, FusionPlan, KeywordPlan, RankedHit
-from ..retrieval import ranking as _ranking
+from . import ranking as _ranking
 from .fusion import ADAPTIVE_BASE, DEFAULT_RRF_K, adaptive_weight, rrf, weighted
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ def resolve_mode(mode: str | None, fusion: str | None = None) -> tuple[str, str]
     """
     if mode is not None:
         return mode, fusion if fusion is not None else "rrf"
-    from .index import available
+    from ..keyword.index import available
 
     if not available():
         return "dense", fusion if fusion is not None else "rrf"
@@ -189,7 +189,7 @@ def _lexical(
     extra: dict[str, Any],
 ) -> tuple[list[Ranked], list[BucketPlan], int]:
     from ..engine import search as dense_search
-    from .index import get_index
+    from ..keyword.index import get_index
 
     notes: list[str] = extra["notes"]
     idx = get_index(engine)
