@@ -21,6 +21,7 @@ decrypted rows on open, so no plaintext term ever reaches the disk of an encrypt
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import threading
 import time
@@ -50,6 +51,8 @@ _TOKENIZER = "aether_en"
 #: instead: building a large term set costs more than the few extra pages (measured on
 #: Cranfield, all 1,398 rows selected: 5.8 ms a query pushed down against 0.3 ms paged).
 PUSHDOWN_MAX_ROWS = 4096
+#: An English clitic after an apostrophe (straight or curly): dropped from query text.
+_CLITIC = re.compile(r"(?<=\w)['\u2019](?:s|t|d|m|ll|re|ve)\b", re.IGNORECASE)
 PUSHDOWN_MAX_FRACTION = 0.125
 #: Writes of at most this many rows go through the in-memory tail (committed in the background);
 #: larger ones, and any write while the tail already holds this many, are committed synchronously
@@ -560,8 +563,15 @@ class KeywordIndex:
 
     # ------------------------------------------------------------------ reads
     def analyze(self, text: str) -> list[str]:
-        """Distinct query terms after analysis (lowercase, stop words removed, stemmed)."""
-        return list(dict.fromkeys(self._an.analyze(text)))
+        """Distinct query terms after analysis (lowercase, stop words removed, stemmed).
+
+        A clitic after an apostrophe (``Bruno's``, ``can't``, ``I'm``) is dropped first: the
+        analyzer splits it into a one-letter term (``s``, ``t``, ``m``) that carries no meaning but
+        matches every ``it's`` and ``don't`` in the store, and with a high IDF in a store of short
+        utterances it outranked the query's real terms. Only queries are normalised (documents
+        keep tantivy's analysis, so indexed statistics and the tail stay as they are).
+        """
+        return list(dict.fromkeys(self._an.analyze(_CLITIC.sub("", text))))
 
     def _fresh_searcher(self, engine: Engine) -> Any:
         with self._lock:
@@ -782,6 +792,36 @@ class KeywordIndex:
                 if i is not None:
                     out[i] = float(score)
         return out
+
+    def visible_scores(self, engine: Engine, text: str, rows: np.ndarray, n_visible: int
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """BM25 of ``rows`` with the store's statistics and with those of the visible rows alone.
+
+        ``rows`` must be every visible row that matches a query term (a keyword ranking under the
+        search's mask that ended before its depth) and ``n_visible`` the number of visible rows.
+        The second array scores them as BM25 over that visible sub-collection: each term's IDF
+        from how many visible rows hold it (the average length stays the store's). A term that
+        every visible row holds -- a person's name under that person's tag filter -- then weighs
+        almost nothing, where with the store's IDF it ranked rows by length alone.
+        """
+        terms = self.analyze(text)
+        if not terms or len(rows) == 0:
+            z = np.zeros(len(rows), np.float64)
+            return z, z
+        searcher, tail = self._view(engine)
+        if tail is not None:
+            _, st = self._stats(engine, searcher, terms, tail)
+            committed_at = [int(r) for r in rows if int(r) not in tail.rows]
+            analysed = iter(self._analysed(engine, np.asarray(committed_at, np.int64)))
+            docs = [tail.rows[int(r)] if int(r) in tail.rows else next(analysed) for r in rows]
+        else:
+            df = {term: int(searcher.doc_freq("body", term)) for term in terms}
+            st = _bm25.Stats(int(searcher.num_docs), self._total_tokens(searcher, engine), df)
+            docs = self._analysed(engine, np.asarray(rows, np.int64))
+        n_vis = max(int(n_visible), len(rows))
+        df_vis = {term: sum(1 for tf, _ in docs if tf.get(term, 0)) for term in terms}
+        vis = _bm25.Stats(n_vis, st.avgdl * n_vis, df_vis)
+        return _bm25.scores_of(terms, docs, st), _bm25.scores_of(terms, docs, vis)
 
     def doc_freq(self, engine: Engine, term: str) -> int:
         """Documents (deleted ones included until a rebuild) holding the analysed ``term``, the

@@ -228,14 +228,15 @@ def _lexical(
         elif fusion == "rrf":
             fused = rrf([dres, kres], k, rrf_k=rrf_k, key=key)
         else:
+            # Adaptive fusion under a filter whose keyword ranking ended before the depth: the
+            # visible rows are a small sub-collection, scored with its own term statistics.
+            visible = selected if (fusion == "adaptive" and selected < snap.n and len(kres) < depth_) else None
             if fusion == "weighted":
                 w_used = 0.5 if dense_weight is None else float(dense_weight)
             else:
-                w_used = adaptive_weight(
-                    [s for _, s in dres], [s for _, s in kres],
-                    base=ADAPTIVE_BASE if dense_weight is None else float(dense_weight),
-                )
-            fused, known = _convex(engine, idx, qvecs[i], text, dres, kres, k, w_used, dedupe, depth_)
+                w_used = ADAPTIVE_BASE if dense_weight is None else float(dense_weight)
+            fused, known, w_used = _convex(engine, idx, qvecs[i], text, dres, kres, k, w_used, dedupe, depth_,
+                                           adaptive=fusion == "adaptive", visible=visible)
         results.append(fused)
         if i == 0:
             extra["keyword"] = KeywordPlan(**info, hits=_ranked(engine, kres, k))
@@ -299,8 +300,8 @@ def _fused_hits(
 
 def _convex(
     engine: Engine, idx: Any, qvec: np.ndarray, text: str | None, dres: Ranked, kres: Ranked, k: int,
-    dense_weight: float, dedupe: bool, depth: int,
-) -> tuple[Ranked, dict[int, tuple[float, float]]]:
+    dense_weight: float, dedupe: bool, depth: int, *, adaptive: bool = False, visible: int | None = None,
+) -> tuple[Ranked, dict[int, tuple[float, float]], float]:
     """Convex fusion over the union of both halves' candidates, each scored by both halves.
 
     A candidate found by one half only gets its exact score from the other half (cosine from
@@ -309,21 +310,42 @@ def _convex(
     candidates is already known; when that half returned fewer than ``depth`` rows its ranking
     was exhausted, so every other row matches no term (BM25 0) and the index is not asked again
     (unless hits are one version per atom: another version of a hit may match).
-    Also returns ``row -> (cosine, bm25)`` of the union.
+    With ``adaptive`` the dense weight is the per-query :func:`~.fusion.adaptive_weight` around
+    ``dense_weight``. ``visible`` (the number of rows the filters select) says the keyword half's
+    ranking under the filters ended before ``depth``, so the union holds every visible row that
+    matches a term: the keyword signal is then BM25 with the visible rows' own term statistics
+    (``KeywordIndex.visible_scores``), and the keyword weight shrinks by the share of the
+    store-wide BM25 that survives them. Under a person's tag filter the person's name matches
+    every visible row: store-wide it is a rare, heavy term that ranks those rows by length alone;
+    over the visible rows it weighs nothing, and a query with no other matching term falls back
+    to the dense half.
+    Also returns ``row -> (cosine, bm25)`` of the union (store-wide BM25) and the dense weight used.
     """
     from ..engine.store import topk_rows
 
     rows = np.asarray(sorted({r for r, _ in dres} | {r for r, _ in kres}), dtype=np.int64)
     if len(rows) == 0:
-        return [], {}
+        return [], {}, dense_weight
     dense = engine.table.vectors[rows] @ qvec
     kmap = dict(kres)
     kw = np.asarray([kmap.get(int(r), 0.0) for r in rows], np.float64)
-    # With one version per atom (dedupe) another version of a keyword hit may still match a term.
-    if text is not None and (len(kres) >= depth or dedupe):
-        other = np.asarray([i for i, r in enumerate(rows) if int(r) not in kmap], np.int64)
-        if len(other):
-            kw[other] = idx.scores_for(engine, text, rows[other])
-    fused = weighted(rows, dense, kw, dense_weight=dense_weight)
+    signal = kw
+    w = dense_weight
+    if text is not None and visible is not None:
+        kw, signal = idx.visible_scores(engine, text, rows, visible)
+        own = np.asarray([signal[i] for i, r in enumerate(rows) if int(r) in kmap])
+        w = adaptive_weight([s for _, s in dres], np.sort(own)[::-1], base=dense_weight)
+        top = float(kw.max()) if len(kw) else 0.0
+        kept = min(1.0, float(signal.max()) / top) if top > 0 else 0.0
+        w = 1.0 - (1.0 - w) * kept
+    else:
+        # With one version per atom (dedupe) another version of a keyword hit may still match a term.
+        if text is not None and (len(kres) >= depth or dedupe):
+            other = np.asarray([i for i, r in enumerate(rows) if int(r) not in kmap], np.int64)
+            if len(other):
+                kw[other] = idx.scores_for(engine, text, rows[other])
+        if adaptive:
+            w = adaptive_weight([s for _, s in dres], [s for _, s in kres], base=dense_weight)
+    fused = weighted(rows, dense, signal, dense_weight=w)
     known = {int(r): (float(d), float(b)) for r, d, b in zip(rows, dense, kw, strict=True)}
-    return topk_rows(rows, fused, k, engine.table.atom_code if dedupe else None), known
+    return topk_rows(rows, fused, k, engine.table.atom_code if dedupe else None), known, w
