@@ -1028,7 +1028,8 @@ class Memory:
         elif not _wants_run(mode, fusion):
             results, buckets, selected = _search.plan_and_search(eng, snap, _query_vectors(eng, qlist), k, f)
         else:  # keyword (BM25), hybrid or a re-ranking: aether.retrieval.hybrid, under the same filters
-            results, buckets, selected, extra = _run_keyword(eng, snap, qlist, k, f, mode=mode, **fusion)
+            results, buckets, selected, extra = _run_keyword(eng, snap, qlist, k, f, mode=mode, plan=want == "plan",
+                                                             **fusion)
         if want == "hits":
             return _search.hits_for(eng, results), None  # one columnar read for all hits, no re-validation
         plan = SearchPlan(

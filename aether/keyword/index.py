@@ -52,6 +52,7 @@ _TOKENIZER = "aether_en"
 #: Cranfield, all 1,398 rows selected: 5.8 ms a query pushed down against 0.3 ms paged).
 PUSHDOWN_MAX_ROWS = 4096
 #: An English clitic after an apostrophe (straight or curly): dropped from query text.
+_TQ_CACHE = 65536
 _CLITIC = re.compile(r"(?<=\w)['\u2019](?:s|t|d|m|ll|re|ve)\b", re.IGNORECASE)
 PUSHDOWN_MAX_FRACTION = 0.125
 #: Writes of at most this many rows go through the in-memory tail (committed in the background);
@@ -130,6 +131,8 @@ class KeywordIndex:
         self._index: Any = None
         self._writer: Any = None
         self._schema: Any = None
+        #: term -> its tantivy term query (built once: building one costs about as much as a search)
+        self._tq: dict[str, Any] = {}
         self._an: Any = None
         self._dir: Path | None = None
         self._idx_dir: Path | None = None  # where the open tantivy index lives (None: RAM)
@@ -180,6 +183,7 @@ class KeywordIndex:
     def _make(self, path: Path | None) -> None:
         tv = self._tv
         self._schema = self._schema_build()
+        self._tq = {}
         self._an = _analyzer(tv)
         self._index = tv.Index(self._schema, path=None if path is None else str(path), reuse=True)
         self._idx_dir = path
@@ -573,6 +577,20 @@ class KeywordIndex:
         """
         return list(dict.fromkeys(self._an.analyze(_CLITIC.sub("", text))))
 
+    def _body_query(self, terms: list[str]) -> Any:
+        """The OR of the ``terms``' term queries (each built once per schema and kept)."""
+        tv = self._tv
+        cache = self._tq
+        qs = []
+        for term in terms:
+            q = cache.get(term)
+            if q is None:
+                if len(cache) >= _TQ_CACHE:
+                    cache.clear()
+                q = cache[term] = tv.Query.term_query(self._schema, "body", term, index_option="freq")
+            qs.append((tv.Occur.Should, q))
+        return tv.Query.boolean_query(qs)
+
     def _fresh_searcher(self, engine: Engine) -> Any:
         with self._lock:
             if self._index is None:
@@ -643,17 +661,14 @@ class KeywordIndex:
         info: dict[str, Any] = {"terms": [], "strategy": "none", "examined": 0, "rounds": 0}
         terms = self.analyze(text)
         info["terms"] = terms
-        rows_sel = np.flatnonzero(mask)
-        if not terms or len(rows_sel) == 0 or k <= 0:
+        n_sel = int(np.count_nonzero(mask))
+        if not terms or n_sel == 0 or k <= 0:
             return [], info
         searcher, tail = self._view(engine)
         t = engine.table
-        q = tv.Query.boolean_query(
-            [(tv.Occur.Should, tv.Query.term_query(self._schema, "body", term, index_option="freq"))
-             for term in terms]
-        )
-        if len(rows_sel) <= PUSHDOWN_MAX_ROWS and len(rows_sel) <= PUSHDOWN_MAX_FRACTION * snap.n:
-            vids = [int(v) for v in t.version_id[rows_sel]]
+        q = self._body_query(terms)
+        if n_sel <= PUSHDOWN_MAX_ROWS and n_sel <= PUSHDOWN_MAX_FRACTION * snap.n:
+            vids = t.version_id[np.flatnonzero(mask)].tolist()
             only = tv.Query.const_score_query(tv.Query.term_set_query(self._schema, "vid", vids), 0.0)
             q = tv.Query.boolean_query([(tv.Occur.Must, q), (tv.Occur.Must, only)])
             info["strategy"] = "pushdown"
@@ -758,40 +773,31 @@ class KeywordIndex:
             limit *= 4
 
     def scores_for(self, engine: Engine, text: str, rows: np.ndarray) -> np.ndarray:
-        """BM25 scores of the given rows for ``text`` (0 where a row matches no term); with rows in
-        the tail, computed with the statistics of committed index plus tail, as in :meth:`search`."""
-        out = np.zeros(len(rows), np.float64)
+        """BM25 scores of the given rows for ``text`` (0 where a row matches no term), with the
+        statistics of the committed index plus the tail, as in :meth:`search`.
+
+        Scored from the rows' analysed content (cached per row) with tantivy's BM25 arithmetic
+        (:mod:`.tail`), not by a tantivy query restricted to the rows' version ids: for the
+        hundred-odd rows hybrid fusion asks about, that query cost more than both halves' searches.
+        """
         terms = self.analyze(text)
         if not terms or len(rows) == 0:
-            return out
-        tv = self._tv
+            return np.zeros(len(rows), np.float64)
         searcher, tail = self._view(engine)
-        t = engine.table
-        if tail is not None:
-            _, both = self._stats(engine, searcher, terms, tail)
-            docs = []
-            committed_at = [i for i, r in enumerate(rows) if int(r) not in tail.rows]
-            analysed = iter(self._analysed(engine, np.asarray([rows[i] for i in committed_at], np.int64)))
-            for r in rows:
-                docs.append(tail.rows[int(r)] if int(r) in tail.rows else next(analysed))
-            return _bm25.scores_of(terms, docs, both)
-        vids = t.version_id[rows]
-        q = tv.Query.boolean_query(
-            [(tv.Occur.Must, tv.Query.boolean_query(
-                [(tv.Occur.Should, tv.Query.term_query(self._schema, "body", term, index_option="freq"))
-                 for term in terms])),
-             (tv.Occur.Must, tv.Query.const_score_query(
-                 tv.Query.term_set_query(self._schema, "vid", [int(v) for v in vids]), 0.0))]
-        )
-        hits = searcher.search(q, len(rows), count=False).hits
-        if hits:
-            got = np.asarray(searcher.fast_field_values("vid", [h[1] for h in hits]), dtype=np.int64)
-            where = {int(v): i for i, v in enumerate(vids)}
-            for (score, _), v in zip(hits, got, strict=True):
-                i = where.get(int(v))
-                if i is not None:
-                    out[i] = float(score)
-        return out
+        st, docs = self._docs(engine, searcher, tail, terms, rows)
+        return _bm25.scores_of(terms, docs, st)
+
+    def _docs(self, engine: Engine, searcher: Any, tail: _bm25.Tail | None, terms: list[str], rows: np.ndarray
+              ) -> tuple[_bm25.Stats, list[tuple[Any, int]]]:
+        """The statistics to score with (committed index plus tail) and ``rows``' analysed content."""
+        if tail is None:
+            df = {term: int(searcher.doc_freq("body", term)) for term in terms}
+            return _bm25.Stats(int(searcher.num_docs), self._total_tokens(searcher, engine), df), \
+                self._analysed(engine, np.asarray(rows, np.int64))
+        _, st = self._stats(engine, searcher, terms, tail)
+        committed_at = [int(r) for r in rows if int(r) not in tail.rows]
+        analysed = iter(self._analysed(engine, np.asarray(committed_at, np.int64)))
+        return st, [tail.rows[int(r)] if int(r) in tail.rows else next(analysed) for r in rows]
 
     def visible_scores(self, engine: Engine, text: str, rows: np.ndarray, n_visible: int
                        ) -> tuple[np.ndarray, np.ndarray]:
@@ -809,15 +815,7 @@ class KeywordIndex:
             z = np.zeros(len(rows), np.float64)
             return z, z
         searcher, tail = self._view(engine)
-        if tail is not None:
-            _, st = self._stats(engine, searcher, terms, tail)
-            committed_at = [int(r) for r in rows if int(r) not in tail.rows]
-            analysed = iter(self._analysed(engine, np.asarray(committed_at, np.int64)))
-            docs = [tail.rows[int(r)] if int(r) in tail.rows else next(analysed) for r in rows]
-        else:
-            df = {term: int(searcher.doc_freq("body", term)) for term in terms}
-            st = _bm25.Stats(int(searcher.num_docs), self._total_tokens(searcher, engine), df)
-            docs = self._analysed(engine, np.asarray(rows, np.int64))
+        st, docs = self._docs(engine, searcher, tail, terms, rows)
         n_vis = max(int(n_visible), len(rows))
         df_vis = {term: sum(1 for tf, _ in docs if tf.get(term, 0)) for term in terms}
         vis = _bm25.Stats(n_vis, st.avgdl * n_vis, df_vis)

@@ -10,7 +10,6 @@ Re-ranking (recency / importance blend, MMR) only reorders those filtered candid
 
 from __future__ import annotations
 
-import threading
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -127,6 +126,7 @@ def run(
     rrf_k: int = DEFAULT_RRF_K,
     dense_weight: float | None = None,
     depth: int | None = None,
+    plan: bool = True,
     **rank_opts: Any,
 ) -> tuple[list[Ranked], list[BucketPlan], int, dict[str, Any]]:
     """Dense, keyword or hybrid search for a batch of queries, then the optional re-ranking.
@@ -134,7 +134,8 @@ def run(
     ``rank_opts`` are :data:`RANKING_OPTIONS` (see :func:`aether.retrieval.ranking.resolve`).
     Returns the ``(row, score)`` lists per query, the dense half's bucket plan, the number of
     rows the filters select, and extra :class:`~aether.models.SearchPlan` fields (``keyword``,
-    ``fusion``, ``notes``) describing the first query.
+    ``fusion``, ``notes``) describing the first query (with ``plan=False`` no ``keyword`` and
+    ``fusion`` fields: a plain search does not build them).
     """
     from ..engine import search as dense_search
 
@@ -166,7 +167,7 @@ def run(
     else:
         results, buckets, selected = _lexical(
             engine, snap, queries, texts, k if not rk.active else fetch, f, mode=mode, fusion=fusion,
-            rrf_k=rrf_k, dense_weight=dense_weight, depth_=depth_, dedupe=dedupe, extra=extra,
+            rrf_k=rrf_k, dense_weight=dense_weight, depth_=depth_, dedupe=dedupe, extra=extra, plan=plan,
         )
     if rk.active:
         ref = _ref_time(engine, f) if rk.axis == "valid" else int(f.as_of)
@@ -186,7 +187,7 @@ def run(
 def _lexical(
     engine: Engine, snap: Snapshot, queries: list[Any], texts: list[str | None], k: int, f: Filters, *,
     mode: str, fusion: str, rrf_k: int, dense_weight: float | None, depth_: int, dedupe: bool,
-    extra: dict[str, Any],
+    extra: dict[str, Any], plan: bool = True,
 ) -> tuple[list[Ranked], list[BucketPlan], int]:
     from ..engine import search as dense_search
     from ..keyword.index import get_index
@@ -202,18 +203,17 @@ def _lexical(
             assert text is not None
             res, info = idx.search(engine, snap, text, mask, k, dedupe=dedupe)
             results.append(res)
-            if i == 0:
+            if i == 0 and plan:
                 extra["keyword"] = KeywordPlan(**info, hits=_ranked(engine, res, k))
         return results, [BucketPlan(bucket="keyword", rows=snap.n, selected=selected, strategy="bm25")], selected
 
     qvecs = engine.query_vectors(queries)
-    # The two halves run at once: FAISS releases the GIL while the keyword half searches tantivy.
-    dense_job = _pool().submit(dense_search.plan_and_search, engine, snap, qvecs, depth_, f)
-    try:
-        kw_res = [idx.search(engine, snap, text, mask, depth_, dedupe=dedupe) if text is not None
-                  else ([], {"strategy": "none"}) for text in texts]
-    finally:
-        dense_res, buckets, _ = dense_job.result()
+    # One half after the other in this thread: at a store's usual sizes each half takes well under
+    # a millisecond, less than handing one to a worker thread costs (a thread pool ran hybrid at
+    # several times dense latency, worse on a busy machine).
+    dense_res, buckets, _ = dense_search.plan_and_search(engine, snap, qvecs, depth_, f)
+    kw_res = [idx.search(engine, snap, text, mask, depth_, dedupe=dedupe) if text is not None
+              else ([], {"strategy": "none"}) for text in texts]
     key = (lambda r: int(engine.table.atom_code[r])) if dedupe else None
     for i, text in enumerate(texts):
         dres = dense_res[i]
@@ -238,7 +238,7 @@ def _lexical(
             fused, known, w_used = _convex(engine, idx, qvecs[i], text, dres, kres, k, w_used, dedupe, depth_,
                                            adaptive=fusion == "adaptive", visible=visible)
         results.append(fused)
-        if i == 0:
+        if i == 0 and plan:
             extra["keyword"] = KeywordPlan(**info, hits=_ranked(engine, kres, k))
             base = dense_weight if dense_weight is not None else (ADAPTIVE_BASE if fusion == "adaptive" else 0.5)
             fp = FusionPlan(
@@ -249,27 +249,6 @@ def _lexical(
             extra["fusion"] = fp
             extra["_halves"] = (dres, kres, qvecs[i], text, idx, known)
     return results, buckets, selected
-
-
-_POOL: dict[int, Any] = {}  # pid -> executor (a forked child cannot use its parent's threads)
-_POOL_LOCK = threading.Lock()
-
-
-def _pool() -> Any:
-    """Worker threads for the dense half of hybrid searches (created on first use, per process)."""
-    import os
-
-    pid = os.getpid()
-    ex = _POOL.get(pid)
-    if ex is None:
-        with _POOL_LOCK:
-            ex = _POOL.get(pid)
-            if ex is None:
-                from concurrent.futures import ThreadPoolExecutor
-
-                _POOL.clear()
-                ex = _POOL[pid] = ThreadPoolExecutor(max_workers=2, thread_name_prefix="aether-hybrid")
-    return ex
 
 
 def _fused_hits(
