@@ -447,3 +447,14 @@ def test_damaged_index_files_are_rebuilt_not_trusted(tmp_path: Path, embedder: a
                 assert len(mem.search("tern", k=50, mode="keyword")) == 30
     with aether.open(path, embedder=embedder) as mem:  # and the rebuilt index is trusted again
         assert kw.get_index(mem._engine).stats["rebuilds"] == 0
+
+
+def test_query_text_drops_clitics_after_an_apostrophe(memory_mem: aether.Memory) -> None:
+    """``Bruno's`` / ``can't`` would otherwise add the one-letter terms ``s`` / ``t``, matching every
+    ``it's`` and ``don't`` in the store."""
+    memory_mem.add_many(["it's raining again", "don't forget the keys", "Bruno drinks tea"])
+    plan = memory_mem.explain("Bruno's tea? I can\u2019t say", mode="keyword")
+    assert plan.keyword is not None and "s" not in plan.keyword.terms and "t" not in plan.keyword.terms
+    assert plan.keyword.terms[:2] == ["bruno", "tea"]
+    hits = memory_mem.search("Bruno's tea", k=5, mode="keyword")
+    assert [h.atom.content.inline for h in hits] == ["Bruno drinks tea"]

@@ -229,8 +229,10 @@ def _lexical(
             fused = rrf([dres, kres], k, rrf_k=rrf_k, key=key)
         else:
             # Adaptive fusion under a filter whose keyword ranking ended before the depth: the
-            # visible rows are a small sub-collection, scored with its own term statistics.
-            visible = selected if (fusion == "adaptive" and selected < snap.n and len(kres) < depth_) else None
+            # visible rows are a small sub-collection, scored with its own term statistics (not
+            # over a valid-time range, whose one-version-per-atom lists leave other versions out).
+            visible = selected if (fusion == "adaptive" and not dedupe and selected < snap.n
+                                   and len(kres) < depth_) else None
             if fusion == "weighted":
                 w_used = 0.5 if dense_weight is None else float(dense_weight)
             else:
