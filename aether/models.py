@@ -331,7 +331,9 @@ class Hit(BaseModel):
     - ``mode="keyword"``: the BM25 score (corpus statistics over every indexed version);
     - ``mode="hybrid"``, ``fusion="rrf"``: ``sum over the halves of 1 / (rrf_k + rank)``;
     - ``fusion="weighted"`` or ``"adaptive"`` (the default search): the convex combination of the
-      halves' scores, each min-max scaled over the union of both candidate lists, in [0, 1];
+      halves' scores, each min-max scaled over the union of both candidate lists, in [0, 1]
+      (adaptive: the dense weight set per query; under a point-in-time filter whose keyword
+      ranking is exhausted, the keyword half scored as BM25 over the visible rows alone);
     - with a ``recency`` / ``importance`` blend (or a ``ranking`` preset): the blended score, in
       [0, 1]; with ``diversity`` (MMR) the hits are in MMR order, each keeping that score.
     """
