@@ -19,6 +19,8 @@ Reports nDCG@10 and recall@100 on SciFact, Cranfield and CISI (BEIR layout, in
 - ``hybrid-adaptive``: ``fusion="adaptive"`` (per-query weight; ``benchmarks/fusion_study.py`` chose its
   constants leave-one-collection-out and reports the held-out figures);
 - ``default``: ``mem.search`` with no mode (adaptive hybrid when tantivy is installed);
+- ``default-k10``: the same with ``k=10`` (nDCG@10 only): fusion then takes 30 candidates a side
+  (``aether.retrieval.hybrid.candidate_depth``), not 100;
 
 and the single-query latency of each mode (median and p95 over the queries; query embeddings
 are precomputed, so the figures are search time, not model time). Embeddings come from
@@ -197,6 +199,10 @@ def run_collection(name: str, embedder: Any, weights: list[float], lat_n: int, *
             modes[label] = evaluate(col, [[h.atom.atom_id for h in hits] for hits in res])
             modes[label]["batch_ms_per_query_k100"] = batch_s / len(col.queries) * 1000
             modes[label].update(latency(lambda q, o=opts: mem.search(q, k=10, **o), col.queries, lat_n))
+        # The default as a top-10 search (fusion takes fewer candidates for a smaller k: candidate_depth).
+        res = mem.search_many(col.queries, k=10)
+        modes["default-k10"] = {"ndcg@10": evaluate(col, [[h.atom.atom_id for h in hits] for hits in res])["ndcg@10"],
+                                "recall@100": float("nan")}
 
         # Durability costs: reopen (load the persisted index, nothing to catch up) against a
         # full rebuild from the rows (what an encrypted store does on open).

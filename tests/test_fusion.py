@@ -14,6 +14,7 @@ from aether import retrieval as kw
 from aether.keyword import index as kw_index
 from aether.keyword import tail as bm25
 from aether.retrieval import fusion as fu
+from aether.retrieval import hybrid
 
 from .conftest import FakeClock
 from .test_hybrid import best_first, dense_of
@@ -111,7 +112,9 @@ def test_adaptive_fusion_equals_brute_force_under_filters(tmp_path: Path, embedd
                 assert got == []
                 continue
             sig = bm
-            if k_sc and not dedupe and len(vis) < mem._engine.snapshot.n and len(k_list) < kw.DEFAULT_DEPTH:
+            depth = hybrid.candidate_depth(k, len(vis))
+            assert len(d_list) <= depth and len(k_list) <= depth  # nothing cut: the lists here are whole
+            if k_sc and not dedupe and len(vis) < mem._engine.snapshot.n and (len(k_list) < depth or len(vis) <= depth):
                 # A filter, and its keyword ranking ended early: BM25 over the visible rows alone.
                 sig = visible_bm25(mem, q, vis)
                 own = sorted((sig[v] for _, v in k_list), reverse=True)
@@ -150,7 +153,7 @@ def test_explain_shows_each_halfs_rank_and_score_for_every_hit(memory_mem: aethe
             assert fh.dense_rank == d_rank[fh.version_id]
         if fh.version_id in k_rank:
             assert fh.keyword_rank == k_rank[fh.version_id]
-        assert fh.dense_rank is None or 1 <= fh.dense_rank <= kw.DEFAULT_DEPTH
+        assert fh.dense_rank is None or 1 <= fh.dense_rank <= plan.fusion.depth <= kw.DEFAULT_DEPTH
         assert fh.keyword_rank is None or fh.keyword_score > 0  # type: ignore[operator]
 
 
@@ -160,3 +163,21 @@ def test_fusion_options_are_validated(memory_mem: aether.Memory) -> None:
         memory_mem.search("something", fusion="max")
     with pytest.raises(aether.InvalidInputError):
         memory_mem.search("something", fusion="adaptive", dense_weight=1.5)
+
+
+def test_candidate_depth_follows_k_and_takes_a_small_visible_set_whole() -> None:
+    assert hybrid.candidate_depth(10, 10_000) == hybrid.MIN_DEPTH
+    assert hybrid.candidate_depth(20, 10_000) == 60
+    assert hybrid.candidate_depth(50, 10_000) == hybrid.DEFAULT_DEPTH
+    assert hybrid.candidate_depth(500, 10_000) == 500
+    assert hybrid.candidate_depth(10, 80) == 80  # every visible row
+    assert hybrid.candidate_depth(10, 5) == hybrid.MIN_DEPTH
+
+
+def test_explain_reports_the_depth_used(memory_mem: aether.Memory) -> None:
+    rng = random.Random(3)
+    memory_mem.add_many([" ".join(rng.choices(VOCAB, k=4)) + f" n{i}" for i in range(300)])
+    fp = memory_mem.explain("alpha delta", k=5).fusion
+    assert fp is not None and fp.depth == hybrid.MIN_DEPTH
+    fp = memory_mem.explain("alpha delta", k=5, mode="hybrid", fusion="adaptive").fusion
+    assert fp is not None and fp.depth == hybrid.MIN_DEPTH
