@@ -106,7 +106,8 @@ def test_adaptive_fusion_equals_brute_force_under_filters(tmp_path: Path, embedd
             got = as_triples(mem.search(q, k=k, **f))  # the default: adaptive hybrid
             assert {v for _, v, _ in got} <= allowed
             d_sc, k_sc = [dense[v] for _, v in d_list], [bm[v] for _, v in k_list]
-            w = fu.adaptive_weight(d_sc, k_sc) if k_sc else 1.0
+            pad = min(kw.DEFAULT_DEPTH, len(vis))
+            w = fu.adaptive_weight(d_sc, k_sc, pad_to=pad) if k_sc else 1.0
             vids = sorted({v for _, v in d_list} | {v for _, v in k_list})
             if not vids:
                 assert got == []
@@ -120,7 +121,7 @@ def test_adaptive_fusion_equals_brute_force_under_filters(tmp_path: Path, embedd
                 own = sorted((sig[v] for _, v in k_list), reverse=True)
                 top = max(bm.get(v, 0.0) for v in vids)
                 kept = min(1.0, max(sig.get(v, 0.0) for v in vids) / top)
-                w = 1.0 - (1.0 - fu.adaptive_weight(d_sc, own)) * kept
+                w = 1.0 - (1.0 - fu.adaptive_weight(d_sc, own, pad_to=pad)) * kept
             nd = dict(zip(vids, kw.minmax(np.asarray([dense[v] for v in vids])), strict=True))
             nk = dict(zip(vids, kw.minmax(np.asarray([sig.get(v, 0.0) for v in vids])), strict=True))
             fused = {v: w * nd[v] + (1 - w) * nk[v] for v in vids}

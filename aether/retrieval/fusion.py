@@ -95,12 +95,15 @@ def adaptive_weight(
     *,
     base: float = ADAPTIVE_BASE,
     share: float = ADAPTIVE_EVIDENCE,
+    pad_to: int | None = None,
 ) -> float:
     """Per-query dense weight: ``(1 - share) * base + share * e_d / (e_d + e_k)``.
 
     ``e_d`` and ``e_k`` are the :func:`evidence` of each half's own ranked list. The keyword list
     is padded with zeros to the dense list's length: a row outside it matches no query term, so
-    its BM25 is 0, and a term only one memory holds is strong evidence, not none. A half that
+    its BM25 is 0, and a term only one memory holds is strong evidence, not none. ``pad_to``
+    pads it further (hybrid search passes the visible row count, at most 100), so that the
+    keyword evidence does not depend on how many dense candidates were fetched. A half that
     found nothing (no keyword term matched) gets no weight; with no evidence on either side the
     weight is ``base``.
     """
@@ -109,8 +112,9 @@ def adaptive_weight(
     if len(dense_scores) == 0:
         return 0.0
     ks = np.asarray(keyword_scores, np.float64)
-    if len(ks) < len(dense_scores):
-        ks = np.concatenate([ks, np.zeros(len(dense_scores) - len(ks))])
+    n = max(len(dense_scores), pad_to or 0)
+    if len(ks) < n:
+        ks = np.concatenate([ks, np.zeros(n - len(ks))])
     ed, ek = evidence(dense_scores), evidence(ks)
     if ed + ek <= 0:
         return float(base)

@@ -268,7 +268,8 @@ def _lexical(
             else:
                 w_used = ADAPTIVE_BASE if dense_weight is None else float(dense_weight)
             fused, known, w_used = _convex(engine, idx, qvecs[i], text, dres, kres, k, w_used, dedupe, depth_,
-                                           adaptive=fusion == "adaptive", visible=visible)
+                                           adaptive=fusion == "adaptive", visible=visible,
+                                           pad_to=min(DEFAULT_DEPTH, selected))
         results.append(fused)
         if i == 0 and plan:
             extra["keyword"] = KeywordPlan(**info, hits=_ranked(engine, kres, k))
@@ -312,6 +313,7 @@ def _fused_hits(
 def _convex(
     engine: Engine, idx: Any, qvec: np.ndarray, text: str | None, dres: Ranked, kres: Ranked, k: int,
     dense_weight: float, dedupe: bool, depth: int, *, adaptive: bool = False, visible: int | None = None,
+    pad_to: int | None = None,
 ) -> tuple[Ranked, dict[int, tuple[float, float]], float]:
     """Convex fusion over the union of both halves' candidates, each scored by both halves.
 
@@ -345,7 +347,7 @@ def _convex(
     if text is not None and visible is not None:
         kw, signal = idx.visible_scores(engine, text, rows, visible)
         own = np.asarray([signal[i] for i, r in enumerate(rows) if int(r) in kmap])
-        w = adaptive_weight([s for _, s in dres], np.sort(own)[::-1], base=dense_weight)
+        w = adaptive_weight([s for _, s in dres], np.sort(own)[::-1], base=dense_weight, pad_to=pad_to)
         top = float(kw.max()) if len(kw) else 0.0
         kept = min(1.0, float(signal.max()) / top) if top > 0 else 0.0
         w = 1.0 - (1.0 - w) * kept
@@ -356,7 +358,7 @@ def _convex(
             if len(other):
                 kw[other] = idx.scores_for(engine, text, rows[other])
         if adaptive:
-            w = adaptive_weight([s for _, s in dres], [s for _, s in kres], base=dense_weight)
+            w = adaptive_weight([s for _, s in dres], [s for _, s in kres], base=dense_weight, pad_to=pad_to)
     fused = weighted(rows, dense, signal, dense_weight=w)
     known = {int(r): (float(d), float(b)) for r, d, b in zip(rows, dense, kw, strict=True)}
     return topk_rows(rows, fused, k, engine.table.atom_code if dedupe else None), known, w
