@@ -20,8 +20,8 @@ from . import ranking as _ranking
 from .fusion import ADAPTIVE_BASE, DEFAULT_RRF_K, adaptive_weight, rrf, weighted
 
 if TYPE_CHECKING:
-    from ..engine.search import Filters
-    from ..engine.store import Engine, Snapshot
+    from ..engine.query import Filters, Snapshot
+    from ..engine.store import Engine
 
 MODES = ("dense", "keyword", "hybrid")
 #: What ``mode=None`` (the default of ``Memory.search``) means when tantivy is installed:
@@ -334,7 +334,7 @@ def _convex(
     to the dense half.
     Also returns ``row -> (cosine, bm25)`` of the union (store-wide BM25) and the dense weight used.
     """
-    from ..engine.store import topk_rows
+    from ..engine.query import topk_rows
 
     rows = np.asarray(sorted({r for r, _ in dres} | {r for r, _ in kres}), dtype=np.int64)
     if len(rows) == 0:
