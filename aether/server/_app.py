@@ -474,7 +474,7 @@ def create_app(
             hits = _timed(body.mode, "search", lambda: mem.search(q, **kwargs))
             return _json(S.SearchResponse(hits=hits))
 
-        return await _call(request, run)
+        return await _call(request, run, inline=ctx.inline(q, body.k))
 
     @app.post(f"{V1}/search/batch", response_model=S.SearchManyResponse, tags=["read"], responses=_ERR)
     async def search_many(request: Request, body: S.SearchManyRequest, ctx: Read) -> Response:
@@ -488,7 +488,7 @@ def create_app(
             results = _timed(body.mode, "search_many", lambda: mem.search_many(qs, **kwargs))
             return _json(S.SearchManyResponse(results=results))
 
-        return await _call(request, run)
+        return await _call(request, run, inline=ctx.inline(qs, body.k * len(qs)))
 
     @app.post(f"{V1}/explain", response_model=SearchPlan, tags=["read"], responses=_ERR)
     async def explain(request: Request, body: S.SearchRequest, ctx: Read) -> Response:
@@ -500,7 +500,7 @@ def create_app(
             mem = _target(ctx.memory(), body.view)
             return _json(_timed(body.mode, "explain", lambda: mem.explain(q, **kwargs)))
 
-        return await _call(request, run)
+        return await _call(request, run, inline=ctx.inline(q, body.k))
 
     @app.get(f"{V1}/stats", response_model=StoreStats, tags=["read"], responses=_ERR)
     async def stats(request: Request, ctx: Read) -> Response:

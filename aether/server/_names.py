@@ -64,6 +64,10 @@ class Namespaces:
     def exists(self, name: str) -> bool:
         return name in self._open or self.path(name).is_dir()
 
+    def is_open(self, name: str) -> bool:
+        """Whether ``name`` is open (using it then opens nothing)."""
+        return name in self._open
+
     def names(self) -> list[str]:
         """Every namespace on disk (sorted), opened or not."""
         on_disk = {p.name for p in self.root.iterdir() if p.is_dir() and NAME_RE.fullmatch(p.name)}

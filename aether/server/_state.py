@@ -29,6 +29,11 @@ from ._names import Namespaces
 
 log = logging.getLogger("aether.server")
 
+#: Largest ``k`` x queries of a vector search answered on the event loop instead of a worker thread.
+#: Such a search is a few hundred microseconds of index scan: the hop to a worker and back costs about
+#: as much again, and under concurrency the loop and the workers trade the GIL in 5 ms slices.
+INLINE_WORK = 1_000
+
 
 @dataclass
 class Ctx:
@@ -41,6 +46,11 @@ class Ctx:
     def memory(self, *, create: bool = False) -> Memory:
         """The namespace's store (call on a worker thread: the first use opens it)."""
         return self.server.namespaces.get(self.ns, create=create and self.server.auto_create)
+
+    def inline(self, query: Any, work: int) -> bool:
+        """Whether a search is answered on the event loop (see :func:`_call`): a vector query (no model
+        to run), at most :data:`INLINE_WORK` hits (``k`` x queries) and the namespace already open."""
+        return not isinstance(query, str | list) and work <= INLINE_WORK and self.server.namespaces.is_open(self.ns)
 
 
 class Server:
@@ -123,9 +133,12 @@ def _rid(request: Request) -> str | None:
     return rid
 
 
-async def _call(request: Request, fn: Callable[[], Response]) -> Response:
-    """Run ``fn`` on a worker thread; an error that is not an ``AetherError`` is a logged 500, never a trace."""
+async def _call(request: Request, fn: Callable[[], Response], *, inline: bool = False) -> Response:
+    """Run ``fn`` on a worker thread (on the event loop itself when ``inline``: a short vector search,
+    see :meth:`Ctx.inline`); an error that is not an ``AetherError`` is a logged 500, never a trace."""
     try:
+        if inline:
+            return fn()
         return await anyio.to_thread.run_sync(fn)
     except E.AetherError:
         raise
