@@ -28,6 +28,7 @@ from ..models import MemoryAtom, SearchPlan, StoreStats
 from . import _schemas as S
 from ._auth import ANONYMOUS, DEFAULT_KEYS_NAME, KeyStore, Principal
 from ._errors import PayloadTooLarge, UnknownResource, describe_validation, error_doc
+from ._fastjson import FastJsonRoute
 from ._mcp import McpMount
 from ._middleware import RequestLayer
 from ._names import NAME_RE
@@ -147,6 +148,7 @@ def create_app(
         "times are ISO-8601 with an offset; errors are {\"error\": {\"type\", \"message\"}}.",
     )
     app.state.server = server
+    app.router.route_class = FastJsonRoute  # before the routes are declared
     app.add_middleware(RequestLayer, max_body=max_body_bytes, metrics=server.metrics)
 
     @app.exception_handler(E.AetherError)
