@@ -19,7 +19,7 @@ from starlette.responses import Response
 try:
     import orjson
 except ImportError:  # pragma: no cover - optional: the standard library then
-    orjson = None
+    orjson = None  # type: ignore[assignment]
 
 
 class _Request(Request):
