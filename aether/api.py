@@ -170,6 +170,14 @@ def _with_where(tags: Any, where: Any) -> Any:
 _VECTOR_HYBRID_NOTE = "vector query: no keyword half; hybrid returns the dense hits and scores"
 
 
+def _tail_rows(engine: Engine) -> int:
+    """Rows of the snapshot the bucketed vector index has not sealed into a partition yet."""
+    from .index.bucketed import BucketedIndex
+
+    n = engine.snapshot.n
+    return max((max(0, n - d.state.covered) for d in engine.derived if isinstance(d, BucketedIndex)), default=n)
+
+
 def _query_vectors(engine: Engine, queries: list[Any]) -> np.ndarray:
     """``engine.query_vectors(queries)``, with one float vector of the right size checked and
     normalised in place of the general path (its arithmetic is ``as_unit_vectors``'s, so the
@@ -1201,7 +1209,7 @@ class Memory:
 
     def stats(self) -> StoreStats:
         """Counts and sizes."""
-        return StoreStats(**self._engine.stats_dict())
+        return StoreStats(**self._engine.stats_dict(), tail_rows=_tail_rows(self._engine))
 
     def refresh(self) -> None:
         """For a read-only store: see what the writer committed since open."""

@@ -480,3 +480,5 @@ class StoreStats(BaseModel):
     wal_bytes: int
     disk_bytes: int
     encrypted: bool = False
+    #: Rows the vector index scans exactly, not yet sealed into an ANN partition (all rows without one).
+    tail_rows: int = 0

@@ -193,8 +193,8 @@ def main() -> None:
             lat = sequential(lambda q: remote.search(q, k=10), queries, 60)
             m1 = httpx.get(url + "/metrics", timeout=10).text
             out["server_p50_ms"], out["server_p99_ms"] = pct(lat, 50), pct(lat, 99)
-            es0, ec0 = metric_sum_count(m0, "aether_search_duration_seconds", 'op="search"')
-            es1, ec1 = metric_sum_count(m1, "aether_search_duration_seconds", 'op="search"')
+            es0, ec0 = metric_sum_count(m0, "aether_search_duration_seconds", 'op="search",phase="engine"')
+            es1, ec1 = metric_sum_count(m1, "aether_search_duration_seconds", 'op="search",phase="engine"')
             rs0, rc0 = metric_sum_count(m0, "aether_request_duration_seconds", 'route="/v1/namespaces/{ns}/search"')
             rs1, rc1 = metric_sum_count(m1, "aether_request_duration_seconds", 'route="/v1/namespaces/{ns}/search"')
             out["server_engine_mean_ms"] = 1000 * (es1 - es0) / max(1.0, ec1 - ec0)

@@ -304,8 +304,10 @@ def test_metrics_and_access_logs(server: LiveServer, keys: dict[str, Any]) -> No
         text = r.text
     assert f'aether_atoms{{namespace="m"}} {float(stats.atoms_current)}' in text
     assert 'aether_wal_bytes{namespace="m"}' in text
-    assert 'aether_search_duration_seconds_count{mode="dense",op="search"} 1.0' in text
-    assert 'aether_search_duration_seconds_count{mode="default",op="search"}' in text
+    assert f'aether_tail_rows{{namespace="m"}} {float(stats.tail_rows)}' in text and stats.tail_rows == 7
+    for phase in ("engine", "encode"):  # the Memory call and the JSON reply, timed apart
+        assert f'aether_search_duration_seconds_count{{mode="dense",op="search",phase="{phase}"}} 1.0' in text
+        assert f'aether_search_duration_seconds_count{{mode="default",op="search",phase="{phase}"}}' in text
     assert 'route="/v1/namespaces/{ns}/search",status="200"' in text
     assert 'route="/v1/namespaces/{ns}/atoms/batch",status="201"' in text
     # One JSON line per request, with the request id.

@@ -44,6 +44,9 @@ def cmd_serve(
                      help="Model of namespaces created through the server (hashing:DIM or a models/ name)."),
     ] = None,
     max_body_mb: Annotated[float, typer.Option("--max-body-mb", min=0.001, help="Largest request body.")] = 256.0,
+    max_namespaces: Annotated[
+        int, typer.Option("--max-namespaces", min=1, help="Most namespaces under ROOT (creating more is a 409).")
+    ] = 1000,
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning, error.")] = "info",
     no_access_log: Annotated[bool, typer.Option("--no-access-log", help="Do not log each request.")] = False,
 ) -> None:
@@ -55,7 +58,8 @@ def cmd_serve(
     from ..server import serve
 
     serve(root, host=host, port=port, keys_file=keys, key_file=key_file, model=model,
-          max_body_bytes=int(max_body_mb * 1024 * 1024), log_level=log_level, access_log=not no_access_log)
+          max_body_bytes=int(max_body_mb * 1024 * 1024), max_namespaces=max_namespaces, log_level=log_level,
+          access_log=not no_access_log)
 
 
 def cmd_keys_add(

@@ -44,6 +44,7 @@ from ._state import (
     _rid,
     _search_kwargs,
     _target,
+    internal_message,
 )
 
 log = logging.getLogger("aether.server")
@@ -51,11 +52,15 @@ log = logging.getLogger("aether.server")
 DEFAULT_MAX_BODY = 256 * 1024 * 1024
 DEFAULT_MAX_BATCH = 100_000
 DEFAULT_MAX_QUERIES = 1_024
+DEFAULT_MAX_HITS = 100_000
+DEFAULT_MAX_NAMESPACES = 1_000
 
 NsPath = Annotated[str, PathParam(pattern=f"^{NAME_RE.pattern}$", description="Namespace name")]
 TimeQ = Annotated[str | None, Query(max_length=64, description="ISO-8601 with an offset")]
 
 V1_MCP = "/v1/namespaces/{ns}/mcp"
+_COMPACT_OPTS = frozenset({"merge_below", "retain", "retain_days"})
+_REINDEX_OPTS = frozenset({"model", "recipe", "batch_size"})
 
 _ERR: dict[int | str, dict[str, Any]] = {
     status: {"model": S.ErrorResponse} for status in (400, 401, 403, 404, 409, 413, 422, 503)
@@ -87,6 +92,8 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY,
     max_batch: int = DEFAULT_MAX_BATCH,
     max_queries: int = DEFAULT_MAX_QUERIES,
+    max_hits: int = DEFAULT_MAX_HITS,
+    max_namespaces: int = DEFAULT_MAX_NAMESPACES,
     auto_create: bool = True,
     open_kwargs: dict[str, Any] | None = None,
     local_host_only: bool = False,
@@ -107,8 +114,12 @@ def create_app(
         default aether's default model.
     key_file
         Master key file: namespaces are encrypted stores.
-    max_body_bytes, max_batch, max_queries
-        Largest request body, rows per write and queries per ``search_many`` (else 413).
+    max_body_bytes, max_batch, max_queries, max_hits
+        Largest request body, rows per write, queries per ``search_many`` and ``k`` x queries of one
+        ``search_many`` (else 413).
+    max_namespaces
+        Most namespaces under ``root``: creating one more is a 409 (a typo'd or hostile namespace name
+        must not create stores without end).
     auto_create
         A write to a namespace that does not exist creates it (with ``model``).
     open_kwargs
@@ -122,7 +133,8 @@ def create_app(
     keys = KeyStore(keys_file if keys_file is not None else root / DEFAULT_KEYS_NAME,
                     api_key if api_key is not None else os.environ.get("AETHER_API_KEY"))
     server = Server(root, keys=keys, model=model, key_file=key_file, max_body_bytes=max_body_bytes,
-                    max_batch=max_batch, max_queries=max_queries, auto_create=auto_create, open_kwargs=open_kwargs)
+                    max_batch=max_batch, max_queries=max_queries, max_hits=max_hits, max_namespaces=max_namespaces,
+                    auto_create=auto_create, open_kwargs=open_kwargs)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -155,6 +167,14 @@ def create_app(
     async def _aether_error(request: Request, exc: E.AetherError) -> JSONResponse:
         return _error_response(exc, _rid(request))
 
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Raised outside _call (a route's own code, a dependency): logged with the request id, never echoed.
+        rid = _rid(request)
+        log.error("internal error in %s %s (request %s)", request.method, request.url.path, rid,
+                  exc_info=(type(exc), exc, exc.__traceback__))
+        return JSONResponse(error_doc("RemoteError", internal_message(rid), rid), status_code=500)
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         status, message = describe_validation(list(exc.errors()))
@@ -162,8 +182,9 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse(error_doc("InvalidInputError" if exc.status_code < 500 else "RemoteError",
-                                      str(exc.detail), _rid(request)),
+        rid = _rid(request)
+        message = str(exc.detail) if exc.status_code < 500 else internal_message(rid)
+        return JSONResponse(error_doc("InvalidInputError" if exc.status_code < 500 else "RemoteError", message, rid),
                             status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     # ---------------------------------------------------------------- auth
@@ -459,11 +480,17 @@ def create_app(
 
         return await _call(request, run)
 
-    def _timed(mode: str | None, op: str, fn: Callable[[], Any]) -> Any:
+    def _timed(mode: str | None, op: str, fn: Callable[[], Any], reply: Callable[[Any], Response]) -> Response:
+        """``reply(fn())``, the two timed apart (phases ``engine`` and ``encode``)."""
         t0 = time.perf_counter()
         out = fn()
-        server.metrics.search.labels(mode or "default", op).observe(time.perf_counter() - t0)
-        return out
+        t1 = time.perf_counter()
+        resp = reply(out)
+        t2 = time.perf_counter()
+        m = mode or "default"
+        server.metrics.search.labels(m, op, "engine").observe(t1 - t0)
+        server.metrics.search.labels(m, op, "encode").observe(t2 - t1)
+        return resp
 
     @app.post(f"{V1}/search", response_model=S.SearchResponse, tags=["read"], responses=_ERR)
     async def search(request: Request, body: S.SearchRequest, ctx: Read) -> Response:
@@ -473,8 +500,8 @@ def create_app(
 
         def run() -> Response:
             mem = _target(ctx.memory(), body.view)
-            hits = _timed(body.mode, "search", lambda: mem.search(q, **kwargs))
-            return _json(S.SearchResponse(hits=hits))
+            return _timed(body.mode, "search", lambda: mem.search(q, **kwargs),
+                          lambda hits: _json(S.SearchResponse(hits=hits)))
 
         return await _call(request, run, inline=ctx.inline(q, body.k))
 
@@ -484,11 +511,14 @@ def create_app(
         kwargs = _search_kwargs(body, Memory.search_many, {"queries"})
         qs = S.as_queries(body.queries)
         limit(len(qs), "queries", server.max_queries)
+        if body.k * len(qs) > server.max_hits:
+            raise PayloadTooLarge(f"k={body.k} for {len(qs)} queries asks for {body.k * len(qs)} hits in one request; "
+                                  f"the server returns at most {server.max_hits} (send fewer queries per request)")
 
         def run() -> Response:
             mem = _target(ctx.memory(), body.view)
-            results = _timed(body.mode, "search_many", lambda: mem.search_many(qs, **kwargs))
-            return _json(S.SearchManyResponse(results=results))
+            return _timed(body.mode, "search_many", lambda: mem.search_many(qs, **kwargs),
+                          lambda results: _json(S.SearchManyResponse(results=results)))
 
         return await _call(request, run, inline=ctx.inline(qs, body.k * len(qs)))
 
@@ -500,7 +530,7 @@ def create_app(
 
         def run() -> Response:
             mem = _target(ctx.memory(), body.view)
-            return _json(_timed(body.mode, "explain", lambda: mem.explain(q, **kwargs)))
+            return _timed(body.mode, "explain", lambda: mem.explain(q, **kwargs), _json)
 
         return await _call(request, run, inline=ctx.inline(q, body.k))
 
@@ -515,9 +545,30 @@ def create_app(
         return await _call(request, run)
 
     # ---------------------------------------------------------------- admin jobs
+    def check_job(body: S.JobRequest) -> None:
+        """Every option of a job checked before it is queued: a bad one is a 4xx now, not a failed job later."""
+        given = {f for f in body.model_fields_set - {"kind"} if getattr(body, f) is not None}  # null: not given
+        wrong = sorted(given & (_REINDEX_OPTS if body.kind == "compact" else _COMPACT_OPTS))
+        if wrong:
+            raise E.InvalidInputError(f"option(s) {', '.join(wrong)} do not apply to a {body.kind} job")
+        if body.retain is not None and body.retain_days is not None:
+            raise E.InvalidInputError("give retain or retain_days, not both")
+        if body.retain is not None:
+            from .._time import to_us
+
+            to_us(body.retain, name="retain")  # a malformed or naive time: InvalidInputError
+        if body.recipe is not None:
+            from .._resources import data_dir
+
+            known = sorted(p.stem for p in data_dir("indexes").glob("*.json"))
+            if body.recipe not in known:
+                raise E.ConfigError(f"unknown index recipe {body.recipe!r}; known recipes: {', '.join(known)}")
+
     @app.post(f"{V1}/jobs", response_model=S.Job, status_code=202, tags=["admin"], responses=_ERR)
     async def submit_job(request: Request, body: S.JobRequest, ctx: Admin) -> Response:
         """Start a compaction or a re-index (admin); poll ``GET .../jobs/{id}`` for its status."""
+
+        check_job(body)
 
         def run() -> Response:
             mem = ctx.memory()
@@ -526,8 +577,6 @@ def create_app(
                 if body.retain_days is not None:
                     from datetime import timedelta
 
-                    if retain is not None:
-                        raise E.InvalidInputError("give retain or retain_days, not both")
                     retain = timedelta(days=body.retain_days)
 
                 def job() -> Any:

@@ -10,6 +10,7 @@ import logging
 from typing import Any
 
 from .. import errors as E
+from ._names import NamespaceLimit
 
 log = logging.getLogger("aether.server")
 
@@ -44,6 +45,8 @@ class UnknownResource(E.InvalidInputError):
 def status_for(exc: BaseException) -> int:
     if isinstance(exc, PayloadTooLarge):
         return 413
+    if isinstance(exc, NamespaceLimit):
+        return 409
     if isinstance(exc, UnknownResource):
         return 404
     for cls, status in _STATUS:

@@ -13,7 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
-from ._errors import error_type
+from ..errors import AetherError
+from ._errors import error_type, status_for
 from ._schemas import Job, JobError
 
 log = logging.getLogger("aether.server")
@@ -75,9 +76,13 @@ class Jobs:
             result = fn()
         except Exception as exc:
             dt = time.perf_counter() - t0
-            log.warning("job %s (%s) failed: %s: %s", job_id, kind, type(exc).__name__, exc)
+            # An AetherError says what went wrong (and is the caller's to read); anything else is a bug
+            # whose text stays in the server log.
+            known = isinstance(exc, AetherError) and status_for(exc) != 500
+            log.warning("job %s (%s) failed: %s: %s", job_id, kind, type(exc).__name__, exc, exc_info=not known)
+            message = str(exc) if known else f"internal error; the server log has the details under job id {job_id}"
             self._update(job_id, status="failed", finished=_now(), seconds=dt,
-                         error=JobError(type=error_type(exc), message=str(exc)))
+                         error=JobError(type=error_type(exc) if known else "RemoteError", message=message))
             self._observe(kind, "failed", dt)
             return
         dt = time.perf_counter() - t0

@@ -1,8 +1,11 @@
 """Prometheus metrics of one server (its own registry, so several apps in one process do not collide).
 
-Store gauges are read from :meth:`aether.Memory.stats` of each open namespace at scrape time. The
-public API does not expose the tail size, the seal durations or the embed / index / materialize
-split of a search, so those are not exported (searches are timed as a whole, by mode).
+Store gauges (atoms, versions, the index tail, WAL and disk bytes) are read from
+:meth:`aether.Memory.stats` of each open namespace at scrape time. Searches are timed by mode and
+phase: ``engine`` (the ``Memory`` call: embedding, index scan and materialising the hits; the public
+API does not time those apart) and ``encode`` (the JSON of the reply). Compaction and re-index run
+as admin jobs, timed by kind in ``aether_job_duration_seconds``. The index seals its tail on a
+background thread of the engine that the public API does not report on, so there is no seal metric.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ class _StoreCollector(Collector):
         wal = GaugeMetricFamily("aether_wal_bytes", "Bytes in the write-ahead log", labels=["namespace"])
         disk = GaugeMetricFamily("aether_disk_bytes", "Bytes of the store on disk", labels=["namespace"])
         segs = GaugeMetricFamily("aether_segments", "Parquet segments", labels=["namespace"])
+        tail = GaugeMetricFamily("aether_tail_rows", "Rows the vector index scans exactly (not sealed yet)",
+                                 labels=["namespace"])
         txs = GaugeMetricFamily("aether_transactions", "Committed transactions", labels=["namespace"])
         for name, mem in sorted(self._opened().items()):
             try:
@@ -42,8 +47,9 @@ class _StoreCollector(Collector):
             wal.add_metric([name], s.wal_bytes)
             disk.add_metric([name], s.disk_bytes)
             segs.add_metric([name], s.segments)
+            tail.add_metric([name], s.tail_rows)
             txs.add_metric([name], s.transactions)
-        yield from (atoms, total, versions, wal, disk, segs, txs)
+        yield from (atoms, total, versions, wal, disk, segs, tail, txs)
 
 
 class Metrics:
@@ -56,8 +62,10 @@ class Metrics:
             ["route", "method", "status"], registry=self.registry, buckets=_LATENCY,
         )
         self.search = Histogram(
-            "aether_search_duration_seconds", "Engine time of a search call (in the worker thread), by mode",
-            ["mode", "op"], registry=self.registry, buckets=_LATENCY,
+            "aether_search_duration_seconds",
+            "Search time by mode, call (search, search_many, explain) and phase (engine: the Memory call; "
+            "encode: the JSON reply)",
+            ["mode", "op", "phase"], registry=self.registry, buckets=_LATENCY,
         )
         self.job = Histogram(
             "aether_job_duration_seconds", "Admin job duration (compaction, re-index), by kind and outcome",

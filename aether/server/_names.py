@@ -24,6 +24,10 @@ def check_namespace(name: Any) -> str:
     return name
 
 
+class NamespaceLimit(InvalidInputError):
+    """Internal marker: the server holds its most namespaces (reported as InvalidInputError, 409)."""
+
+
 class Namespaces:
     """The stores under one root, opened lazily, each once, and closed together.
 
@@ -38,6 +42,9 @@ class Namespaces:
         Master key file for encrypted stores (every namespace uses the same key).
     open_kwargs
         Other keyword arguments of :func:`aether.open` (e.g. ``max_content_bytes``).
+    max_namespaces
+        Most namespaces under ``root`` (``None``: no limit); creating one more raises
+        :class:`NamespaceLimit`.
     """
 
     def __init__(
@@ -47,12 +54,14 @@ class Namespaces:
         model: str | None = None,
         key_file: str | os.PathLike[str] | None = None,
         open_kwargs: dict[str, Any] | None = None,
+        max_namespaces: int | None = None,
     ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.model = model
         self.key_file = key_file
         self.open_kwargs = dict(open_kwargs or {})
+        self.max_namespaces = max_namespaces
         self._open: dict[str, Any] = {}
         self._lock = threading.Lock()  # opening is rare; one lock keeps two first requests from racing
         self._closed = False
@@ -111,6 +120,10 @@ class Namespaces:
         if not path.is_dir():
             if not create:
                 raise StoreNotFoundError(f"no namespace {name!r}")
+            if self.max_namespaces is not None and len(self.names()) >= self.max_namespaces:
+                raise NamespaceLimit(
+                    f"cannot create namespace {name!r}: the server holds its limit of {self.max_namespaces} namespaces"
+                )
             from ..embed import embedder_for
 
             chosen = model or self.model

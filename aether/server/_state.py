@@ -66,15 +66,19 @@ class Server:
         max_body_bytes: int,
         max_batch: int,
         max_queries: int,
+        max_hits: int,
+        max_namespaces: int,
         auto_create: bool,
         open_kwargs: dict[str, Any] | None,
     ) -> None:
-        self.namespaces = Namespaces(root, model=model, key_file=key_file, open_kwargs=open_kwargs)
+        self.namespaces = Namespaces(root, model=model, key_file=key_file, open_kwargs=open_kwargs,
+                                     max_namespaces=max_namespaces)
         self.keys = keys
         self.model = model
         self.max_body_bytes = max_body_bytes
         self.max_batch = max_batch
         self.max_queries = max_queries
+        self.max_hits = max_hits
         self.auto_create = auto_create
         self.metrics = Metrics(self.namespaces.opened)
         self.jobs = Jobs(lambda kind, status, dt: self.metrics.job.labels(kind, status).observe(dt))
@@ -125,7 +129,16 @@ def _json(model: BaseModel, status: int = 200) -> Response:
 def _error_response(exc: BaseException, request_id: str | None) -> JSONResponse:
     status = status_for(exc)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(error_doc(error_type(exc), str(exc), request_id), status_code=status, headers=headers)
+    message = str(exc)
+    if status == 500:
+        # A broken store or a bug, not a client mistake: its text (file paths, internals) goes to the log only.
+        log.error("request %s failed: %s: %s", request_id, type(exc).__name__, exc)
+        message = internal_message(request_id)
+    return JSONResponse(error_doc(error_type(exc), message, request_id), status_code=status, headers=headers)
+
+
+def internal_message(request_id: str | None) -> str:
+    return f"internal server error; the server log has the details under request id {request_id}"
 
 
 def _rid(request: Request) -> str | None:
@@ -145,9 +158,7 @@ async def _call(request: Request, fn: Callable[[], Response], *, inline: bool = 
     except Exception:
         rid = _rid(request)
         log.exception("internal error in %s %s (request %s)", request.method, request.url.path, rid)
-        return JSONResponse(
-            error_doc("RemoteError", f"internal server error (request id {rid})", rid), status_code=500
-        )
+        return JSONResponse(error_doc("RemoteError", internal_message(rid), rid), status_code=500)
 
 
 @functools.cache
