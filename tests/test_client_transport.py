@@ -6,7 +6,7 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -21,7 +21,7 @@ STATS = {"path": "n", "model": "hashing:8", "dim": 8, "atoms_current": 1, "atoms
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     close_after: bool = False
-    seen: list[tuple[str, str, bytes, int]] = []
+    seen: ClassVar[list[tuple[str, str, bytes, int]]] = []
 
     def _reply(self) -> None:
         n = int(self.headers.get("content-length") or 0)

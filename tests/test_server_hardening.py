@@ -132,7 +132,8 @@ def test_vector_searches_inline_and_threaded_agree(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     q = rng.standard_normal(16).astype(np.float32).tolist()
     with TestClient(app) as c:
-        assert c.post("/v1/namespaces/v/atoms/batch", json={"items": [f"fact {i}" for i in range(30)]}).status_code == 201
+        items = [f"fact {i}" for i in range(30)]
+        assert c.post("/v1/namespaces/v/atoms/batch", json={"items": items}).status_code == 201
         ctx = _state.Ctx(app.state.server, None, "v")  # type: ignore[arg-type]
         assert ctx.inline(np.zeros(16), 10) and not ctx.inline("text", 10) and not ctx.inline(["t"], 1)
         assert not ctx.inline(np.zeros(16), _state.INLINE_WORK + 1)
@@ -156,3 +157,66 @@ def test_orjson_body_parser_falls_back_for_what_it_refuses(tmp_path: Path) -> No
         huge = '{"content": "y", "quality_score": 1' + "0" * 30 + "}"  # beyond 64 bits: orjson refuses
         r = c.post("/v1/namespaces/p/atoms", content=huge, headers=h)
         assert r.status_code in (201, 422), r.text
+
+
+def _binary(head: dict[str, Any], vecs: bytes) -> bytes:
+    import json
+
+    h = json.dumps(head).encode()
+    return len(h).to_bytes(4, "little") + h + vecs
+
+
+def test_binary_columns_round_trip_and_reject_malformed_bodies(tmp_path: Path) -> None:
+    from aether.server._schemas import BINARY_COLUMNS
+
+    h = {"content-type": BINARY_COLUMNS}
+    path = "/v1/namespaces/b/atoms/columns/binary"
+    rng = np.random.default_rng(5)
+    vecs = rng.standard_normal((3, 16)).astype("<f4")
+    with TestClient(_app(tmp_path)) as c:
+        ok = c.post(path, content=_binary({"content": ["x", "y", "z"], "shape": [3, 16], "tags": {"t": 1}},
+                                          vecs.tobytes()), headers=h)
+        assert ok.status_code == 201, ok.text
+        ids = ok.json()["atom_ids"]
+        hit = c.post("/v1/namespaces/b/search", json={"query": vecs[1].tolist(), "k": 1}).json()["hits"][0]
+        assert hit["atom"]["atom_id"] == ids[1] and hit["atom"]["tags"] == {"t": 1}
+        nan = vecs.copy()
+        nan[0, 0] = np.nan
+        bad = [
+            (b"", 422, "InvalidInputError"),
+            (b"\xff\xff\xff\x7f{}", 422, "InvalidInputError"),  # header length past the end
+            (_binary({"content": ["x"]}, vecs[:1].tobytes()), 422, "InvalidInputError"),  # no shape
+            (_binary({"content": ["x"], "shape": [1, -16]}, b""), 422, "InvalidInputError"),
+            (_binary({"content": ["x"], "shape": [1, 16], "vectors": [[0.0]]}, vecs[:1].tobytes()), 422,
+             "InvalidInputError"),
+            (_binary({"content": ["x"], "shape": [1, 16], "bogus": 1}, vecs[:1].tobytes()), 422, "InvalidInputError"),
+            (_binary({"content": ["x"], "shape": [1, 16]}, vecs[:1].tobytes()[:-4]), 422, "InvalidVectorError"),
+            (_binary({"content": ["x", "y"], "shape": [2, 8]}, vecs[:1].tobytes()), 422, "InvalidVectorError"),
+            (_binary({"content": ["x"], "shape": [1, 16]}, nan[:1].tobytes()), 422, "InvalidVectorError"),
+            (b"\x02\x00\x00\x00[]", 422, "InvalidInputError"),
+        ]
+        for body, status, type_name in bad:
+            _err(c.post(path, content=body, headers=h), status, type_name)
+        assert c.get("/v1/namespaces/b/stats").json()["atoms_current"] == 3  # nothing stored by a rejected one
+        assert BINARY_COLUMNS in c.get("/openapi.json").json()["paths"][
+            "/v1/namespaces/{ns}/atoms/columns/binary"]["post"]["requestBody"]["content"]
+
+
+def test_the_client_sends_numpy_matrices_as_binary_columns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from aether.client._sync import RemoteMemory
+
+    app = _app(tmp_path)
+    with TestClient(app, base_url="http://127.0.0.1") as c:
+        mem = RemoteMemory("http://127.0.0.1", namespace="cb", _http=c)
+        vecs = np.random.default_rng(6).standard_normal((4, 16)).astype(np.float64)  # converted to float32
+        ids = mem.add_columns(["a", "b", "c", "d"], vectors=vecs, subject="s")
+        call = mem.c_add_columns(["a"], vectors=vecs[:1])
+        assert call.path.endswith("/atoms/columns/binary") and call.vectors is not None
+        assert mem.c_add_columns(["a"], vectors=vecs[:1].tolist()).vectors is None  # lists: the JSON path
+        got = mem.search(vecs[2].astype(np.float32), k=1)
+        assert got[0].atom_id == ids[2] and got[0].atom.subject == "s"
+        with pytest.raises(aether.errors.InvalidVectorError):
+            mem.add_columns(["e"], vectors=np.full((1, 16), np.nan))
+        with pytest.raises(aether.errors.InvalidVectorError):
+            mem.add_columns(["e"], vectors=np.ones((1, 15)))
+        assert mem.stats().atoms_current == 4

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from .. import errors as E
-from ._sync import RemoteMemory, _body, _httpx
+from ._sync import RemoteMemory, _httpx, _request_body
 from ._wire import Call, Calls, compact_opts, job_result, reindex_opts
 
 P = ParamSpec("P")
@@ -53,7 +53,7 @@ class AsyncRemoteMemory(Calls):
     async def _send(self, call: Call[T]) -> T:
         httpx = _httpx()
         try:
-            r = await self._http.request(call.method, call.path, params=call.params, **_body(call.json))
+            r = await self._http.request(call.method, call.path, params=call.params, **_request_body(call))
         except httpx.TransportError as exc:
             raise E.RemoteError(f"cannot reach the aether server at {self.url}: {exc}") from None
         return RemoteMemory._reply(call, r.status_code, r.content, r.reason_phrase)

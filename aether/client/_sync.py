@@ -71,6 +71,16 @@ def _body(doc: Any) -> dict[str, Any]:
         raise E.InvalidInputError(f"cannot send this request as JSON: {exc}") from None
 
 
+def _request_body(call: Call[Any]) -> dict[str, Any]:
+    """:func:`_body` of the call's JSON, or for vectors sent raw the ``application/vnd.aether.columns`` body:
+    ``u32 LE n``, ``n`` bytes of JSON (with ``"shape"``), then the little-endian float32 matrix."""
+    if call.vectors is None:
+        return _body(call.json)
+    head = _body({**call.json, "shape": list(call.vectors.shape)})["content"]
+    content = b"".join((len(head).to_bytes(4, "little"), head, call.vectors.tobytes()))
+    return {"content": content, "headers": {"Content-Type": "application/vnd.aether.columns"}}
+
+
 def _loads(content: bytes) -> Any:
     """JSON of a reply: orjson when installed (~3x the standard library on search replies)."""
     try:
@@ -126,11 +136,11 @@ class RemoteMemory(Calls):
     # ---------------------------------------------------------------- transport
     def _send(self, call: Call[T]) -> T:
         if isinstance(self._http, StdlibTransport):  # raises RemoteError itself
-            r = self._http.request(call.method, call.path, params=call.params, **_body(call.json))
+            r = self._http.request(call.method, call.path, params=call.params, **_request_body(call))
         else:
             httpx = _httpx()
             try:
-                r = self._http.request(call.method, call.path, params=call.params, **_body(call.json))
+                r = self._http.request(call.method, call.path, params=call.params, **_request_body(call))
             except httpx.TransportError as exc:
                 raise E.RemoteError(f"cannot reach the aether server at {self.url}: {exc}") from None
         return self._reply(call, r.status_code, r.content, r.reason_phrase)

@@ -45,6 +45,8 @@ class Call(Generic[T]):
     params: dict[str, str] | None = None
     #: A 404 with an ``AtomNotFoundError`` body returns this instead of raising (``get`` -> None).
     not_found: Any = _OMIT
+    #: Vectors sent as raw float32 after ``json`` (the ``application/vnd.aether.columns`` body).
+    vectors: np.ndarray | None = None
 
 
 # ------------------------------------------------------------------------------------ encoding
@@ -297,7 +299,10 @@ class Calls:
     ) -> Call[list[str]]:
         self._writable()
         body: dict[str, Any] = {"content": _column(content)}
-        if vectors is not None:
+        binary = None
+        if isinstance(vectors, np.ndarray) and vectors.ndim == 2 and vectors.dtype.kind in "fiu":
+            binary = np.ascontiguousarray(vectors, dtype="<f4")  # raw bytes after a JSON header: the bulk path
+        elif vectors is not None:
             body["vectors"] = enc_vector(vectors)
         for key, value in (("atom_id", atom_id), ("tags", tags), ("metadata", metadata),
                            ("content_metadata", content_metadata), ("modality", modality),
@@ -307,6 +312,9 @@ class Calls:
         for key, value in (("valid_from", valid_from), ("valid_to", valid_to)):
             if value is not None:
                 body[key] = _enc_times(_column(value) if hasattr(value, "to_pylist") else value)
+        if binary is not None:
+            return Call("POST", self._p("/atoms/columns/binary"), lambda d: list(d["atom_ids"]), json=body,
+                        vectors=binary)
         return Call("POST", self._p("/atoms/columns"), lambda d: list(d["atom_ids"]), json=body)
 
     def c_correct(

@@ -346,20 +346,35 @@ def create_app(
 
         return await _call(request, run)
 
-    @app.post(f"{V1}/atoms/columns", response_model=S.AtomIds, status_code=201, tags=["write"], responses=_ERR)
-    async def add_columns(request: Request, body: S.AddColumnsRequest, ctx: Write) -> Response:
-        """``Memory.add_columns``: the bulk path (base64 ``vectors`` are the fastest way in)."""
+    async def columns(request: Request, body: S.AddColumnsRequest, vectors: Any, ctx: Ctx) -> Response:
         limit(len(body.content), "rows", server.max_batch)
         data = body.model_dump(exclude_unset=True, exclude={"content", "vectors"})
         data = {k: v for k, v in data.items() if v is not None or k in ("tags", "metadata", "content_metadata")}
         content = body.content
-        vectors = None if body.vectors is None else S.as_array(body.vectors)
 
         def run() -> Response:
             ids = ctx.memory(create=True).add_columns(content, vectors=vectors, **data)
             return _json(S.AtomIds(atom_ids=ids), 201)
 
         return await _call(request, run)
+
+    @app.post(f"{V1}/atoms/columns", response_model=S.AtomIds, status_code=201, tags=["write"], responses=_ERR)
+    async def add_columns(request: Request, body: S.AddColumnsRequest, ctx: Write) -> Response:
+        """``Memory.add_columns``: the bulk path (``atoms/columns/binary`` takes the vectors as raw bytes)."""
+        return await columns(request, body, None if body.vectors is None else S.as_array(body.vectors), ctx)
+
+    @app.post(
+        f"{V1}/atoms/columns/binary", response_model=S.AtomIds, status_code=201, tags=["write"], responses=_ERR,
+        openapi_extra={"requestBody": {"required": True, "content": {
+            S.BINARY_COLUMNS: {"schema": {"type": "string", "format": "binary"}}}}},
+    )
+    async def add_columns_binary(request: Request, ctx: Write) -> Response:
+        """``Memory.add_columns`` with the vectors as raw little-endian float32 after a JSON header
+        (``application/vnd.aether.columns``: ``u32 LE n``, ``n`` bytes of the ``atoms/columns`` fields
+        but ``vectors``, plus ``"shape": [rows, dim]``, then the vectors). What the client sends for a
+        numpy matrix: no base64 on either side."""
+        body, vectors = S.parse_binary_columns(await request.body())
+        return await columns(request, body, vectors, ctx)
 
     @app.post(f"{V1}/correct", response_model=MemoryAtom, tags=["write"], responses=_ERR)
     async def correct(request: Request, body: S.CorrectRequest, ctx: Write) -> Response:
