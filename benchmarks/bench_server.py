@@ -8,10 +8,12 @@ Run: .venv/bin/python benchmarks/bench_server.py [--n 10000] [--dim 384] [--quer
 2. In-process: ``Memory.search(vector, k=10)`` sequentially (p50/p99) and from 1/8/32 threads (throughput).
 3. ``aether serve ROOT`` starts in a subprocess on 127.0.0.1; ``aether.connect`` clients do the same: one
    client sequentially (p50/p99), then 1/8/32 concurrent clients (threads, one connection each) for
-   ``--seconds`` each. The server's own ``/metrics`` split the time: engine (``aether_search_duration_seconds``),
+   ``--seconds`` each. The server's own ``/metrics`` split the time: engine (``aether_search_duration_seconds``,
+   phase ``engine``),
    server total (``aether_request_duration_seconds``) and the rest (client, HTTP, loopback).
-4. Batch ingest: ``add_columns`` of ``--ingest`` rows with base64 vectors in ``--batch``-row requests (one
-   durable transaction each), against the same through the in-process API.
+4. Batch ingest: ``add_columns`` of ``--ingest`` rows with a numpy matrix of vectors in ``--batch``-row
+   requests (one durable transaction each; the client sends them raw on ``atoms/columns/binary``),
+   against the same through the in-process API.
 5. In-process search again (the machine is shared: the two in-process runs bracket the server figures).
 
 Step 3 also interleaves blocks of in-process queries (a read-only open next to the server) with remote
@@ -110,6 +112,15 @@ def concurrent(make: Any, queries: np.ndarray, n_threads: int, seconds: float) -
     return len(flat) / elapsed, flat
 
 
+def proc_cpu(pid: int) -> float | None:
+    """User + system CPU seconds of a process (Linux ``/proc``; ``None`` elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def metric_sum_count(text: str, name: str, labels: str) -> tuple[float, float]:
     s = c = 0.0
     for line in text.splitlines():
@@ -190,8 +201,12 @@ def main() -> None:
             for q in queries[:50]:
                 remote.search(q, k=10)
             m0 = httpx.get(url + "/metrics", timeout=10).text
+            cpu0 = proc_cpu(proc.pid)
             lat = sequential(lambda q: remote.search(q, k=10), queries, 60)
+            cpu1 = proc_cpu(proc.pid)
             m1 = httpx.get(url + "/metrics", timeout=10).text
+            # CPU the server process spent per search (all its threads): what a loaded machine inflates least.
+            out["server_cpu_ms_per_search"] = 1000 * (cpu1 - cpu0) / len(lat) if cpu0 is not None else None
             out["server_p50_ms"], out["server_p99_ms"] = pct(lat, 50), pct(lat, 99)
             es0, ec0 = metric_sum_count(m0, "aether_search_duration_seconds", 'op="search",phase="engine"')
             es1, ec1 = metric_sum_count(m1, "aether_search_duration_seconds", 'op="search",phase="engine"')
@@ -200,17 +215,24 @@ def main() -> None:
             out["server_engine_mean_ms"] = 1000 * (es1 - es0) / max(1.0, ec1 - ec0)
             out["server_request_mean_ms"] = 1000 * (rs1 - rs0) / max(1.0, rc1 - rc0)
             out["client_observed_mean_ms"] = 1000 * float(np.mean(lat))
-            # The same request with a pre-encoded body on a bare httpx client: the client library's share.
-            body = [json.dumps({"query": aether.client._wire.enc_vector(q), "k": 10}) for q in queries]
-            with httpx.Client(base_url=url) as raw:
-                i = iter(range(10**9))
-                rawlat = sequential(lambda q: raw.post("/v1/namespaces/bench/search", content=body[next(i) % len(body)],
-                                                       headers={"content-type": "application/json"}), queries, 60)
+            # The same request with a pre-encoded body on the client's bare transport (no encoding of the
+            # query, no parsing of the reply): the client library's share is the difference.
+            from aether.client._http import StdlibTransport
+
+            body = [json.dumps({"query": aether.client._wire.enc_vector(q), "k": 10}).encode() for q in queries]
+            raw = StdlibTransport(url, headers={}, timeout=30)
+            i = iter(range(10**9))
+            rawlat = sequential(lambda q: raw.request("POST", "/v1/namespaces/bench/search",
+                                                      content=body[next(i) % len(body)],
+                                                      headers={"content-type": "application/json"}), queries, 60)
+            raw.close()
             out["raw_http_p50_ms"] = pct(rawlat, 50)
+            cpu = out["server_cpu_ms_per_search"]
             print(f"server, 1 client: p50 {out['server_p50_ms']:.3f} ms p99 {out['server_p99_ms']:.3f} ms "
                   f"(client-observed mean {out['client_observed_mean_ms']:.3f} ms = server request "
                   f"{out['server_request_mean_ms']:.3f} ms, of which engine {out['server_engine_mean_ms']:.3f} ms; "
-                  f"bare httpx p50 {out['raw_http_p50_ms']:.3f} ms)", flush=True)
+                  f"bare transport p50 {out['raw_http_p50_ms']:.3f} ms; server CPU "
+                  f"{'n/a' if cpu is None else f'{cpu:.3f} ms'} per search)", flush=True)
             # Interleaved: blocks of in-process (a read-only open next to the server) and remote queries in
             # turn, so that both see the same machine load (the sequential phases above do not).
             with aether.open(root / "bench", embedder=emb, read_only=True) as ro:
@@ -253,7 +275,7 @@ def main() -> None:
             dt = time.perf_counter() - t0
             out["server_ingest_per_s"] = args.ingest / dt
             print(f"server ingest: {args.ingest} atoms in {dt:.2f} s = {out['server_ingest_per_s']:.0f}/s "
-                  f"({args.batch}-row requests, base64 vectors)", flush=True)
+                  f"({args.batch}-row requests, raw float32 vectors)", flush=True)
             sink.close()
             remote.close()
         finally:
