@@ -135,13 +135,16 @@ def test_vector_searches_inline_and_threaded_agree(tmp_path: Path) -> None:
         items = [f"fact {i}" for i in range(30)]
         assert c.post("/v1/namespaces/v/atoms/batch", json={"items": items}).status_code == 201
         ctx = _state.Ctx(app.state.server, None, "v")  # type: ignore[arg-type]
+        assert not ctx.inline(np.zeros(16), 10)  # never searched since it opened: the first one goes to a worker
+        first = c.post("/v1/namespaces/v/search", json={"query": q, "k": 5}).json()["hits"]
         assert ctx.inline(np.zeros(16), 10) and not ctx.inline("text", 10) and not ctx.inline(["t"], 1)
         assert not ctx.inline(np.zeros(16), _state.INLINE_WORK + 1)
         assert not _state.Ctx(app.state.server, None, "closed").inline(np.zeros(16), 10)  # type: ignore[arg-type]
         small = c.post("/v1/namespaces/v/search", json={"query": q, "k": 5}).json()["hits"]
         big_k = _state.INLINE_WORK + 1  # over the inline limit: the worker-thread path
         big = c.post("/v1/namespaces/v/search", json={"query": q, "k": big_k}).json()["hits"]
-        assert [h["atom"]["atom_id"] for h in small] == [h["atom"]["atom_id"] for h in big[:5]]
+        assert [h["atom"]["atom_id"] for h in small] == [h["atom"]["atom_id"] for h in big[:5]] == [
+            h["atom"]["atom_id"] for h in first]
         # a bad vector is the same 422 on the inline path
         _err(c.post("/v1/namespaces/v/search", json={"query": [1.0, 2.0], "k": 3}), 422, "InvalidVectorError")
 

@@ -49,8 +49,11 @@ class Ctx:
 
     def inline(self, query: Any, work: int) -> bool:
         """Whether a search is answered on the event loop (see :func:`_call`): a vector query (no model
-        to run), at most :data:`INLINE_WORK` hits (``k`` x queries) and the namespace already open."""
-        return not isinstance(query, str | list) and work <= INLINE_WORK and self.server.namespaces.is_open(self.ns)
+        to run), at most :data:`INLINE_WORK` hits (``k`` x queries), and a namespace that is open and
+        has answered a search before, on a worker thread (a store just opened may still be loading its
+        vectors in the background, and its first search waits for them)."""
+        return (not isinstance(query, str | list) and work <= INLINE_WORK and self.ns in self.server.warm
+                and self.server.namespaces.is_open(self.ns))
 
 
 class Server:
@@ -84,6 +87,8 @@ class Server:
         self.jobs = Jobs(lambda kind, status, dt: self.metrics.job.labels(kind, status).observe(dt))
         self.ready = False
         self.not_ready: list[str] = ["starting"]
+        #: Namespaces that have answered a search since they were opened (see :meth:`Ctx.inline`).
+        self.warm: set[str] = set()
 
     def startup(self) -> None:
         """Check that the default model loads and every existing namespace opens (``/readyz``)."""
@@ -114,6 +119,7 @@ class Server:
     def shutdown(self) -> None:
         self.ready = False
         self.not_ready = ["shutting down"]
+        self.warm.clear()
         self.jobs.shutdown()
         for name, exc in self.namespaces.close_all():
             log.error("closing namespace %s failed: %s: %s", name, type(exc).__name__, exc)
