@@ -69,7 +69,7 @@ class RequestLayer:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             status = status_box[0]
-            self.metrics.request.labels(template, scope["method"], str(status)).observe(dt)
+            self.metrics.child(self.metrics.request, template, scope["method"], str(status)).observe(dt)
             if access_log.isEnabledFor(logging.INFO):
                 state = scope.get("state", {})
                 access_log.info(json.dumps({
