@@ -318,6 +318,10 @@ def test_metrics_and_access_logs(server: LiveServer, keys: dict[str, Any]) -> No
         if any(d["request_id"] == "probe-123" for d in lines):
             break
         time.sleep(0.1)
+    import importlib.util
+
+    if importlib.util.find_spec("uvloop") and importlib.util.find_spec("httptools"):  # uvicorn[standard]
+        assert "uvloop loop, httptools parser" in server.log()
     probe = [d for d in lines if d["request_id"] == "probe-123"]
     assert probe and probe[0]["route"] == "/metrics" and probe[0]["status"] == 200
     assert probe[0]["key_id"] == keys["reader_b_id"]

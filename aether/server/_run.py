@@ -56,6 +56,16 @@ def configure_logging(level: str = "info", *, access_log: bool = True) -> None:
         logging.getLogger("aether.server.access").setLevel(logging.WARNING)
 
 
+def _stack() -> str:
+    """Which event loop and HTTP parser uvicorn picks (``auto``): uvloop and httptools when installed."""
+    import importlib.util
+
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    http = ("httptools" if importlib.util.find_spec("httptools")
+            else "h11 (pure Python: pip install 'uvicorn[standard]')")
+    return f"{loop} loop, {http} parser"
+
+
 def serve(
     root: str | os.PathLike[str],
     *,
@@ -101,8 +111,8 @@ def serve(
     app_kwargs.setdefault("local_host_only", not _has_keys(kf, env_key))
     app = create_app(root, keys_file=kf, model=model, key_file=key_file, **app_kwargs)
     logging.getLogger("aether.server").info(
-        "serving %s on http://%s:%d (%s)", root, host, port,
-        "API keys required" if app.state.server.keys.enabled else "no API keys: loopback only",
+        "serving %s on http://%s:%d (%s; %s)", root, host, port,
+        "API keys required" if app.state.server.keys.enabled else "no API keys: loopback only", _stack(),
     )
     uvicorn.run(
         app, host=host, port=port, log_level=log_level, access_log=False, lifespan="on",
