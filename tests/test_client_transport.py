@@ -68,6 +68,23 @@ def test_connections_are_reused_and_stale_ones_replaced(fake: tuple[str, type[_H
         assert len(handler.seen) == 6
 
 
+def test_a_connection_closed_after_the_staleness_check_is_retried_once(
+    fake: tuple[str, type[_Handler]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import select
+
+    url, handler = fake
+    handler.close_after = True
+    # The check sees nothing (the server's close has not arrived yet): the request goes out on a closed
+    # connection, fails without a reply byte, and is sent once more on a new connection.
+    monkeypatch.setattr("aether.client._http.select.select", lambda r, w, x, t: ([], [], []))
+    assert select.select is not None
+    with aether.connect(url, namespace="n") as mem:
+        for _ in range(4):
+            assert mem.stats().atoms_current == 1
+    assert len(handler.seen) == 4  # each request reached the server exactly once
+
+
 def test_one_client_shared_by_threads(fake: tuple[str, type[_Handler]]) -> None:
     url, handler = fake
     errors: list[BaseException] = []

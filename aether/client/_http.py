@@ -8,7 +8,9 @@ transport unless a proxy applies to the server's URL (``HTTP_PROXY`` & co.), whe
 
 Connections are pooled (one per concurrent caller, so one client can be shared by threads). A pooled
 connection the server has closed meanwhile (uvicorn drops idle ones after 5 s) is detected before
-reuse (the socket is readable: EOF) and replaced, so a request is never sent twice.
+reuse (the socket is readable: EOF) and replaced. When the server closes it in the instant between
+that check and the request, the request fails with no reply byte read (the server read none of it)
+and is sent once more on a new connection.
 """
 
 from __future__ import annotations
@@ -86,7 +88,8 @@ class StdlibTransport:
         self._lock = threading.Lock()
         self._ssl: ssl.SSLContext | None = ssl.create_default_context() if self._https else None
 
-    def _connection(self) -> http.client.HTTPConnection:
+    def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
+        """A pooled connection the server has not closed (and ``True``), or a new one (and ``False``)."""
         with self._lock:
             while self._idle:
                 conn = self._idle.pop()
@@ -98,11 +101,11 @@ class StdlibTransport:
                 except (OSError, ValueError):
                     stale = True
                 if not stale:
-                    return conn
+                    return conn, True
                 conn.close()
         if self._https:
-            return _TLSConn(self._host, self._port, timeout=self._timeout, context=self._ssl)
-        return _Conn(self._host, self._port, timeout=self._timeout)
+            return _TLSConn(self._host, self._port, timeout=self._timeout, context=self._ssl), False
+        return _Conn(self._host, self._port, timeout=self._timeout), False
 
     def _release(self, conn: http.client.HTTPConnection) -> None:
         with self._lock:
@@ -119,16 +122,32 @@ class StdlibTransport:
         if params:
             target += "?" + urlencode(params)
         hdrs = {**self._headers, **(headers or {})}
-        conn = self._connection()
-        try:
-            # One send of headers and body (http.client joins a bytes body to the headers; TCP_NODELAY is set):
-            # no Nagle / delayed-ACK stall between the two.
-            conn.request(method, target, body=content, headers=hdrs)
-            resp = conn.getresponse()
-            body = resp.read()
-        except (OSError, http.client.HTTPException) as exc:
-            conn.close()
-            raise E.RemoteError(f"cannot reach the aether server at {self.url}: {type(exc).__name__}: {exc}") from None
+        for attempt in (0, 1):
+            conn, reused = self._connection()
+            try:
+                try:
+                    # One send of headers and body (see _OneSend; http.client sets TCP_NODELAY).
+                    conn.request(method, target, body=content, headers=hdrs)
+                except (BrokenPipeError, ConnectionResetError):
+                    sent = False
+                    raise
+                sent = True
+                resp = conn.getresponse()
+                body = resp.read()
+                break
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
+                conn.close()
+                # A pooled connection the server closed as we reused it (its idle timeout won the race): the
+                # request did not go out, or the server closed without a byte of reply, so it read none of
+                # it; sent again, once, on a new connection.
+                if reused and attempt == 0 and (not sent or isinstance(exc, http.client.RemoteDisconnected)):
+                    continue
+                raise E.RemoteError(f"the aether server at {self.url} closed the connection: "
+                                    f"{type(exc).__name__}") from None
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                raise E.RemoteError(
+                    f"cannot reach the aether server at {self.url}: {type(exc).__name__}: {exc}") from None
         if resp.will_close:
             conn.close()
         else:
