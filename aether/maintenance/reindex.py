@@ -176,14 +176,19 @@ def check_recipe(recipe: str | None) -> None:
 def _plan(entries: Sequence[dict[str, Any]], generation: int, part_rows: int) -> list[Part]:
     parts: list[Part] = []
     for entry in entries:
-        # Named by the source's first version id (or a hash of its name): stable across runs,
-        # unique across sources, and never equal to a live segment's name.
+        # Named by the source's first version id (or a hash of its name) and by the source file's
+        # checksum: stable across runs, unique across sources, never equal to a live segment's
+        # name, and never reused for another source. A compaction (or an erasure's purge) writes
+        # a segment with the same first version id but other rows; without the checksum a re-index
+        # resumed after it would install the parts of the deleted segment (rows lost, erased
+        # rows back).
         key = entry.get("min_version")
         if key is None:
             key = zlib.crc32(entry["file"].encode())
+        src = int(entry["crc32c"]) ^ zlib.crc32(entry["file"].encode())
         for start in range(0, int(entry["rows"]), part_rows):
             stop = min(start + part_rows, int(entry["rows"]))
-            out = f"segments/g{generation:04d}-{int(key):020d}-{start:010d}.parquet"
+            out = f"segments/g{generation:04d}-{int(key):020d}-{src:08x}-{start:010d}.parquet"
             parts.append(Part(entry["file"], start, stop, out))
     return parts
 
@@ -229,7 +234,8 @@ class _Run:
         self.src = _Source(engine)
         self.parts: list[Part] = []
         self.planned: list[str] = []
-        self.resumed = sum(1 for _ in state.done)
+        #: planned parts found finished by an earlier, interrupted run
+        self.resumed = 0
         self._cache_name: str | None = None
         self._cache: pa.Table | None = None
 
@@ -252,6 +258,7 @@ class _Run:
         new = _plan(entries, self.state.generation, self.state.part_rows)
         self.parts.extend(new)
         self.planned.extend(e["file"] for e in entries)
+        self.resumed += sum(1 for p in new if p.out in self.state.done)
         return [p for p in new if p.out not in self.state.done]
 
     def _source_table(self, name: str) -> pa.Table:
@@ -340,6 +347,9 @@ def reindex(
             run.run(run.add(_new_entries(engine.manifest["segments"], run.planned)))
             body = dict(engine.manifest)
             body["segments"] = [state.done[p.out] for p in run.parts]
+            if [int(e["rows"]) for e in body["segments"]] != [p.rows for p in run.parts]:
+                state.remove()  # a stale staged part (never reused: its name names its source)
+                raise ReindexConflictError("staged re-index parts do not match the live segments; run it again")
             body["model"] = {"identity": embedder.identity, "dim": embedder.dim}
             index = dict(body.get("index") or {})
             index["generation"] = generation
