@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +66,20 @@ def remove_index_files(engine: Engine) -> int:
     """Remove the derived indexes' files (each renames its folder away first: a crash never leaves a
     catalog without its files); returns how many there were."""
     return engine.derived.remove_files(engine)
+
+
+def remove_reindex_staging(root: Path) -> None:
+    """Drop the staged parts of an interrupted re-index after a compaction deleted their sources.
+
+    They could never be installed now (a resumed re-index plans the new segments and names each
+    part by its source's checksum), and they hold copies of rows the compaction purged: after a
+    subject's erasure, ciphertext that a keyring copy taken earlier would still open.
+    """
+    from .reindex import STATE_DIR  # late: the re-index module imports much more than compaction needs
+
+    d = root / STATE_DIR
+    if d.is_dir():
+        shutil.rmtree(d, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -169,6 +184,7 @@ def compact(engine: Engine, *, merge_below: int | None = None, retain_after: int
             if p.exists():
                 p.unlink()
             removed += 1
+        remove_reindex_staging(root)
         return CompactResult(
             n_before, engine._snap.n, n_before - engine._snap.n, removed, before, _disk_bytes(root)
         )

@@ -26,7 +26,14 @@ import numpy as np
 
 from .._time import OPEN
 from ..storage.segments import closings_table, write_table
-from .compact import CompactResult, _disk_bytes, _reload, no_index_publication, remove_index_files
+from .compact import (
+    CompactResult,
+    _disk_bytes,
+    _reload,
+    no_index_publication,
+    remove_index_files,
+    remove_reindex_staging,
+)
 from .table import VersionTable
 
 if TYPE_CHECKING:
@@ -148,6 +155,7 @@ def compact_policy(
         for rel in old_files - live:
             (root / rel).unlink(missing_ok=True)
             removed += 1
+        remove_reindex_staging(root)
         return CompactResult(n, engine._snap.n, dropped, removed, before, _disk_bytes(root))
 
 
