@@ -51,6 +51,7 @@ def test_resumed_reindex_after_a_compaction_keeps_every_row(tmp_path: Path, rewr
     key = generate_key() if rewrite == "erase_subject" else None
     mem = aether.open(tmp_path / "s", embedder=_emb(), key=key)
     first = [mem.add(f"first {i}", subject="keep") for i in range(5)]
+    early = mem.add("erase me early", subject="gone")  # both segments hold rows of the erased subject
     mem.checkpoint()
     second = [mem.add(f"second {i}", subject="keep") for i in range(5)]
     gone = mem.add("erase me", subject="gone")
@@ -63,13 +64,18 @@ def test_resumed_reindex_after_a_compaction_keeps_every_row(tmp_path: Path, rewr
     else:
         mem.erase(atom_id=gone.atom_id)
         mem.compact() if rewrite == "compact" else mem.compact(merge_below=1_000)
+    # A closing of a row the rewritten segment took over from the second one, checkpointed.
+    mem.correct(second[0].atom_id, "second 0, corrected")
+    mem.checkpoint()
     mem.reindex(embedder=_emb())
     mem.close()
     with aether.open(tmp_path / "s", embedder=_emb(), key=key) as mem:
         for a in first + second:
             assert mem.get(a.atom_id) is not None, a.content.inline
         assert mem.get(first[1].atom_id).content.inline == "first 1, corrected"  # type: ignore[union-attr]
+        assert mem.get(second[0].atom_id).content.inline == "second 0, corrected"  # type: ignore[union-attr]
         assert mem.get(gone.atom_id) is None
+        assert (mem.get(early.atom_id) is None) == (rewrite == "erase_subject")
         assert len(mem.history(first[1].atom_id)) == versions
     report = aether.verify(tmp_path / "s", key=key)
     assert report.ok, report.problems
