@@ -21,8 +21,15 @@ For a fixed time, on one store at a time:
   after a clean close say so); a *busy* report (a writer kept changing the files) is counted apart.
 
 Every other store is encrypted (subject erasures destroy keys and purge at once there).
-The report: kills, acknowledged transactions, lost ones, untyped reader errors, inconsistencies,
-verify runs / busy / false positives. Exits 1 unless lost, untyped, inconsistent and false
+An *acknowledged* transaction is one whose API call returned (the writer printed its line in
+full before the kill). It is *lost* if a check after a restart does not find it as of its
+transaction time (an acknowledged erasure whose rows are visible again counts apart, as
+*resurrected*); a store that no longer opens counts as lost too, and the soak goes on with a new
+store. A writer that dies of an exception on its own (not the kill) is a *writer error*.
+
+The report: kills, acknowledged transactions, lost ones, resurrected erasures, writer errors,
+broken stores, untyped reader errors, inconsistencies, verify runs / busy / false positives.
+Exits 1 unless lost, resurrected, writer errors, broken stores, untyped, inconsistent and false
 positives are all 0. ``tests/test_reliability_soak.py`` runs a one-minute version.
 """
 
@@ -251,6 +258,13 @@ class Store:
         self.seen_seq = 0
         self.lost = 0
         self.unacked_durable = 0
+        #: acknowledged erasures whose rows were visible again after a restart
+        self.resurrected = 0
+        #: writer runs that died of an exception before their kill (a typed error on valid input)
+        self.writer_errors = 0
+        #: set when the store stopped opening (then no more kills are spent on it)
+        self.broken = ""
+        self.samples: list[str] = []
 
     def erased(self, a: dict[str, Any], atom: str, subject: str | None) -> bool:
         """Was ``atom`` (of ``subject``) erased by an erasure after ack ``a`` (or possibly, in flight)?"""
@@ -268,14 +282,45 @@ def _ack_ok(st: Store, mem: Any, a: dict[str, Any]) -> bool:
     if a["op"] == "erase_atom":
         return not eng.atom_rows(a["atom"], eng.snapshot)
     if a["op"] == "erase_subject":
-        return True  # its atoms' acks are skipped below; their absence is checked by erase_atom-style gets
+        return True  # checked by _erased_back; the acks of its atoms are excused below
     atoms = a.get("ids") or [a.get("atom")]
     if any(st.erased(a, x, a.get("subject")) for x in atoms):
         return True  # erased later: absent by design
     return bool(_ack_present(mem, a))
 
 
+def _erased_back(mem: Any, a: dict[str, Any]) -> int:
+    """Rows an acknowledged erasure removed that are visible again (0 when it held)."""
+    import numpy as np
+
+    from aether.security.erase import subject_rows
+
+    eng = mem._engine
+    t = eng.table
+    if a["op"] == "erase_atom":
+        return len(eng.atom_rows(a["atom"], eng.snapshot))
+    rows = subject_rows(eng, a["subject"], eng.snapshot.n)
+    return int(np.count_nonzero(~t.dead[rows] & (t.tx_from[rows] < a["tx"])))
+
+
 def _check(st: Store, env: dict[str, str]) -> None:
+    """Open the store read-only (no repair) and check every acknowledged transaction in it.
+
+    A store that no longer opens counts as lost data (``st.broken``): the soak goes on with a
+    fresh store instead of stopping.
+    """
+    import aether
+
+    try:
+        _check_open(st)
+    except aether.AetherError as exc:
+        st.broken = f"store no longer opens after a kill: {type(exc).__name__}: {exc}"
+        st.lost += 1
+        st.samples.append(st.broken)
+        print(f"  {st.broken}", flush=True)
+
+
+def _check_open(st: Store) -> None:
     import aether
 
     with aether.open(st.path, embedder=_emb(), read_only=True, key=st.key) as mem:
@@ -290,7 +335,13 @@ def _check(st: Store, env: dict[str, str]) -> None:
         missing = [a for a in st.acks if not _ack_ok(st, mem, a)]
         if missing:
             st.lost = max(st.lost, len(missing))
+            st.samples.append(f"lost: {missing[:3]}")
             print(f"  LOST {len(missing)}: {missing[:3]}", flush=True)
+        back = [a for a in st.acks if a["op"] in ("erase_atom", "erase_subject") and _erased_back(mem, a)]
+        if back:
+            st.resurrected = max(st.resurrected, len(back))
+            st.samples.append(f"erased rows back: {back[:3]}")
+            print(f"  ERASED ROWS BACK after {len(back)} erasures: {back[:3]}", flush=True)
 
 
 def _spawn(args: list[str], env: dict[str, str], **kw: Any) -> subprocess.Popen[bytes]:
@@ -304,6 +355,7 @@ def run(minutes: float, seed: int, kills_per_store: int, max_run_s: float, out: 
     rng = random.Random(seed)
     totals: dict[str, Any] = {"stores": 0, "kills": 0, "acknowledged": 0, "lost": 0, "unacked_committed": 0,
                               "reader_refreshes": 0, "reader_searches": 0, "reader_typed_errors": 0,
+                              "resurrected_erasures": 0, "writer_errors": 0, "broken_stores": 0,
                               "reader_typed_kinds": {},
                               "untyped_reader_errors": 0, "inconsistent_reads": 0, "verify_runs": 0,
                               "verify_busy": 0, "verify_false_positives": 0, "verify_errors": 0, "samples": []}
@@ -330,12 +382,14 @@ def run(minutes: float, seed: int, kills_per_store: int, max_run_s: float, out: 
             kills = 0
             spare = _spare_writer(st, env)
             try:
-                while kills < kills_per_store and time.time() < deadline:
+                while kills < kills_per_store and time.time() < deadline and not st.broken:
                     proc, spare = spare, _spare_writer(st, env)
                     t_a = time.time()
-                    _one_kill(st, proc, rng, max_run_s)
+                    killed = _one_kill(st, proc, rng, max_run_s)
                     t_b = time.time()
-                    kills += 1
+                    kills += killed
+                    if st.writer_errors > 5:
+                        st.broken = "the writer keeps failing on its own"
                     _check(st, env)
                     if os.environ.get("SOAK_TIMING"):
                         print(f"    kill {t_b - t_a:.2f}s check {time.time() - t_b:.2f}s", file=out, flush=True)
@@ -350,14 +404,20 @@ def run(minutes: float, seed: int, kills_per_store: int, max_run_s: float, out: 
                         p.kill()
                         p.wait()
             # A clean close by one more writer run, then the store must verify clean.
-            w = _spawn(["--role", "close", str(st.path), "0", "0"], env, stdout=subprocess.DEVNULL)
-            w.wait(timeout=300)
-            final = _final_verify(st)
+            final = ""
+            if not st.broken:
+                w = _spawn(["--role", "close", str(st.path), "0", "0"], env, stdout=subprocess.DEVNULL)
+                w.wait(timeout=300)
+                final = _final_verify(st)
             totals["stores"] += 1
             totals["kills"] += kills
             totals["acknowledged"] += len(st.acks)
             totals["lost"] += st.lost
             totals["unacked_committed"] += st.unacked_durable
+            totals["resurrected_erasures"] += st.resurrected
+            totals["writer_errors"] += st.writer_errors
+            totals["broken_stores"] += bool(st.broken)
+            totals["samples"] += st.samples[:3]
             for j in range(2):
                 r = _load(work / f"r{j}.json", {"untyped_errors": 1, "samples": ["reader died"]})
                 totals["reader_refreshes"] += r.get("refreshes", 0)
@@ -403,8 +463,11 @@ def _spare_writer(st: Store, env: dict[str, str]) -> subprocess.Popen[bytes]:
                   stderr=subprocess.PIPE)
 
 
-def _one_kill(st: Store, proc: subprocess.Popen[bytes], rng: random.Random, max_run_s: float) -> None:
-    """Let the (spare) writer ``proc`` run, SIGKILL it at a random moment, collect its acknowledgements."""
+def _one_kill(st: Store, proc: subprocess.Popen[bytes], rng: random.Random, max_run_s: float) -> bool:
+    """Let the (spare) writer ``proc`` run, SIGKILL it at a random moment, collect its acknowledgements.
+
+    Returns whether the kill ended it (``False``: it had died on its own, counted in ``st``).
+    """
     import threading
 
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
@@ -420,6 +483,7 @@ def _one_kill(st: Store, proc: subprocess.Popen[bytes], rng: random.Random, max_
             lines.append(line)
             if b'"op"' in line:
                 first_ack.set()
+        first_ack.set()  # it ended (died before committing): no point waiting
 
     th = threading.Thread(target=pump, daemon=True)
     th.start()
@@ -433,8 +497,12 @@ def _one_kill(st: Store, proc: subprocess.Popen[bytes], rng: random.Random, max_
     proc.wait(60)
     th.join(60)
     te.join(60)
-    if proc.returncode != -signal.SIGKILL:
-        raise RuntimeError(f"writer exited with {proc.returncode} before the kill:\n{b''.join(err).decode()[-3000:]}")
+    killed = proc.returncode == -signal.SIGKILL
+    if not killed:
+        # It died on its own (an exception on a valid operation): a bug, counted; what it had
+        # acknowledged before is still checked.
+        st.writer_errors += 1
+        st.samples.append(f"writer exited with {proc.returncode} before the kill:\n{b''.join(err).decode()[-1500:]}")
     for raw in lines:
         line = raw.decode()
         if not line.endswith("\n") or '"ready"' in line:
@@ -447,6 +515,7 @@ def _one_kill(st: Store, proc: subprocess.Popen[bytes], rng: random.Random, max_
             st.erasures.pop()  # the intent it confirms: now with its seq
             st.erasures.append(rec)
         st.acks.append(rec)
+    return killed
 
 
 def _close_only(store: str) -> None:
@@ -483,6 +552,7 @@ def main() -> int:
         print("---", s)
     bad = totals["lost"] or totals["untyped_reader_errors"] or totals["inconsistent_reads"]
     bad = bad or totals["verify_false_positives"] or totals["verify_errors"]
+    bad = bad or totals["resurrected_erasures"] or totals["writer_errors"] or totals["broken_stores"]
     return 1 if bad else 0
 
 

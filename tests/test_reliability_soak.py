@@ -29,7 +29,8 @@ def test_soak_one_minute() -> None:
     detail = f"{totals}\n" + "\n---\n".join(samples[:5])
     assert totals["kills"] >= 3, detail
     assert totals["acknowledged"] > 0, detail
-    assert totals["lost"] == 0, detail
+    assert totals["lost"] == 0 and totals["broken_stores"] == 0, detail
+    assert totals["resurrected_erasures"] == 0 and totals["writer_errors"] == 0, detail
     assert totals["untyped_reader_errors"] == 0, detail
     assert totals["inconsistent_reads"] == 0, detail
     assert totals["verify_false_positives"] == 0 and totals["verify_errors"] == 0, detail
