@@ -123,3 +123,22 @@ def test_erasure_purge_drops_staged_reindex_parts(tmp_path: Path) -> None:
     mem.reindex(embedder=_emb())  # and a re-index afterwards still works (from scratch)
     assert {h.atom.subject for h in mem.search("note", k=20)} == {"keep"}
     mem.close()
+
+
+@pytest.mark.parametrize("read_only", [True, False])
+def test_wal_record_closing_an_unknown_version_is_a_typed_error(tmp_path: Path, read_only: bool) -> None:
+    """Replaying a record that closes a version no segment holds raised a bare ``KeyError`` (an
+    untyped error for a reader's ``refresh()``, a traceback for the CLI)."""
+    from aether.storage.wal import WriteAheadLog
+
+    root = tmp_path / "s"
+    with aether.open(root, embedder=_emb()) as mem:
+        mem.add("one fact")
+        seq, tx = mem._engine.snapshot.last_seq, mem._engine.snapshot.last_tx
+        store_id = mem._engine.store_id
+    wal = WriteAheadLog(root / "wal", store_id=store_id)
+    wal.open_for_append(seq + 1)
+    wal.append({"seq": seq + 1, "tx": tx + 1, "close": [[12345, tx + 1]]}, None)
+    wal.close()
+    with pytest.raises(aether.errors.CorruptionError, match="closes a version"):
+        aether.open(root, embedder=_emb(), read_only=read_only)

@@ -319,18 +319,27 @@ class Engine:
                 raise CorruptionError(
                     f"WAL sequence gap: expected {expected}, found {rec.seq}", path=str(rec.path), offset=rec.offset
                 )
-            self._apply(rec.header, rec.rows)
+            self._apply(rec.header, rec.rows, where=(rec.path, rec.offset))
             expected += 1
 
-    def _apply(self, header: dict[str, Any], rows: RowBatch | None) -> None:
-        """Apply one committed transaction (from a commit or from WAL replay) and publish it."""
+    def _apply(
+        self, header: dict[str, Any], rows: RowBatch | None, *, where: tuple[Path, int] | None = None
+    ) -> None:
+        """Apply one committed transaction (from a commit or from WAL replay at ``where``) and publish it."""
         t = self.table
         start = t.n
         pos = np.zeros(0, np.int64)
         closes = header.get("close") or []
         if closes:
             vids = np.asarray([c[0] for c in closes], np.int64)
-            pos = t.row_index(vids)
+            try:
+                pos = t.row_index(vids)
+            except KeyError:  # typed: a reader's refresh retries it, an open reports it
+                path, offset = where if where is not None else (None, None)
+                raise CorruptionError(
+                    "a transaction closes a version that no segment or earlier record holds",
+                    path=None if path is None else str(path), offset=offset,
+                ) from None
             t.tx_to[pos] = np.asarray([c[1] for c in closes], np.int64)
             sealed = pos < self._ckpt_n
             if sealed.any():
