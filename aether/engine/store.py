@@ -321,6 +321,16 @@ class Engine:
                 )
             self._apply(rec.header, rec.rows, where=(rec.path, rec.offset))
             expected += 1
+        later = [first for first in self._wal.listed if first > expected]
+        if later:
+            # A WAL file starts at the sequence number it is named by: records before it are
+            # missing. A reader gets here when the writer checkpointed after the reader read the
+            # manifest and deleted the WAL files in between; without this its snapshot would go
+            # back in time with no error (the retry reads the newer manifest).
+            raise CorruptionError(
+                f"WAL records {expected} to {min(later) - 1} are missing (folded into a newer checkpoint?)",
+                path=str(self._wal.dir),
+            )
 
     def _apply(
         self, header: dict[str, Any], rows: RowBatch | None, *, where: tuple[Path, int] | None = None

@@ -284,6 +284,8 @@ class WriteAheadLog:
         #: hashing and the disk both release the GIL); its result is ``last_observed``.
         self.observer: Callable[[bytes], Any] | None = None
         self.last_observed: Any = None
+        #: First sequence numbers (file names) of the files the last :meth:`read` listed.
+        self.listed: list[int] = []
 
     def files(self) -> list[Path]:
         """WAL files in replay order."""
@@ -295,8 +297,15 @@ class WriteAheadLog:
         return f"wal|{self.store_id}|{path.name}|{offset}".encode()
 
     def read(self, *, repair: bool) -> Iterator[WalRecord]:
-        """Yield every record of every WAL file; cut a torn tail when ``repair`` is set."""
-        for path in self.files():
+        """Yield every record of every WAL file; cut a torn tail when ``repair`` is set.
+
+        The files are listed once, first (``listed``): a file named ``N`` starts at sequence
+        number ``N``, so a caller can tell records that were never written from records whose
+        file a checkpoint deleted after the caller read an older manifest.
+        """
+        files = self.files()
+        self.listed = [int(p.stem) for p in files]
+        for path in files:
             with io_errors("read", path):
                 data = path.read_bytes()
             frames, torn_at = scan_frames(path, data)
