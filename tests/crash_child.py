@@ -50,8 +50,9 @@ def _when(rng: random.Random) -> datetime:
 
 
 # ---------------------------------------------------------------------------------------- child
-def _install_io_kill(kill_at: int, tear: bool, rng: random.Random) -> None:
-    """Patch the storage I/O layer so the process SIGKILLs itself at its ``kill_at``-th call."""
+def _install_io_kill(kill_at: int, tear: bool, rng: random.Random, mark: Path | None = None) -> None:
+    """Patch the storage I/O layer so the process SIGKILLs itself at its ``kill_at``-th call
+    (first writing the kind of that call to ``mark``, when given)."""
     from aether.storage import _fs
 
     calls = {"n": 0}
@@ -61,12 +62,16 @@ def _install_io_kill(kill_at: int, tear: bool, rng: random.Random) -> None:
         calls["n"] += 1
         return calls["n"] >= kill_at
 
-    def die() -> None:
+    def die(kind: str = "other") -> None:
+        if mark is not None:
+            mark.write_text(kind)
         os.kill(os.getpid(), signal.SIGKILL)
         time.sleep(10)
 
     def write_all(fh: Any, data: bytes) -> None:
         if tick():
+            if mark is not None:
+                mark.write_text("write")
             if tear and len(data) > 1:
                 fh.write(data[: rng.randrange(1, len(data))])
                 fh.flush()
@@ -350,5 +355,92 @@ def check_consistency(mem: Any) -> dict[str, int]:
     return {"rows": n, "seq": snap.last_seq}
 
 
+# ---------------------------------------------------------------------------------------- kill points
+#: Maintenance operations that :func:`kill_points_main` kills at every storage call.
+KILL_POINT_OPS = ("checkpoint", "compact", "merge", "erase_subject", "reindex")
+
+
+def run_maintenance(mem: Any, op: str) -> None:
+    """One maintenance operation of :data:`KILL_POINT_OPS`, then a clean close."""
+    if op == "checkpoint":
+        mem.add("written just before the checkpoint", subject="keep")
+        mem.checkpoint()
+    elif op == "compact":
+        mem.compact()
+    elif op == "merge":
+        mem.compact(merge_below=10_000)
+    elif op == "erase_subject":
+        mem.erase(subject="gone")
+    elif op == "reindex":
+        mem.reindex(embedder=aether_embedder())
+    else:
+        raise ValueError(op)
+    mem.close()
+
+
+def aether_embedder() -> Any:
+    import aether
+
+    return aether.HashingEmbedder(dim=DIM)
+
+
+def kill_points_main(argv: list[str]) -> None:
+    """``crash_child.py --kill-points TEMPLATE OUTDIR OP KEYHEX|-``: one copy of the template store per
+    storage call of ``OP``, each killed (SIGKILL) at that call, and once more after a torn write
+    where that call writes data.
+
+    Each copy is run by a child forked from this process, which opens no store itself (so it has
+    no threads when it forks). Prints one JSON line: the killed copies and how many calls ``OP`` makes.
+    """
+    import shutil
+    import traceback
+
+    import aether
+
+    template, outdir, op, keyhex = Path(argv[0]), Path(argv[1]), argv[2], argv[3]
+    key = None if keyhex == "-" else bytes.fromhex(keyhex)
+    killed: list[str] = []
+    n = 0
+    finished = False
+    mark = outdir / "call-kind"
+    while not finished and n < 2000:
+        n += 1
+        for tear in (False, True):
+            if tear and (not mark.exists() or mark.read_text() != "write"):
+                continue  # a torn variant only where the n-th call writes data
+            mark.unlink(missing_ok=True)
+            dst = outdir / f"{op}-{n:04d}{'-torn' if tear else ''}"
+            pid = os.fork()
+            if pid == 0:  # the child: copy, open, arm the kill, run
+                code = 3
+                try:
+                    shutil.copytree(template, dst)
+                    mem = aether.open(dst, embedder=aether_embedder(), key=key)
+                    _small_index(mem._engine)
+                    _install_io_kill(n, tear, random.Random(n), mark)
+                    run_maintenance(mem, op)
+                    code = 0  # finished before its n-th storage call
+                except BaseException:
+                    traceback.print_exc()
+                finally:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                    os._exit(code)
+            _, status = os.waitpid(pid, 0)
+            if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL:
+                killed.append(str(dst))
+            elif os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+                finished = True
+                shutil.rmtree(dst, ignore_errors=True)
+                break
+            else:
+                raise SystemExit(f"kill-point child for {op} at call {n} failed: status {status}")
+    mark.unlink(missing_ok=True)
+    print(json.dumps({"op": op, "calls": n - 1, "killed": killed}), flush=True)
+
+
 if __name__ == "__main__":
-    child_main(sys.argv[1:])
+    if sys.argv[1:2] == ["--kill-points"]:
+        kill_points_main(sys.argv[2:])
+    else:
+        child_main(sys.argv[1:])
