@@ -183,18 +183,8 @@ def _check_copy(path: Path, key: bytes | None, want: dict[str, object], op: str)
     assert report.ok, (path.name, [str(p) for p in report.problems])
 
 
-#: The suite sweeps the two operations whose kill windows the soak found broken (a full compaction,
-#: an encrypted subject erasure with its purge); ``AETHER_KILL_POINTS=all`` adds a checkpoint, a
-#: merge compaction and a re-index (each sweep is a few dozen processes: slow on a loaded machine).
-_KILL_POINT_OPS = (
-    ["checkpoint", "compact", "merge", "erase_subject", "reindex"]
-    if os.environ.get("AETHER_KILL_POINTS") == "all"
-    else ["compact", "erase_subject"]
-)
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("op", _KILL_POINT_OPS)
+@pytest.mark.parametrize("op", ["checkpoint", "compact", "merge", "erase_subject", "reindex"])
 def test_a_kill_at_any_storage_call_of_maintenance_loses_nothing(tmp_path: Path, op: str) -> None:
     """SIGKILL at each storage call (write, fsync, rename) of a maintenance operation, cleanly and
     after a torn write: every copy opens (read-only as found, then as the writer), shows every
