@@ -68,6 +68,11 @@ def remove_index_files(engine: Engine) -> int:
     return engine.derived.remove_files(engine)
 
 
+#: Where a re-index (``aether.maintenance.reindex``, a layer above) stages its parts; named here
+#: because compaction, below it, has to remove them.
+REINDEX_STAGING = "reindex"
+
+
 def remove_reindex_staging(root: Path) -> None:
     """Drop the staged parts of an interrupted re-index after a compaction deleted their sources.
 
@@ -75,9 +80,7 @@ def remove_reindex_staging(root: Path) -> None:
     part by its source's checksum), and they hold copies of rows the compaction purged: after a
     subject's erasure, ciphertext that a keyring copy taken earlier would still open.
     """
-    from .reindex import STATE_DIR  # late: the re-index module imports much more than compaction needs
-
-    d = root / STATE_DIR
+    d = root / REINDEX_STAGING
     if d.is_dir():
         shutil.rmtree(d, ignore_errors=True)
 

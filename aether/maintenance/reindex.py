@@ -39,6 +39,7 @@ import pyarrow as pa
 from .._resources import data_dir
 from ..batch import BatchEngine, Part, build_indexes_in_process, embed_texts, embedder_spec, get_batch_engine
 from ..embed import Embedder
+from ..engine.compact import REINDEX_STAGING
 from ..engine.table import VersionTable
 from ..errors import ConfigError, EmbeddingError, ReindexConflictError
 from ..index import find_index, install_partitions, load_recipe, plan_partitions
@@ -56,7 +57,7 @@ DEFAULT_PART_ROWS = 16_384
 DEFAULT_BATCH_SIZE = 256
 #: Catch-up rounds run outside the write lock until at most this many rows remain for the last one.
 FINAL_CATCHUP_ROWS = 4_096
-STATE_DIR = "reindex"
+STATE_DIR = REINDEX_STAGING  # compaction removes it (the parts were built from segments it deleted)
 
 #: ``progress(rows_done, rows_total)``; ``rows_total`` grows when a catch-up adds rows.
 ProgressFn = Callable[[int, int], None]
