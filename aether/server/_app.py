@@ -44,6 +44,7 @@ from ._state import (
     _rid,
     _search_kwargs,
     _target,
+    _version_at,
     internal_message,
 )
 
@@ -450,11 +451,7 @@ def create_app(
         """``Memory.get``: the version true at ``valid_at`` as known at ``as_of`` (404 when there is none)."""
 
         def run() -> Response:
-            mem = _target(ctx.memory(), _pin(view_valid_at, view_as_of))
-            atom = mem.get(atom_id, valid_at=valid_at, as_of=as_of)
-            if atom is None:
-                raise E.AtomNotFoundError(f"no version of atom {atom_id!r} at that valid and transaction time")
-            return _json(atom)
+            return _json(_version_at(ctx.memory(), atom_id, valid_at, as_of, view_valid_at, view_as_of)[1])
 
         return await _call(request, run)
 
@@ -468,10 +465,7 @@ def create_app(
         def run() -> Response:
             import base64
 
-            mem = _target(ctx.memory(), _pin(view_valid_at, view_as_of))
-            atom = mem.get(atom_id, valid_at=valid_at, as_of=as_of)
-            if atom is None:
-                raise E.AtomNotFoundError(f"no version of atom {atom_id!r} at that valid and transaction time")
+            mem, atom = _version_at(ctx.memory(), atom_id, valid_at, as_of, view_valid_at, view_as_of)
             data = mem.payload(atom_id, valid_at=atom.valid_from, as_of=atom.tx_from)  # exactly this version
             return _json(S.PayloadResponse(
                 atom_id=atom_id, version_id=atom.version_id, content_type=atom.content_type,

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from .. import errors as E
 from ..api import Memory
+from ..models import MemoryAtom
 from . import _schemas as S
 from ._auth import KeyStore, Principal
 from ._errors import error_doc, error_type, status_for
@@ -194,6 +195,18 @@ def _target(mem: Memory, pin: S.ViewPin | None) -> Memory:
 
 def _pin(valid_at: str | None, as_of: str | None) -> S.ViewPin | None:
     return None if valid_at is None and as_of is None else S.ViewPin(valid_at=valid_at, as_of=as_of)
+
+
+def _version_at(
+    mem: Memory, atom_id: str, valid_at: str | None, as_of: str | None, view_valid_at: str | None,
+    view_as_of: str | None,
+) -> tuple[Memory, MemoryAtom]:
+    """The (pinned) memory and the version of ``atom_id`` true at ``valid_at`` as known at ``as_of``; 404 if none."""
+    mem = _target(mem, _pin(view_valid_at, view_as_of))
+    atom = mem.get(atom_id, valid_at=valid_at, as_of=as_of)
+    if atom is None:
+        raise E.AtomNotFoundError(f"no version of atom {atom_id!r} at that valid and transaction time")
+    return mem, atom
 
 
 def _info(name: str, mem: Memory) -> S.NamespaceInfo:
