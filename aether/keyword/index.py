@@ -18,22 +18,23 @@ Encrypted, read-only and in-memory stores keep the index in RAM and rebuild it f
 decrypted rows on open, so no plaintext term ever reaches the disk of an encrypted store.
 """
 
+
 from __future__ import annotations
 
-import json
-import re
 import shutil
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..engine.query import topk_rows
-from ..errors import MissingDependencyError
+from . import _ondisk
 from . import tail as _bm25
+from ._analysis import _TOKENIZER, _analyzer, _tantivy, available, iter_contents
+from ._analysis import ANALYZER as ANALYZER  # the format record's names, importable from here as before
+from ._ondisk import FORMAT as FORMAT
+from ._scoring import _Scoring, _topk
 
 if TYPE_CHECKING:
     from ..engine.query import Snapshot
@@ -41,19 +42,11 @@ if TYPE_CHECKING:
 
 #: Directory (under the store) of the persisted index.
 DIRNAME = "keyword"
-_META = "aether-keyword.json"
-#: Bump when the schema or analyzer changes: an index with another format is rebuilt.
-FORMAT = 1
-ANALYZER = "simple|remove_long40|lowercase|stop_en|stem_en"
-_TOKENIZER = "aether_en"
 #: A filter selecting at most this many rows, and at most this fraction of all rows, is pushed
 #: into the tantivy query as a set of version ids. Wider filters read the ranking in pages
 #: instead: building a large term set costs more than the few extra pages (measured on
 #: Cranfield, all 1,398 rows selected: 5.8 ms a query pushed down against 0.3 ms paged).
 PUSHDOWN_MAX_ROWS = 4096
-#: An English clitic after an apostrophe (straight or curly): dropped from query text.
-_TQ_CACHE = 65536
-_CLITIC = re.compile(r"(?<=\w)['\u2019](?:s|t|d|m|ll|re|ve)\b", re.IGNORECASE)
 PUSHDOWN_MAX_FRACTION = 0.125
 #: Writes of at most this many rows go through the in-memory tail (committed in the background);
 #: larger ones, and any write while the tail already holds this many, are committed synchronously
@@ -62,57 +55,12 @@ TAIL_MAX_ROWS = 4096
 #: How long the background committer waits after a write before committing, so that a burst of
 #: writes shares one commit (fsync).
 COMMIT_DELAY_S = 0.02
-#: Analysed committed rows kept for tail-time re-scoring.
-_AN_CACHE_ROWS = 100_000
 #: Rows indexed per batch during a rebuild or catch-up.
 _BATCH = 8192
 _HEAP = 50_000_000
-#: Files in the index directory that carry no index data (not checksummed).
-_UNSUMMED = (".tantivy-writer.lock", ".tantivy-meta.lock", ".managed.json", _META, _META + ".tmp")
 
 
-def _tantivy() -> Any:
-    try:
-        import tantivy
-    except ImportError as exc:
-        raise MissingDependencyError(
-            "keyword and hybrid search need tantivy: pip install 'aether[hybrid]'"
-        ) from exc
-    return tantivy
-
-
-def available() -> bool:
-    """Whether the keyword library (tantivy) can be imported."""
-    try:
-        _tantivy()
-    except MissingDependencyError:
-        return False
-    return True
-
-
-def _analyzer(tv: Any) -> Any:
-    # Stemming and English stop words: on SciFact nDCG@10 is 0.685 with them, as in BEIR's
-    # Elasticsearch baseline (0.665), and clearly less without (tantivy's "default" tokenizer).
-    return (
-        tv.TextAnalyzerBuilder(tv.Tokenizer.simple())
-        .filter(tv.Filter.remove_long(40))
-        .filter(tv.Filter.lowercase())
-        .filter(tv.Filter.stopword("english"))
-        .filter(tv.Filter.stemmer("english"))
-        .build()
-    )
-
-
-def iter_contents(engine: Engine, start: int, end: int) -> Iterator[tuple[int, str]]:
-    """``(row, content)`` for rows ``[start, end)``, read column-wise from the table's chunks."""
-    for lo, values in engine.table.column_slices("content", start, end):
-        # A list tail is sliced as it is; a sealed Arrow chunk converts one column slice at once.
-        texts = values if isinstance(values, list) else values.to_pylist()
-        for i, txt in enumerate(texts):
-            yield lo + i, txt or ""
-
-
-class KeywordIndex:
+class KeywordIndex(_Scoring):
     """BM25 over atom content (tantivy), following the engine's rows as a derived index.
 
     Parameters
@@ -222,8 +170,8 @@ class KeywordIndex:
             if self._dir is None:
                 self._rebuild(engine)
                 return
-            self._clean_leftovers(self._dir)
-            if not self._intact(self._dir, engine):
+            _ondisk.clean_leftovers(self._dir)
+            if not _ondisk.intact(self._dir, engine, self._tv, self._sum_cache):
                 self._rebuild(engine)  # another format, or damaged files: it is derived, start over
                 return
             try:
@@ -239,74 +187,6 @@ class KeywordIndex:
                     raise
                 self._close_writer()
                 self._rebuild(engine)
-
-    @staticmethod
-    def _clean_leftovers(d: Path) -> None:
-        for extra in (d.with_name(d.name + ".tmp"), d.with_name(d.name + ".old")):
-            if extra.exists():
-                shutil.rmtree(extra, ignore_errors=True)
-
-    @staticmethod
-    def _read_meta(d: Path) -> dict[str, Any] | None:
-        try:
-            return dict(json.loads((d / _META).read_text(encoding="utf-8")))
-        except (OSError, ValueError):
-            return None
-
-    def _sums(self, d: Path) -> dict[str, list[int]]:
-        """``name -> [size, crc32c]`` of the index files (segment files never change once written,
-        so each is read once per process; ``meta.json`` and delete files get new contents or names)."""
-        import crc32c
-
-        out: dict[str, list[int]] = {}
-        for p in sorted(d.iterdir()):
-            if p.name in _UNSUMMED or not p.is_file():
-                continue
-            st = p.stat()
-            key = (p.name, st.st_size, st.st_mtime_ns)
-            c = self._sum_cache.get(key)
-            if c is None:
-                c = 0
-                with open(p, "rb") as fh:
-                    while chunk := fh.read(1 << 20):
-                        c = crc32c.crc32c(chunk, c)
-                self._sum_cache[key] = c
-            out[p.name] = [st.st_size, c]
-        return out
-
-    def _intact(self, d: Path, engine: Engine) -> bool:
-        """Same format and store, and every index file as recorded at the last commit.
-
-        A tantivy segment has no checksum that the Python bindings verify, so a flipped byte
-        could otherwise change results silently (or panic); a mismatch means rebuild.
-        """
-        meta = self._read_meta(d)
-        want = {"format": FORMAT, "analyzer": ANALYZER, "store_id": engine.store_id}
-        if meta is None or {k: meta.get(k) for k in want} != want or not self._tv.Index.exists(str(d)):
-            return False
-        files = meta.get("files")
-        if not isinstance(files, dict) or "meta.json" not in files:
-            return False
-        try:
-            # Only what the committed meta.json names: a writer killed mid-segment leaves files
-            # of an uncommitted segment behind, which tantivy ignores and so do we.
-            segs = json.loads((d / "meta.json").read_text(encoding="utf-8"))["segments"]
-            ids = tuple(str(g["segment_id"]).replace("-", "") for g in segs)
-            now = self._sums(d)
-        except (OSError, ValueError, KeyError, TypeError):
-            return False
-
-        def named(sums: dict[str, Any]) -> dict[str, Any]:
-            return {k: v for k, v in sums.items() if k == "meta.json" or (ids and k.startswith(ids))}
-
-        return named(now) == named(files)
-
-    def _write_meta(self, d: Path, engine: Engine) -> None:
-        # No fsync: a torn or lost copy only makes the next open rebuild the (derived) index.
-        body = {"format": FORMAT, "analyzer": ANALYZER, "store_id": engine.store_id, "files": self._sums(d)}
-        tmp = d / (_META + ".tmp")
-        tmp.write_text(json.dumps(body, sort_keys=True), encoding="utf-8")
-        tmp.replace(d / _META)
 
     def _indexed_max_vid(self) -> int:
         self._index.reload()
@@ -339,7 +219,7 @@ class KeywordIndex:
         self._add_rows(engine, 0, engine.table.n, exclude=exclude)
         self._commit()
         self._close_writer()
-        self._write_meta(tmp, engine)
+        _ondisk.write_meta(tmp, engine, self._sum_cache)
         self._index = None
         if self._dir.exists():
             self._dir.rename(old)
@@ -429,7 +309,7 @@ class KeywordIndex:
         self._seq += 1
         self._pending = 0
         if self._idx_dir is not None and self._engine_ref is not None:
-            self._write_meta(self._idx_dir, self._engine_ref)
+            _ondisk.write_meta(self._idx_dir, self._engine_ref, self._sum_cache)
 
     def _install(self, searcher: Any, seq: int, last_vid: int) -> None:
         """Make ``searcher`` (from commit ``seq``, holding rows up to ``last_vid``) the committed one."""
@@ -537,7 +417,7 @@ class KeywordIndex:
                 finally:
                     self._close_writer()
                 if self._idx_dir is not None and self._idx_dir.is_dir():
-                    self._write_meta(self._idx_dir, engine)  # merges may have finished since
+                    _ondisk.write_meta(self._idx_dir, engine, self._sum_cache)  # merges may have finished since
                     for lock in (".tantivy-writer.lock", ".tantivy-meta.lock"):
                         lf = self._idx_dir / lock  # empty, and recreated on open: do not leave them
                         if lf.exists() and lf.stat().st_size == 0:
@@ -565,32 +445,6 @@ class KeywordIndex:
         with self._lock:
             self._rebuild(engine)
 
-    # ------------------------------------------------------------------ reads
-    def analyze(self, text: str) -> list[str]:
-        """Distinct query terms after analysis (lowercase, stop words removed, stemmed).
-
-        A clitic after an apostrophe (``Bruno's``, ``can't``, ``I'm``) is dropped first: the
-        analyzer splits it into a one-letter term (``s``, ``t``, ``m``) that carries no meaning but
-        matches every ``it's`` and ``don't`` in the store, and with a high IDF in a store of short
-        utterances it outranked the query's real terms. Only queries are normalised (documents
-        keep tantivy's analysis, so indexed statistics and the tail stay as they are).
-        """
-        return list(dict.fromkeys(self._an.analyze(_CLITIC.sub("", text))))
-
-    def _body_query(self, terms: list[str]) -> Any:
-        """The OR of the ``terms``' term queries (each built once per schema and kept)."""
-        tv = self._tv
-        cache = self._tq
-        qs = []
-        for term in terms:
-            q = cache.get(term)
-            if q is None:
-                if len(cache) >= _TQ_CACHE:
-                    cache.clear()
-                q = cache[term] = tv.Query.term_query(self._schema, "body", term, index_option="freq")
-            qs.append((tv.Occur.Should, q))
-        return tv.Query.boolean_query(qs)
-
     def _fresh_searcher(self, engine: Engine) -> Any:
         with self._lock:
             if self._index is None:
@@ -609,36 +463,6 @@ class KeywordIndex:
         with self._lock:
             searcher = self._fresh_searcher(engine)
             return searcher, (self._tail.copy() if len(self._tail) else None)
-
-    def _total_tokens(self, searcher: Any, engine: Engine) -> float:
-        """Token count of the committed index (tantivy's ``avgdl * N``, read once per searcher from
-        the explanation of a one-document query on a committed row)."""
-        cached = self._tokens
-        if cached is not None and cached[0] is searcher:
-            return cached[1]
-        total = 0.0
-        n = int(searcher.num_docs)
-        if n:
-            tv = self._tv
-            t = engine.table
-            for r, text in iter_contents(engine, 0, t.n):
-                vid = int(t.version_id[r])
-                terms = self._an.analyze(text) if not t.dead[r] else []
-                if not terms:
-                    continue
-                q = tv.Query.boolean_query([
-                    (tv.Occur.Must, tv.Query.term_query(self._schema, "body", terms[0], index_option="freq")),
-                    (tv.Occur.Must, tv.Query.const_score_query(tv.Query.term_query(self._schema, "vid", vid), 0.0)),
-                ])
-                hits = searcher.search(q, 1, count=False).hits
-                if not hits:
-                    continue
-                avgdl = _find_avgdl(json.loads(q.explain(searcher, hits[0][1]).to_json()))
-                if avgdl is not None:
-                    total = float(round(avgdl * n))
-                    break
-        self._tokens = (searcher, total)
-        return total
 
     def search(
         self, engine: Engine, snap: Snapshot, text: str, mask: np.ndarray, k: int, *, dedupe: bool
@@ -691,168 +515,12 @@ class KeywordIndex:
                 return out, info
             limit *= 4
 
-    @staticmethod
-    def _hit_rows(searcher: Any, hits: list[Any], vid_col: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """Table rows and scores of tantivy hits (rows after the snapshot, or removed ones, dropped)."""
-        scores = np.asarray([h[0] for h in hits], dtype=np.float64)
-        vids_hit = np.asarray(searcher.fast_field_values("vid", [h[1] for h in hits]), dtype=np.int64)
-        pos = np.searchsorted(vid_col, vids_hit)
-        ok = pos < n
-        ok[ok] &= vid_col[pos[ok]] == vids_hit[ok]
-        return pos[ok], scores[ok]
-
-    def _stats(self, engine: Engine, searcher: Any, terms: list[str], tail: _bm25.Tail) -> tuple[Any, Any]:
-        df = {term: int(searcher.doc_freq("body", term)) for term in terms}
-        return _bm25.combined_stats(terms, int(searcher.num_docs), self._total_tokens(searcher, engine), df, tail)
-
-    def _analysed(self, engine: Engine, rows: np.ndarray) -> list[tuple[Any, int]]:
-        """``(term counts, token count)`` of committed rows, from their content."""
-        from collections import Counter
-
-        t = engine.table
-        cache = self._an_cache
-        if t is not self._an_table:  # another table (a reload): row numbers may mean other versions
-            cache.clear()
-            self._an_table = t
-        todo = [int(r) for r in rows if int(r) not in cache]
-        if todo:
-            cols = getattr(t, "text_columns", None)
-            texts = cols(todo)["content"] if cols is not None else [t.text(r)["content"] for r in todo]
-            if len(cache) + len(todo) > _AN_CACHE_ROWS:
-                cache.clear()
-            for r, txt in zip(todo, texts, strict=True):
-                toks = self._an.analyze(txt or "")
-                cache[r] = (Counter(toks), len(toks))
-        return [cache[int(r)] for r in rows]
-
-    def _search_tail(
-        self, engine: Engine, snap: Snapshot, searcher: Any, tail: _bm25.Tail, q: Any, terms: list[str],
-        mask: np.ndarray, k: int, dedupe: bool, info: dict[str, Any],
-    ) -> tuple[list[tuple[int, float]], dict[str, Any]]:
-        self.stats["tail_searches"] += 1
-        info["strategy"] += "+tail"
-        t = engine.table
-        committed, both = self._stats(engine, searcher, terms, tail)
-        rho = _bm25.growth_bound(terms, committed, both)
-        trows = [r for r in tail.matching(terms) if r < snap.n and mask[r]]
-        cand_rows: list[int] = list(trows)
-        cand_sc: list[float] = _bm25.scores_of(terms, [tail.rows[r] for r in trows], both).tolist()
-        seen: set[int] = set(trows)
-        vid_col = t.version_id[: snap.n]
-        code = t.atom_code if dedupe else None
-
-        def best() -> list[tuple[int, float]]:
-            if not cand_rows:
-                return []
-            return _topk(np.asarray(cand_rows, np.int64), np.asarray(cand_sc), k, code)
-
-        limit = max(4 * k, 64)
-        while True:
-            info["rounds"] += 1
-            hits = searcher.search(q, limit, count=False).hits
-            info["examined"] = len(hits)
-            rows, sc = self._hit_rows(searcher, hits, vid_col, snap.n) if hits else (np.zeros(0, np.int64), np.zeros(0))
-            # In committed-score order: re-score in small batches, and stop reading once an unread hit,
-            # even grown by the tail's statistics, cannot pass the current k-th best.
-            out = best()
-            i = 0
-            while i < len(rows):
-                if len(out) >= k and out[-1][1] >= rho * float(sc[i]):
-                    return out, info
-                batch = [int(r) for r in rows[i : i + max(k, 16)] if int(r) not in seen and mask[int(r)]]
-                i += max(k, 16)
-                if batch:
-                    seen.update(batch)
-                    cand_rows.extend(batch)
-                    cand_sc.extend(_bm25.scores_of(terms, self._analysed(engine, np.asarray(batch)), both).tolist())
-                    out = best()
-            if len(hits) < limit:
-                return out, info
-            if len(out) >= k and len(sc) and out[-1][1] >= rho * float(sc[-1]):
-                return out, info
-            limit *= 4
-
-    def scores_for(self, engine: Engine, text: str, rows: np.ndarray) -> np.ndarray:
-        """BM25 scores of the given rows for ``text`` (0 where a row matches no term), with the
-        statistics of the committed index plus the tail, as in :meth:`search`.
-
-        Scored from the rows' analysed content (cached per row) with tantivy's BM25 arithmetic
-        (:mod:`.tail`), not by a tantivy query restricted to the rows' version ids: for the
-        hundred-odd rows hybrid fusion asks about, that query cost more than both halves' searches.
-        """
-        terms = self.analyze(text)
-        if not terms or len(rows) == 0:
-            return np.zeros(len(rows), np.float64)
-        searcher, tail = self._view(engine)
-        st, docs = self._docs(engine, searcher, tail, terms, rows)
-        return _bm25.scores_of(terms, docs, st)
-
-    def _docs(self, engine: Engine, searcher: Any, tail: _bm25.Tail | None, terms: list[str], rows: np.ndarray
-              ) -> tuple[_bm25.Stats, list[tuple[Any, int]]]:
-        """The statistics to score with (committed index plus tail) and ``rows``' analysed content."""
-        if tail is None:
-            df = {term: int(searcher.doc_freq("body", term)) for term in terms}
-            return _bm25.Stats(int(searcher.num_docs), self._total_tokens(searcher, engine), df), \
-                self._analysed(engine, np.asarray(rows, np.int64))
-        _, st = self._stats(engine, searcher, terms, tail)
-        committed_at = [int(r) for r in rows if int(r) not in tail.rows]
-        analysed = iter(self._analysed(engine, np.asarray(committed_at, np.int64)))
-        return st, [tail.rows[int(r)] if int(r) in tail.rows else next(analysed) for r in rows]
-
-    def visible_scores(self, engine: Engine, text: str, rows: np.ndarray, n_visible: int
-                       ) -> tuple[np.ndarray, np.ndarray]:
-        """BM25 of ``rows`` with the store's statistics and with those of the visible rows alone.
-
-        ``rows`` must be every visible row that matches a query term (a keyword ranking under the
-        search's mask that ended before its depth) and ``n_visible`` the number of visible rows.
-        The second array scores them as BM25 over that visible sub-collection: each term's IDF
-        from how many visible rows hold it (the average length stays the store's). A term that
-        every visible row holds -- a person's name under that person's tag filter -- then weighs
-        almost nothing, where with the store's IDF it ranked rows by length alone.
-        """
-        terms = self.analyze(text)
-        if not terms or len(rows) == 0:
-            z = np.zeros(len(rows), np.float64)
-            return z, z
-        searcher, tail = self._view(engine)
-        st, docs = self._docs(engine, searcher, tail, terms, rows)
-        n_vis = max(int(n_visible), len(rows))
-        df_vis = {term: sum(1 for tf, _ in docs if tf.get(term, 0)) for term in terms}
-        vis = _bm25.Stats(n_vis, st.avgdl * n_vis, df_vis)
-        return _bm25.scores_of(terms, docs, st), _bm25.scores_of(terms, docs, vis)
-
-    def doc_freq(self, engine: Engine, term: str) -> int:
-        """Documents (deleted ones included until a rebuild) holding the analysed ``term``, the
-        tail's included."""
-        searcher, tail = self._view(engine)
-        return int(searcher.doc_freq("body", term)) + (tail.df.get(term, 0) if tail is not None else 0)
-
     def flush(self) -> None:
         """Commit the tail now (tests, benchmarks): afterwards every row is in the committed index."""
         with self._lock:
             if self._writer is not None:
                 self._commit()
 
-
-def _topk(rows: np.ndarray, scores: np.ndarray, k: int, atom_code: np.ndarray | None) -> list[tuple[int, float]]:
-    """Best ``k`` ``(row, score)``, ties to the lower row (deterministic, so the tail path and the
-    committed path agree on ties at the cut, where a partial sort would pick either)."""
-    if atom_code is not None:
-        return topk_rows(rows, scores, k, atom_code)  # a full sort already
-    order = np.lexsort((rows, -scores))[:k]
-    return [(int(rows[i]), float(scores[i])) for i in order]
-
-
-def _find_avgdl(node: Any) -> float | None:
-    """The ``avgdl`` value in a tantivy explanation tree."""
-    if isinstance(node, dict):
-        if str(node.get("description", "")).startswith("avgdl"):
-            return float(node["value"])
-        for child in node.get("details", []) or []:
-            got = _find_avgdl(child)
-            if got is not None:
-                return got
-    return None
 
 
 def get_index(engine: Engine) -> KeywordIndex:
