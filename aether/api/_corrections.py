@@ -61,15 +61,24 @@ class _Corrections(_Writes, _Reads):
                                       metadata=metadata, vector=vector, payload=payload, content_type=content_type)
         if content_type is not None:
             raise InvalidInputError("content_type is given without a payload")
+        op = self._correction_op(atom_id, content, valid_from, valid_to, tags, metadata, vector, None)
+        res = self._engine.commit([op])
+        return self._engine.atom_at(res.rows[0])
+
+    def _correction_op(
+        self, atom_id: str, content: str | None, valid_from: Any, valid_to: Any, tags: Any, metadata: Any,
+        vector: Any, modality: str | None,
+    ) -> PutOp:
+        """The checked operation of a correction (``None`` and ``UNSET`` fields are inherited from the old version)."""
         vf, vt = _valid_interval(valid_from, valid_to)
         vec = None if vector is None else as_unit_vectors(vector, self._engine.embedder.dim)[0]
-        op = PutOp(
+        return PutOp(
             atom_id=atom_id,
             content=None if content is None else check_content(content, self._engine.max_content_bytes),
             content_meta=None,
             tags=None if isinstance(tags, _Unset) else check_tags(tags),
             metadata=None if isinstance(metadata, _Unset) else check_json(metadata, "metadata"),
-            modality=None,
+            modality=modality,
             subject=None,
             quality=None,
             valid_from=vf,
@@ -77,8 +86,6 @@ class _Corrections(_Writes, _Reads):
             vector=vec,
             must_exist=True,
         )
-        res = self._engine.commit([op])
-        return self._engine.atom_at(res.rows[0])
 
     def _latest_meta(self, atom_id: str) -> dict[str, Any]:
         """The stored content metadata (reserved keys included) of the atom's most recently written version."""
@@ -131,22 +138,7 @@ class _Corrections(_Writes, _Reads):
         if data is not None and not isinstance(tags, _Unset):
             tags = {**{k: v for k, v in dict(tags or {}).items() if not k.startswith(P.FIELD_TAG)},
                     **P.field_tags(data)}
-        vf, vt = _valid_interval(valid_from, valid_to)
-        vec = None if vector is None else as_unit_vectors(vector, self._engine.embedder.dim)[0]
-        op = PutOp(
-            atom_id=atom_id,
-            content=None if content is None else check_content(content, self._engine.max_content_bytes),
-            content_meta=None,
-            tags=None if isinstance(tags, _Unset) else check_tags(tags),
-            metadata=None if isinstance(metadata, _Unset) else check_json(metadata, "metadata"),
-            modality=modality,
-            subject=None,
-            quality=None,
-            valid_from=vf,
-            valid_to=vt,
-            vector=vec,
-            must_exist=True,
-        )
+        op = self._correction_op(atom_id, content, valid_from, valid_to, tags, metadata, vector, modality)
         user_json = check_json(user, "content_metadata")
         if isinstance(payload, _Unset):
             if content_type is not None:
