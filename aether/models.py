@@ -482,3 +482,7 @@ class StoreStats(BaseModel):
     encrypted: bool = False
     #: Rows the vector index scans exactly, not yet sealed into an ANN partition (all rows without one).
     tail_rows: int = 0
+    #: Index builds (sealing the tail into runs, merging runs into bucket partitions) since open.
+    seals: int = 0
+    #: Seconds those builds took, in total.
+    seal_seconds: float = 0.0

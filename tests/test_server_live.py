@@ -305,9 +305,17 @@ def test_metrics_and_access_logs(server: LiveServer, keys: dict[str, Any]) -> No
     assert f'aether_atoms{{namespace="m"}} {float(stats.atoms_current)}' in text
     assert 'aether_wal_bytes{namespace="m"}' in text
     assert f'aether_tail_rows{{namespace="m"}} {float(stats.tail_rows)}' in text and stats.tail_rows == 7
-    for phase in ("engine", "encode"):  # the Memory call and the JSON reply, timed apart
+    for phase in ("embed", "index", "materialize", "encode"):  # inside the Memory call, and the JSON reply
         assert f'aether_search_duration_seconds_count{{mode="dense",op="search",phase="{phase}"}} 1.0' in text
         assert f'aether_search_duration_seconds_count{{mode="default",op="search",phase="{phase}"}}' in text
+    # The text query was embedded; the vector query was not.
+    def embed_sum(mode: str) -> float:
+        head = f'aether_search_duration_seconds_sum{{mode="{mode}",op="search",phase="embed"}} '
+        return float(next(x for x in text.splitlines() if x.startswith(head))[len(head):])
+
+    assert embed_sum("dense") == 0.0 and embed_sum("default") > 0.0
+    assert f'aether_index_seals_total{{namespace="m"}} {float(stats.seals)}' in text
+    assert 'aether_index_seal_seconds_total{namespace="m"}' in text
     assert 'route="/v1/namespaces/{ns}/search",status="200"' in text
     assert 'route="/v1/namespaces/{ns}/atoms/batch",status="201"' in text
     # One JSON line per request, with the request id.

@@ -6,6 +6,7 @@ erase, compact, reindex), combined in ``_memory`` (``Memory``, ``View``); ``_ope
 plug-ins; ``_helpers`` holds the argument checks they share.
 """
 
+from .._timing import record as search_timings
 from ..engine.compact import CompactResult
 from ..maintenance.reindex import ReindexResult
 from ..security.erase import EraseResult
@@ -21,4 +22,5 @@ from ._reads import _query_vectors as _query_vectors
 
 __all__ = [
     "ITEM_FIELDS", "ITEM_KEYS", "UNSET", "CompactResult", "EraseResult", "Memory", "ReindexResult", "View", "open",
+    "search_timings",
 ]

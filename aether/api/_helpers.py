@@ -135,6 +135,14 @@ def _with_where(tags: Any, where: Any) -> Any:
 
 
 
+def _seals(engine: Engine) -> tuple[int, float]:
+    """Seal and merge builds of the bucketed vector index since open, and their seconds."""
+    from ..index.bucketed import BucketedIndex
+
+    found = [d for d in engine.derived if isinstance(d, BucketedIndex)]
+    return sum(d.seals for d in found), sum(d.seal_seconds for d in found)
+
+
 def _tail_rows(engine: Engine) -> int:
     """Rows of the snapshot the bucketed vector index has not sealed into a partition yet."""
     from ..index.bucketed import BucketedIndex

@@ -13,7 +13,7 @@ from ..engine.txplan import PutOp
 from ..errors import InvalidInputError, ReadOnlyError
 from ..models import MemoryAtom, StoreStats
 from ._corrections import _Corrections
-from ._helpers import _opt_time, _tail_rows
+from ._helpers import _opt_time, _seals, _tail_rows
 from ._maintenance import _Maintenance
 from ._reads import _Reads
 from ._writes import _Writes
@@ -82,7 +82,9 @@ class Memory(_Corrections, _Writes, _Maintenance, _Reads):
 
     def stats(self) -> StoreStats:
         """Counts and sizes."""
-        return StoreStats(**self._engine.stats_dict(), tail_rows=_tail_rows(self._engine))
+        seals, seal_seconds = _seals(self._engine)
+        return StoreStats(**self._engine.stats_dict(), tail_rows=_tail_rows(self._engine), seals=seals,
+                          seal_seconds=seal_seconds)
 
     def refresh(self) -> None:
         """For a read-only store: see what the writer committed since open."""

@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 
 from .._time import TimeLike, from_us
+from .._timing import current as _timings
+from .._timing import phase as _phase
 from ..engine import search as _search
 from ..engine.store import Engine
 from ..engine.validate import check_tags
@@ -147,6 +149,9 @@ class _Reads(_MemoryBase):
         snap = eng.snapshot
         extra: dict[str, Any] = {}
         mode, fusion["fusion"] = _resolve_mode(mode, fusion.get("fusion"))
+        timing = _timings()
+        t0 = _time_mod.perf_counter()
+        embed0 = timing.get("embed", 0.0) if timing is not None else 0.0
         if mode == "hybrid" and _vector_only(qlist, fusion):
             # Nothing to fuse: hybrid with vector queries is the dense search (what the keyword
             # module's run() does too, after the same option checks), without its per-call setup.
@@ -159,8 +164,14 @@ class _Reads(_MemoryBase):
         else:  # keyword (BM25), hybrid or a re-ranking: aether.retrieval.hybrid, under the same filters
             results, buckets, selected, extra = _run_keyword(eng, snap, qlist, k, f, mode=mode, plan=want == "plan",
                                                              **fusion)
+        if timing is not None:  # the index phase: the search less the query embedding inside it
+            t1 = _time_mod.perf_counter()
+            timing["index"] = timing.get("index", 0.0) + (t1 - t0) - (timing.get("embed", 0.0) - embed0)
         if want == "hits":
-            return _search.hits_for(eng, results), None  # one columnar read for all hits, no re-validation
+            if timing is None:
+                return _search.hits_for(eng, results), None  # one columnar read for all hits, no re-validation
+            with _phase("materialize"):
+                return _search.hits_for(eng, results), None
         plan = SearchPlan(
             valid_at=from_us(f.valid_at) if f.valid_at is not None else None,
             valid_during=(from_us(f.valid_during[0]), from_us(f.valid_during[1])) if f.valid_during else None,

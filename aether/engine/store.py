@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from .._time import OPEN, Clock, from_us, from_us_strict, now_us
+from .._timing import phase as _phase
 from .._version import __version__
 from ..embed import Embedder, as_unit_vectors, embed_queries
 from ..errors import (
@@ -746,7 +747,8 @@ class Engine:
                 out[i] = as_unit_vectors(q, self.embedder.dim)[0] if np.ndim(q) <= 1 else _one_row(q, self.embedder.dim)
         if texts:
             keys = list(texts)
-            vecs = as_unit_vectors(embed_queries(self.embedder, keys), self.embedder.dim)
+            with _phase("embed"):
+                vecs = as_unit_vectors(embed_queries(self.embedder, keys), self.embedder.dim)
             for key, v in zip(keys, vecs, strict=True):
                 for i in texts[key]:
                     out[i] = v

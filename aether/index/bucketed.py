@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -239,6 +240,10 @@ class BucketedIndex:
         self._merger: threading.Thread | None = None
         self._merge_lock = threading.Lock()  # one merge into the bucket partitions at a time
         self._merge_upto = 0  # rows below this are being merged into the bucket partitions
+        #: seal and merge builds finished since open, and the seconds they took (for metrics)
+        self.seals = 0
+        self.seal_seconds = 0.0
+        self._seal_clock = threading.Lock()
 
     # ------------------------------------------------------------------ DerivedIndex callbacks
     def on_open(self, engine: Engine) -> None:
@@ -414,7 +419,9 @@ class BucketedIndex:
     ) -> None:
         """Build a run over rows ``[start, end)`` (the tail, or the rows of ``group``) and publish it."""
         table = st.table
+        t0 = time.perf_counter()
         run = _run_partition(table, start, end, self.recipe, sealed=sealed)
+        self._count_seal(t0)
         with engine.write_lock:
             cur = self.state
             if cur.table is not table:
@@ -501,6 +508,7 @@ class BucketedIndex:
             return
         if target > st.covered:  # the tail too: hold back the sealer's runs past the merge
             self._merge_upto = max(self._merge_upto, target)
+        t0 = time.perf_counter()
         new_rows = np.arange(start, target, dtype=np.int64)
         keys = bucket_keys(table.valid_from[new_rows], self.recipe.bucket)
         parts: list[Partition] = []
@@ -521,6 +529,12 @@ class BucketedIndex:
                 )
                 rebuilt.append(len(parts) - 1)
         self._publish(engine, table, tuple(parts), target, rebuilt)
+        self._count_seal(t0)
+
+    def _count_seal(self, t0: float) -> None:
+        with self._seal_clock:  # the fast lane and the merge thread both finish builds
+            self.seals += 1
+            self.seal_seconds += time.perf_counter() - t0
 
     def _publish(
         self, engine: Engine, table: Any, parts: tuple[Partition, ...], covered: int, fresh: list[int]

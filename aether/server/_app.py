@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
 from .. import errors as E
-from ..api import Memory
+from ..api import Memory, search_timings
 from ..models import MemoryAtom, SearchPlan, StoreStats
 from . import _schemas as S
 from ._auth import ANONYMOUS, DEFAULT_KEYS_NAME, KeyStore, Principal
@@ -492,15 +492,16 @@ def create_app(
     def _timed(
         ctx: Ctx, mode: str | None, op: str, fn: Callable[[], Any], reply: Callable[[Any], Response]
     ) -> Response:
-        """``reply(fn())``, the two timed apart (phases ``engine`` and ``encode``)."""
-        t0 = time.perf_counter()
-        out = fn()
+        """``reply(fn())``, timed by phase (``embed``, ``index``, ``materialize`` inside ``fn``; ``encode``)."""
+        with search_timings() as phases:
+            out = fn()
         t1 = time.perf_counter()
         server.warm.add(ctx.ns)  # searched once (on a worker: a fresh store may still load its vectors)
         resp = reply(out)
         t2 = time.perf_counter()
         m = mode or "default"
-        server.metrics.child(server.metrics.search, m, op, "engine").observe(t1 - t0)
+        for name in ("embed", "index", "materialize"):
+            server.metrics.child(server.metrics.search, m, op, name).observe(phases.get(name, 0.0))
         server.metrics.child(server.metrics.search, m, op, "encode").observe(t2 - t1)
         return resp
 

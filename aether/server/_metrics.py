@@ -1,11 +1,13 @@
 """Prometheus metrics of one server (its own registry, so several apps in one process do not collide).
 
-Store gauges (atoms, versions, the index tail, WAL and disk bytes) are read from
-:meth:`aether.Memory.stats` of each open namespace at scrape time. Searches are timed by mode and
-phase: ``engine`` (the ``Memory`` call: embedding, index scan and materialising the hits; the public
-API does not time those apart) and ``encode`` (the JSON of the reply). Compaction and re-index run
-as admin jobs, timed by kind in ``aether_job_duration_seconds``. The index seals its tail on a
-background thread of the engine that the public API does not report on, so there is no seal metric.
+Store gauges (atoms, versions, the index tail, WAL and disk bytes) and the index's seal counters
+are read from :meth:`aether.Memory.stats` of each open namespace at scrape time. Searches are timed
+by mode and phase: ``embed`` (the query embedding), ``index`` (the index and keyword search under the
+filters, fusion included), ``materialize`` (building the hits), all three from
+:func:`aether.api.search_timings`, and ``encode`` (the JSON of the reply). Compaction and re-index
+run as admin jobs, timed by kind in ``aether_job_duration_seconds``; the background seals of the
+vector index are counted with their seconds (``aether_index_seals_total``,
+``aether_index_seal_seconds_total``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 _LATENCY = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -25,7 +27,7 @@ class _StoreCollector(Collector):
     def __init__(self, opened: Callable[[], dict[str, Any]]) -> None:
         self._opened = opened
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         atoms = GaugeMetricFamily("aether_atoms", "Atoms currently believed, by namespace", labels=["namespace"])
         total = GaugeMetricFamily("aether_atoms_total_known", "Atoms with any version (not erased)",
                                   labels=["namespace"])
@@ -36,6 +38,10 @@ class _StoreCollector(Collector):
         tail = GaugeMetricFamily("aether_tail_rows", "Rows the vector index scans exactly (not sealed yet)",
                                  labels=["namespace"])
         txs = GaugeMetricFamily("aether_transactions", "Committed transactions", labels=["namespace"])
+        seals = CounterMetricFamily("aether_index_seals", "Vector index builds (tail seals and merges) since open",
+                                    labels=["namespace"])
+        seal_s = CounterMetricFamily("aether_index_seal_seconds", "Seconds spent in those builds",
+                                     labels=["namespace"])
         for name, mem in sorted(self._opened().items()):
             try:
                 s = mem.stats()
@@ -49,7 +55,9 @@ class _StoreCollector(Collector):
             segs.add_metric([name], s.segments)
             tail.add_metric([name], s.tail_rows)
             txs.add_metric([name], s.transactions)
-        yield from (atoms, total, versions, wal, disk, segs, tail, txs)
+            seals.add_metric([name], s.seals)
+            seal_s.add_metric([name], s.seal_seconds)
+        yield from (atoms, total, versions, wal, disk, segs, tail, txs, seals, seal_s)
 
 
 class Metrics:
@@ -63,8 +71,8 @@ class Metrics:
         )
         self.search = Histogram(
             "aether_search_duration_seconds",
-            "Search time by mode, call (search, search_many, explain) and phase (engine: the Memory call; "
-            "encode: the JSON reply)",
+            "Search time by mode, call (search, search_many, explain) and phase (embed: the query embedding; "
+            "index: the index and keyword search; materialize: building the hits; encode: the JSON reply)",
             ["mode", "op", "phase"], registry=self.registry, buckets=_LATENCY,
         )
         self.job = Histogram(
