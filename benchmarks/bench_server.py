@@ -9,7 +9,7 @@ Run: .venv/bin/python benchmarks/bench_server.py [--n 10000] [--dim 384] [--quer
 3. ``aether serve ROOT`` starts in a subprocess on 127.0.0.1; ``aether.connect`` clients do the same: one
    client sequentially (p50/p99), then 1/8/32 concurrent clients (threads, one connection each) for
    ``--seconds`` each. The server's own ``/metrics`` split the time: engine (``aether_search_duration_seconds``,
-   phase ``engine``),
+   phases ``embed`` + ``index`` + ``materialize``),
    server total (``aether_request_duration_seconds``) and the rest (client, HTTP, loopback).
 4. Batch ingest: ``add_columns`` of ``--ingest`` rows with a numpy matrix of vectors in ``--batch``-row
    requests (one durable transaction each; the client sends them raw on ``atoms/columns/binary``),
@@ -131,6 +131,14 @@ def metric_sum_count(text: str, name: str, labels: str) -> tuple[float, float]:
     return s, c
 
 
+def engine_sum_count(text: str) -> tuple[float, float]:
+    """Seconds inside ``Memory.search`` (its three phases) and the number of searches."""
+    total = 0.0
+    for ph in ("embed", "index", "materialize"):
+        total += metric_sum_count(text, "aether_search_duration_seconds", f'op="search",phase="{ph}"')[0]
+    return total, metric_sum_count(text, "aether_search_duration_seconds", 'op="search",phase="index"')[1]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=10_000)
@@ -208,8 +216,8 @@ def main() -> None:
             # CPU the server process spent per search (all its threads): what a loaded machine inflates least.
             out["server_cpu_ms_per_search"] = 1000 * (cpu1 - cpu0) / len(lat) if cpu0 is not None else None
             out["server_p50_ms"], out["server_p99_ms"] = pct(lat, 50), pct(lat, 99)
-            es0, ec0 = metric_sum_count(m0, "aether_search_duration_seconds", 'op="search",phase="engine"')
-            es1, ec1 = metric_sum_count(m1, "aether_search_duration_seconds", 'op="search",phase="engine"')
+            es0, ec0 = engine_sum_count(m0)
+            es1, ec1 = engine_sum_count(m1)
             rs0, rc0 = metric_sum_count(m0, "aether_request_duration_seconds", 'route="/v1/namespaces/{ns}/search"')
             rs1, rc1 = metric_sum_count(m1, "aether_request_duration_seconds", 'route="/v1/namespaces/{ns}/search"')
             out["server_engine_mean_ms"] = 1000 * (es1 - es0) / max(1.0, ec1 - ec0)
