@@ -163,7 +163,6 @@ class _Corrections(_Writes, _Reads):
         self._check_write()
         self._engine.commit([RetractOp(check_atom_id(atom_id), _opt_time(at, "at"))])
 
-
     def correct_many(
         self,
         atom_id: Any,

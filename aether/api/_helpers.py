@@ -6,7 +6,7 @@ import contextlib
 import gc
 import os
 from collections.abc import Iterator, Mapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
@@ -14,6 +14,9 @@ from .._time import MIN_US, OPEN, TimeLike, to_us
 from ..engine.store import Engine
 from ..engine.validate import check_tags
 from ..errors import InvalidInputError, InvalidIntervalError
+
+if TYPE_CHECKING:
+    from ..index.bucketed import BucketedIndex
 
 
 class _Unset:
@@ -133,19 +136,21 @@ def _with_where(tags: Any, where: Any) -> Any:
     return {**tags, **extra}
 
 
+def _vector_index(engine: Engine) -> BucketedIndex | None:
+    """The store's bucketed vector index (``None`` for an engine opened without one)."""
+    from ..index.bucketed import BucketedIndex
+
+    return engine.derived.find(BucketedIndex)
 
 
 def _seals(engine: Engine) -> tuple[int, float]:
     """Seal and merge builds of the bucketed vector index since open, and their seconds."""
-    from ..index.bucketed import BucketedIndex
-
-    found = [d for d in engine.derived if isinstance(d, BucketedIndex)]
-    return sum(d.seals for d in found), sum(d.seal_seconds for d in found)
+    index = _vector_index(engine)
+    return (0, 0.0) if index is None else (index.seals, index.seal_seconds)
 
 
 def _tail_rows(engine: Engine) -> int:
     """Rows of the snapshot the bucketed vector index has not sealed into a partition yet."""
-    from ..index.bucketed import BucketedIndex
-
+    index = _vector_index(engine)
     n = engine.snapshot.n
-    return max((max(0, n - d.state.covered) for d in engine.derived if isinstance(d, BucketedIndex)), default=n)
+    return n if index is None else max(0, n - index.state.covered)
